@@ -1,0 +1,79 @@
+"""Extension hooks of the hors-compte plugin, for other plugins.
+
+They live on the host's plugin manager (project ``opencrm``): the plugin adds them through
+``opencrm_add_hookspecs``. Implement them with ``pluggy.HookimplMarker("opencrm")``. The
+plugin's own defaults are registered ``trylast``, so any other implementation goes first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from opencrm_horscompte.hookspecs.host import Host, MailTemplate
+    from opencrm_horscompte.settings import Settings
+
+hookspec = pluggy.HookspecMarker("opencrm")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """Something worth recording: who did what, when.
+
+    ``kind`` is dotted, e.g. ``"settings.changed"``; ``actor`` is the user's email or
+    ``"system"``; ``details`` is JSON-serialisable (for settings: ``{key: [old, new]}``).
+    """
+
+    kind: str
+    actor: str
+    at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@hookspec(firstresult=True)
+def horscompte_generate_tracking_code(host: Host, settings: Settings) -> str | None:
+    """Make one candidate tracking code for a dossier being deposited.
+
+    :param host: the host.
+    :param settings: the settings in force (length, character classes, ...).
+    :return: a candidate code, or None to leave it to the next implementation (the plugin's
+        default draws from ``secrets`` with the settings' alphabet).
+
+    firstresult. The candidate must be 1 to 64 characters; uniqueness is the plugin's job:
+    on a collision it asks again, a bounded number of times, then fails the deposit with
+    ``TrackingCodeSpaceExhausted``.
+    """
+
+
+@hookspec
+def horscompte_audit_event(host: Host, session: Session, event: AuditEvent) -> None:
+    """Record an audit event (settings changed, throttle hit, ...).
+
+    :param host: the host.
+    :param session: the session of the transaction the event belongs to; write there to
+        commit the record with the change it describes.
+    :param event: the :class:`AuditEvent`.
+    :return: nothing.
+
+    Not firstresult: every implementation is called (the plugin's default stores the event
+    in ``horscompte_audit_event``; another may forward it to a SIEM).
+    """
+
+
+@hookspec
+def horscompte_validation_mail_templates(host: Host) -> list[MailTemplate]:
+    """Mail templates meant for the validation code mail, besides the host's.
+
+    :param host: the host.
+    :return: a list of ``MailTemplate``. Their text is rendered with ``code``,
+        ``expiry_minutes``, ``demarche_title`` and ``lookup_url``.
+
+    Not firstresult: the "Mail de validation" select lists every implementation's templates
+    after those of ``opencrm_mail_templates``.
+    """

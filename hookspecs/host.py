@@ -1,0 +1,361 @@
+"""The host contract: what an Open CRM host calls, and what it offers its plugins.
+
+A host creates ``pluggy.PluginManager("opencrm")``, adds these specs, calls
+``opencrm_add_hookspecs`` historically, then registers its plugins. Every hook below is
+called by the host, never by a plugin, except where a docstring says otherwise.
+
+The plugin core never imports a web framework: pages are handlers over the small frozen
+:class:`Request` / :class:`Response` dataclasses below, and a host adapts its framework to
+them in a dozen lines (the reference host does it in ``opencrm_horscompte.refhost.adapter``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import pluggy
+
+if TYPE_CHECKING:
+    import jinja2
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+PROJECT = "opencrm"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+HEADER_FORBIDDEN = ("\r", "\n", "\x00")
+
+
+# --------------------------------------------------------------------------- data types
+
+
+@dataclass(frozen=True)
+class User:
+    """The logged-in person, as the host knows them."""
+
+    id: int
+    email: str
+    display_name: str
+    roles: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, framework-free.
+
+    ``session`` is the host's signed session mapping (writes persist with the response).
+    ``csrf_token`` is the token the host expects in the ``csrf_token`` field of any unsafe
+    request: the host rejects a POST whose token does not match *before* calling a handler,
+    so handlers only have to render it in their forms.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    form: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    client_addr: str = ""
+    session: MutableMapping[str, Any] = field(default_factory=dict)
+    user: User | None = None
+    locale: str = "fr"
+    csrf_token: str = ""
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a handler returns: status, HTML body, extra headers."""
+
+    status: int = 200
+    body: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def html(cls, body: str, status: int = 200) -> Response:
+        return cls(status=status, body=body, headers={"Content-Type": "text/html; charset=utf-8"})
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 303) -> Response:
+        return cls(status=status, headers={"Location": location})
+
+
+Handler = Callable[["Host", Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A page a plugin serves. ``permission`` is enforced by the host before dispatch:
+    ``None`` (anyone), ``"user"`` (any logged-in user) or ``"admin"``."""
+
+    methods: tuple[str, ...]
+    path: str
+    handler: Handler
+    permission: Literal["user", "admin"] | None = None
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    """An entry of the host's menus, e.g. section "Administration", label "Hors-compte"."""
+
+    section: str
+    label: str
+    url: str
+    permission: Literal["user", "admin"] | None = "admin"
+
+
+@dataclass(frozen=True)
+class MailMessage:
+    """A mail to queue in the host's durable outbox. Header fields refuse CR, LF and NUL."""
+
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("to", "subject"):
+            value = getattr(self, name)
+            if any(char in value for char in HEADER_FORBIDDEN):
+                raise ValueError(f"mail header {name!r} contains CR, LF or NUL")
+
+
+@dataclass(frozen=True)
+class MailTemplate:
+    """A mail layout an admin can choose (e.g. for "Mail de validation").
+
+    ``key`` is stable and stored in settings; ``subject`` / ``text`` / ``html`` are Jinja2
+    template names resolved through the plugin's template loader (host templates first).
+    """
+
+    key: str
+    label: str
+    subject: str
+    text: str
+    html: str | None = None
+
+
+@dataclass(frozen=True)
+class IdentityDecision:
+    """What the identity step decided for a new dossier's first screen.
+
+    ``action`` is ``"continue"`` (go on to the form) or ``"propose_login"`` (show
+    ``response``, a page that offers to log in or to go on without an account).
+    """
+
+    action: Literal["continue", "propose_login"] = "continue"
+    response: Response | None = None
+
+
+@dataclass(frozen=True)
+class ScheduledTask:
+    """A periodic job: ``run(host)`` is called about every ``every_seconds``."""
+
+    name: str
+    every_seconds: int
+    run: Callable[[Host], object]
+
+
+@runtime_checkable
+class Dossier(Protocol):
+    """What a plugin may read of a host's dossier."""
+
+    id: int
+    email: str
+    demarche_title: str
+    account_id: int | None
+    deposited_at: datetime | None
+
+
+@runtime_checkable
+class Demarche(Protocol):
+    """What a plugin may read of a host's online procedure."""
+
+    id: int
+    slug: str
+    title: str
+    open_without_account: bool
+
+
+class Host(Protocol):
+    """The object passed as ``host`` to every hook.
+
+    ``engine``: the SQLAlchemy engine of the host's database (plugins create their own
+    tables there, prefixed with their name). ``hook``: the plugin manager's hook relay,
+    already filtered to the enabled plugins. ``now()``: the host clock, timezone-aware UTC
+    (tests move it). ``secret_keys``: signing keys, newest last, for rotation.
+    ``template_loader``: the host's Jinja2 templates, searched before the plugin's; it
+    provides ``opencrm/layout.html`` (blocks ``title`` and ``main``) that plugin pages extend.
+    """
+
+    version: str
+    engine: Engine
+    secret_keys: Sequence[bytes]
+    template_loader: jinja2.BaseLoader | None
+
+    @property
+    def hook(self) -> Any: ...
+
+    def now(self) -> datetime: ...
+
+    def find_account(self, email: str) -> User | None:
+        """The account whose email matches ``email`` (already normalised), or None."""
+        ...
+
+    def queue_mail(self, session: Session, message: MailMessage) -> None:
+        """Add ``message`` to the durable outbox inside ``session``'s transaction."""
+        ...
+
+    def login_url(self, next_url: str) -> str:
+        """Where to send a visitor to log in and come back to ``next_url``."""
+        ...
+
+    def absolute_url(self, path: str) -> str:
+        """``path`` made absolute with the host's public base URL (for mails)."""
+        ...
+
+    def layout_context(self, request: Request) -> Mapping[str, Any]:
+        """Variables the host's ``opencrm/layout.html`` needs (menus, site name...); a
+        plugin merges them into the context of the pages it renders."""
+        ...
+
+
+# --------------------------------------------------------------------------- hook specs
+
+
+@hookspec(historic=True)
+def opencrm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Add a plugin's own hook specifications to the host's plugin manager.
+
+    :param pluginmanager: the host's ``pluggy.PluginManager("opencrm")``.
+    :return: nothing.
+
+    Historic: a plugin registered after the host made the call still receives it, the same
+    pattern as pytest's ``pytest_addhooks``. Not firstresult.
+    """
+
+
+@hookspec
+def opencrm_plugin_setup(host: Host) -> None:
+    """Create or upgrade the plugin's tables and check that the host suits it.
+
+    :param host: the host (see :class:`Host`); ``host.engine`` is the database.
+    :return: nothing. Raise to refuse the host; the host records the error on its plugin
+        page and leaves the plugin disabled.
+
+    Called once per process after registration, and again when an admin enables the
+    plugin. Must be idempotent. Not firstresult.
+    """
+
+
+@hookspec
+def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
+    """Menu entries a plugin adds to the host's menus.
+
+    :param host: the host.
+    :param user: the logged-in user, or None.
+    :return: a list of :class:`MenuEntry`; the host shows those whose ``permission`` the
+        user holds, grouped by ``section``.
+
+    Not firstresult: every plugin's entries are collected.
+    """
+
+
+@hookspec
+def opencrm_routes(host: Host) -> list[Route]:
+    """Pages a plugin serves.
+
+    :param host: the host.
+    :return: a list of :class:`Route`. The host checks ``permission`` and the CSRF token of
+        unsafe methods, then calls ``handler(host, request)`` and sends its
+        :class:`Response`. A disabled plugin's routes answer 404.
+
+    Not firstresult: every plugin's routes are collected.
+    """
+
+
+@hookspec(firstresult=True)
+def opencrm_identity_step(
+    host: Host, request: Request, demarche: Demarche, identity: Mapping[str, str]
+) -> IdentityDecision | None:
+    """Decide what follows a new dossier's first screen (the identity screen).
+
+    :param host: the host.
+    :param request: the request that submitted the identity screen.
+    :param demarche: the online procedure being started.
+    :param identity: what the citizen typed: at least ``email``, ``first_name``,
+        ``last_name``; ``draft`` is the host's reference to the draft dossier.
+    :return: an :class:`IdentityDecision`, or None to let the host continue.
+
+    firstresult: the first non-None decision wins.
+    """
+
+
+@hookspec
+def opencrm_deposit(host: Host, session: Session, dossier: Dossier) -> None:
+    """Take part in a dossier's deposit, inside the host's deposit transaction.
+
+    :param host: the host.
+    :param session: the SQLAlchemy session whose transaction deposits the dossier. Work done
+        here commits with the dossier or not at all; raise to make the deposit fail (the host
+        rolls back and keeps the draft).
+    :param dossier: the dossier being deposited (already flushed, so it has an id).
+    :return: nothing.
+
+    Not firstresult: every enabled plugin takes part.
+    """
+
+
+@hookspec
+def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> list[str]:
+    """HTML fragments for a deposited dossier's receipt page.
+
+    :param host: the host.
+    :param request: the request showing the receipt (the depositor's session).
+    :param dossier: the deposited dossier.
+    :return: a list of HTML fragments (already escaped, safe to insert).
+
+    Not firstresult: every plugin's fragments are shown, in hook order.
+    """
+
+
+@hookspec(firstresult=True)
+def opencrm_dossier_access(host: Host, request: Request, dossier: Dossier) -> bool | None:
+    """May this request, without a login, see this dossier?
+
+    :param host: the host.
+    :param request: the request asking for the dossier page.
+    :param dossier: the dossier asked for.
+    :return: True to admit, False to refuse, None when the plugin has no opinion.
+
+    firstresult: the first non-None answer wins; no answer means refuse.
+    """
+
+
+@hookspec
+def opencrm_mail_templates(host: Host) -> list[MailTemplate]:
+    """Mail templates a plugin contributes (the "Mail de validation" select lists them).
+
+    :param host: the host.
+    :return: a list of :class:`MailTemplate`.
+
+    Not firstresult: every plugin's templates are collected.
+    """
+
+
+@hookspec
+def opencrm_scheduled_tasks(host: Host) -> list[ScheduledTask]:
+    """Periodic jobs a plugin needs (purging expired codes, ...).
+
+    :param host: the host.
+    :return: a list of :class:`ScheduledTask`; the host runs each about every
+        ``every_seconds`` in one of its workers.
+
+    Not firstresult: every plugin's tasks are collected.
+    """

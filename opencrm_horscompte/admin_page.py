@@ -1,0 +1,107 @@
+"""CRM > Administration > Hors-compte: view, preview and save the settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from .codes import CodePolicy, generate_tracking_code, generate_validation_code
+from .db import writer
+from .hookspecs.host import Host, Request, Response
+from .mail_templates import available_templates
+from .manifest import load_manifest
+from .models import AuditRecord
+from .rendering import render_page
+from .settings import Settings, SettingsError, parse_form
+from .settings_store import SETTINGS_CHANGED, load_settings, save_settings
+from .strength import tracking_strength, validation_strength
+
+PATH = "/admin/hors-compte"
+TEMPLATE = "horscompte/admin.html"
+FLASH_KEY = "horscompte.flash"
+HISTORY_SIZE = 10
+
+
+def _preview(settings: Settings) -> dict[str, Any]:
+    policy = CodePolicy.from_settings(settings)
+    return {
+        "tracking_sample": generate_tracking_code(policy),
+        "validation_sample": generate_validation_code(settings.validation_code_length),
+        "tracking": tracking_strength(policy),
+        "validation": validation_strength(settings.validation_code_length),
+    }
+
+
+def _history(session: Session) -> list[dict[str, Any]]:
+    records = session.exec(
+        select(AuditRecord)
+        .where(AuditRecord.kind == SETTINGS_CHANGED)
+        .order_by(col(AuditRecord.id).desc())
+        .limit(HISTORY_SIZE)
+    )
+    return [{"actor": r.actor, "at": r.at, "changes": json.loads(r.details_json)} for r in records]
+
+
+def _page(
+    host: Host,
+    request: Request,
+    session: Session,
+    values: dict[str, Any],
+    *,
+    errors: dict[str, str] | None = None,
+    preview_of: Settings | None = None,
+    previewing: bool = False,
+    status: int = 200,
+) -> Response:
+    body = render_page(
+        host,
+        request,
+        TEMPLATE,
+        manifest=load_manifest(),
+        labels={spec.key: spec.label for spec in load_manifest().settings},
+        values=values,
+        errors=errors or {},
+        templates=available_templates(host),
+        preview=_preview(preview_of) if preview_of else None,
+        previewing=previewing,
+        history=_history(session),
+        flash=request.session.pop(FLASH_KEY, None),
+    )
+    return Response.html(body, status=status)
+
+
+def _submitted_values(form: dict[str, str] | Any) -> dict[str, Any]:
+    """What the admin typed, to show it back untouched next to the errors."""
+    return {
+        spec.key: (spec.key in form) if spec.type == "bool" else form.get(spec.key, "")
+        for spec in load_manifest().settings
+    }
+
+
+def handle(host: Host, request: Request) -> Response:
+    if request.user is None or not request.user.is_admin:
+        return Response.html("Accès réservé aux administrateurs.", status=403)
+    with Session(host.engine) as session:
+        if request.method != "POST":
+            current = load_settings(session)
+            return _page(host, request, session, current.as_dict(), preview_of=current)
+        template_keys = [template.key for template in available_templates(host)]
+        try:
+            submitted = parse_form(request.form, template_keys)
+        except SettingsError as error:
+            values = _submitted_values(request.form)
+            return _page(host, request, session, values, errors=error.errors, status=400)
+        if request.form.get("action") == "preview":
+            return _page(
+                host, request, session, submitted.as_dict(), preview_of=submitted, previewing=True
+            )
+    with Session(writer(host.engine)) as session, session.begin():
+        changes = save_settings(host, session, submitted, actor=request.user.email)
+    request.session[FLASH_KEY] = (
+        "Paramètres enregistrés. Ils s'appliquent aux codes émis à partir de maintenant."
+        if changes
+        else "Aucune modification."
+    )
+    return Response.redirect(PATH)

@@ -1,0 +1,49 @@
+"""Engines that behave the same on SQLite and PostgreSQL for the plugin's transactions.
+
+SQLite needs two adjustments: pysqlite's own transaction handling breaks SAVEPOINT, so
+SQLAlchemy emits BEGIN itself; and a transaction that will write must take the write lock up
+front (``BEGIN IMMEDIATE``), through :func:`writer`, so concurrent writers wait on
+``busy_timeout`` instead of failing when a read lock is upgraded. Other transactions begin
+deferred: with WAL they read while a writer works, even one of the same thread. On
+PostgreSQL :func:`writer` changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import create_engine
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://...``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get(_WRITER_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+_WRITER_OPTION = "horscompte_writer"
+
+
+def writer(engine: Engine) -> Engine:
+    """``engine`` for a transaction that writes: on SQLite it begins ``IMMEDIATE``."""
+    return engine.execution_options(**{_WRITER_OPTION: True})

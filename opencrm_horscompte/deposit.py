@@ -1,0 +1,82 @@
+"""Deposit pipeline: give a dossier its unique tracking code inside the host's transaction,
+and queue the acknowledgment mail in the same transaction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from .codes import CodePolicy, format_tracking_code
+from .hookspecs.host import Dossier, Host, MailMessage
+from .models import TrackingCode
+from .rendering import render_fragment
+from .settings import Settings
+from .settings_store import load_settings
+
+MAX_ATTEMPTS = 12
+MAX_CODE_LENGTH = 64
+LOOKUP_PATH = "/hors-compte/suivi"
+
+
+class TrackingCodeSpaceExhausted(RuntimeError):
+    """No unused tracking code was found in ``MAX_ATTEMPTS`` draws: the code space is (nearly)
+    full. The deposit fails and its transaction rolls back; an admin must lengthen the code
+    or allow more character classes."""
+
+
+def _candidate(host: Host, settings: Settings) -> str:
+    code = host.hook.horscompte_generate_tracking_code(host=host, settings=settings)
+    if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_LENGTH:
+        raise ValueError(f"tracking code generator returned an unusable value: {code!r}")
+    return code
+
+
+def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> TrackingCode:
+    """Insert the dossier's tracking code, retrying in a savepoint on a collision.
+
+    Uniqueness comes from the unique index on ``code``: nothing is loaded to check it, so
+    the cost of a deposit does not grow with the number of dossiers.
+    """
+    settings = load_settings(session)
+    policy_json = json.dumps(asdict(CodePolicy.from_settings(settings)))
+    for _ in range(MAX_ATTEMPTS):
+        row = TrackingCode(
+            dossier_id=dossier.id,
+            code=_candidate(host, settings),
+            policy_json=policy_json,
+            issued_at=host.now(),
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            continue
+        return row
+    raise TrackingCodeSpaceExhausted(
+        f"no free tracking code after {MAX_ATTEMPTS} draws: lengthen the code or allow "
+        "more character classes"
+    )
+
+
+def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
+    context = {
+        "demarche_title": dossier.demarche_title,
+        "tracking_code": format_tracking_code(code),
+        "lookup_url": host.absolute_url(LOOKUP_PATH),
+    }
+    return MailMessage(
+        to=dossier.email,
+        subject=render_fragment(host, "horscompte/mail/deposit_ack_subject.txt", context).strip(),
+        text=render_fragment(host, "horscompte/mail/deposit_ack.txt", context),
+        html=render_fragment(host, "horscompte/mail/deposit_ack.html", context),
+    )
+
+
+def deposit(host: Host, session: Session, dossier: Dossier) -> TrackingCode:
+    """What ``opencrm_deposit`` does: the code, then the acknowledgment mail."""
+    row = assign_tracking_code(host, session, dossier)
+    host.queue_mail(session, acknowledgment_mail(host, dossier, row.code))
+    return row

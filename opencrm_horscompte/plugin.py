@@ -1,0 +1,82 @@
+"""The plugin registered by a host (entry point ``opencrm.plugins: horscompte``).
+
+Hook implementations stay thin: each hands over to a plain module.
+"""
+
+from __future__ import annotations
+
+import pluggy
+from sqlmodel import Session, SQLModel
+
+from . import admin_page, deposit
+from .audit import store_event
+from .codes import CodePolicy, format_tracking_code, generate_tracking_code
+from .hookspecs import horscompte as horscompte_specs
+from .hookspecs.horscompte import AuditEvent
+from .hookspecs.host import (
+    Dossier,
+    Host,
+    MailTemplate,
+    MenuEntry,
+    Request,
+    Route,
+    User,
+    hookimpl,
+)
+from .mail_templates import DEFAULT_VALIDATION_TEMPLATE
+from .models import PLUGIN_TABLES, TrackingCode
+from .rendering import render_fragment
+from .settings import Settings
+
+
+@hookimpl
+def opencrm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    pluginmanager.add_hookspecs(horscompte_specs)
+
+
+@hookimpl
+def opencrm_plugin_setup(host: Host) -> None:
+    SQLModel.metadata.create_all(host.engine, tables=PLUGIN_TABLES)
+
+
+@hookimpl
+def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
+    return [MenuEntry("Administration", "Hors-compte", admin_page.PATH, permission="admin")]
+
+
+@hookimpl
+def opencrm_routes(host: Host) -> list[Route]:
+    return [Route(("GET", "POST"), admin_page.PATH, admin_page.handle, permission="admin")]
+
+
+@hookimpl
+def opencrm_deposit(host: Host, session: Session, dossier: Dossier) -> None:
+    deposit.deposit(host, session, dossier)
+
+
+@hookimpl
+def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> list[str]:
+    with Session(host.engine) as session:
+        row = session.get(TrackingCode, dossier.id)
+    if row is None:
+        return []
+    context = {
+        "tracking_code": format_tracking_code(row.code),
+        "lookup_url": deposit.LOOKUP_PATH,
+    }
+    return [render_fragment(host, "horscompte/receipt.html", context)]
+
+
+@hookimpl
+def opencrm_mail_templates(host: Host) -> list[MailTemplate]:
+    return [DEFAULT_VALIDATION_TEMPLATE]
+
+
+@hookimpl(trylast=True)
+def horscompte_generate_tracking_code(host: Host, settings: Settings) -> str:
+    return generate_tracking_code(CodePolicy.from_settings(settings))
+
+
+@hookimpl(trylast=True)
+def horscompte_audit_event(host: Host, session: Session, event: AuditEvent) -> None:
+    store_event(session, event)

@@ -1,0 +1,342 @@
+"""The reference host's web app (Flask): démarches, the new-dossier flow, login, the admin's
+plugin page and menu, and every enabled plugin's routes."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+import flask
+import jinja2
+from sqlmodel import Session, col, select
+from werkzeug.exceptions import HTTPException
+
+from ..hookspecs.host import Request, User
+from . import outbox
+from .accounts import authenticate
+from .adapter import to_flask, to_request
+from .dossiers import AlreadyDeposited, create_draft, deposit, find_dossier, save_answers
+from .forms import answers_form, identity_form
+from .host import TEMPLATES, OwnedRoute, ReferenceHost, account_user, has_permission
+from .models import Account, Demarche, Dossier
+
+log = logging.getLogger(__name__)
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=TEMPLATES,
+        autoescape=jinja2.select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    return environment
+
+
+def create_app(host: ReferenceHost) -> flask.Flask:
+    app = flask.Flask(__name__)
+    app.config.update(
+        SECRET_KEY=host.secret_keys[-1],
+        SECRET_KEY_FALLBACKS=list(host.secret_keys[:-1]),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    environment = _environment()
+
+    def current_user() -> User | None:
+        if "account_id" not in flask.g:
+            account_id = flask.session.get("account_id")
+            account = None
+            if isinstance(account_id, int):
+                with Session(host.engine) as session:
+                    account = session.get(Account, account_id)
+            flask.g.account_id = account_id
+            flask.g.user = account_user(account) if account else None
+        return flask.g.user
+
+    def csrf_token() -> str:
+        if "csrf" not in flask.session:
+            flask.session["csrf"] = secrets.token_urlsafe(32)
+        return flask.session["csrf"]
+
+    def contract_request() -> Request:
+        return to_request(current_user(), csrf_token())
+
+    def render(name: str, status: int = 200, **context: Any) -> flask.Response:
+        request = contract_request()
+        body = environment.get_template(name).render(
+            request=request, **host.layout_context(request), **context
+        )
+        return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
+
+    def error_page(status: int, message: str) -> flask.Response:
+        return render("error.html", status=status, status_code=status, message=message)
+
+    @app.before_request
+    def check_csrf() -> flask.Response | None:
+        if flask.request.method not in UNSAFE_METHODS:
+            return None
+        sent = flask.request.form.get("csrf_token", "")
+        expected = flask.session.get("csrf", "")
+        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+            return error_page(
+                400,
+                "Ce formulaire a expiré ou ne vient pas de ce site. "
+                "Rechargez la page et recommencez.",
+            )
+        return None
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> flask.Response:
+        messages = {
+            404: "Cette page n'existe pas.",
+            405: "Cette action n'est pas possible sur cette page.",
+            413: "Les données envoyées sont trop volumineuses.",
+        }
+        status = error.code or 500
+        return error_page(status, messages.get(status, error.description or "Erreur."))
+
+    # ---------------------------------------------------------------- public pages
+
+    @app.get("/")
+    def home() -> flask.Response:
+        with Session(host.engine) as session:
+            demarches = list(session.exec(select(Demarche).order_by(col(Demarche.title))))
+        return render(
+            "home.html",
+            demarches=demarches,
+            lookup_available=_route_available(host, "/hors-compte/suivi"),
+        )
+
+    @app.route("/demarches/<slug>/nouveau", methods=["GET", "POST"])
+    def identity_screen(slug: str) -> flask.Response:
+        with Session(host.engine, expire_on_commit=False) as session:
+            demarche = session.exec(select(Demarche).where(Demarche.slug == slug)).first()
+        if demarche is None:
+            flask.abort(404)
+        user = current_user()
+        if not demarche.open_without_account and user is None:
+            return flask.redirect(host.login_url(flask.request.path))
+        if flask.request.method == "GET":
+            initial = {"email": user.email if user else "", "first_name": "", "last_name": ""}
+            return render("identity.html", demarche=demarche, values=initial, errors={})
+        values, errors = identity_form(flask.request.form)
+        if errors:
+            return render(
+                "identity.html", status=400, demarche=demarche, values=values, errors=errors
+            )
+        draft = create_draft(host, demarche, values, user.id if user else None)
+        flask.session["drafts"] = [*flask.session.get("drafts", [])[-19:], draft.draft_key]
+        decision = host.hook.opencrm_identity_step(
+            host=host,
+            request=contract_request(),
+            demarche=demarche,
+            identity={**values, "draft": draft.draft_key},
+        )
+        if decision is not None and decision.action == "propose_login" and decision.response:
+            return to_flask(decision.response)
+        return flask.redirect(flask.url_for("draft_form", draft_key=draft.draft_key), 303)
+
+    def owned_draft(draft_key: str) -> Dossier:
+        dossier = find_dossier(host, draft_key)
+        user = current_user()
+        in_session = draft_key in flask.session.get("drafts", [])
+        owner = user is not None and dossier is not None and dossier.account_id == user.id
+        if dossier is None or not (in_session or owner):
+            flask.abort(404)
+        return dossier
+
+    @app.route("/brouillons/<draft_key>", methods=["GET", "POST"])
+    def draft_form(draft_key: str) -> flask.Response:
+        dossier = owned_draft(draft_key)
+        if dossier.status != "draft":
+            return flask.redirect(flask.url_for("receipt", draft_key=draft_key), 303)
+        if flask.request.method == "GET":
+            return render("form.html", dossier=dossier, values=dossier.answers, errors={})
+        saving = flask.request.form.get("action") == "save"
+        values, errors = answers_form(flask.request.form, complete=not saving)
+        if saving and not errors:
+            save_answers(host, draft_key, values)
+            return render(
+                "form.html",
+                dossier=dossier,
+                values=values,
+                errors={},
+                notice="Brouillon enregistré.",
+            )
+        if errors:
+            return render("form.html", status=400, dossier=dossier, values=values, errors=errors)
+        try:
+            deposit(host, draft_key, values)
+        except AlreadyDeposited:
+            pass
+        except Exception:
+            log.exception("deposit of draft %s failed", draft_key)
+            save_answers(host, draft_key, values)
+            return render(
+                "form.html",
+                status=503,
+                dossier=dossier,
+                values=values,
+                errors={},
+                failure="Le dépôt n'a pas pu aboutir. Votre brouillon est conservé "
+                "avec vos réponses : réessayez dans quelques instants.",
+            )
+        return flask.redirect(flask.url_for("receipt", draft_key=draft_key), 303)
+
+    @app.get("/brouillons/<draft_key>/recu")
+    def receipt(draft_key: str) -> flask.Response:
+        dossier = owned_draft(draft_key)
+        if dossier.status == "draft":
+            return flask.redirect(flask.url_for("draft_form", draft_key=draft_key), 303)
+        fragments = host.hook.opencrm_dossier_receipt(
+            host=host, request=contract_request(), dossier=dossier
+        )
+        return render(
+            "receipt.html",
+            dossier=dossier,
+            fragments=[jinja2.utils.markupsafe.Markup(f) for fs in fragments for f in fs],
+        )
+
+    # ---------------------------------------------------------------- accounts
+
+    @app.route("/connexion", methods=["GET", "POST"])
+    def login() -> flask.Response:
+        next_url = _safe_next(flask.request.values.get("suivant", "/"))
+        if flask.request.method == "GET":
+            return render("login.html", next_url=next_url, email="", error=None)
+        email = flask.request.form.get("email", "")[:320]
+        with Session(host.engine) as session:
+            account = authenticate(session, email, flask.request.form.get("password", "")[:1024])
+        if account is None:
+            return render(
+                "login.html",
+                status=400,
+                next_url=next_url,
+                email=email,
+                error="Adresse e-mail ou mot de passe incorrect.",
+            )
+        drafts = flask.session.get("drafts", [])
+        flask.session.clear()
+        flask.session["account_id"] = account.id
+        flask.session["drafts"] = drafts
+        return flask.redirect(next_url, 303)
+
+    @app.post("/deconnexion")
+    def logout() -> flask.Response:
+        flask.session.clear()
+        return flask.redirect("/", 303)
+
+    @app.get("/mon-espace")
+    def my_space() -> flask.Response:
+        user = current_user()
+        if user is None:
+            return flask.redirect(host.login_url(flask.request.path))
+        with Session(host.engine) as session:
+            dossiers = list(
+                session.exec(
+                    select(Dossier)
+                    .where(Dossier.account_id == user.id)
+                    .order_by(col(Dossier.created_at).desc())
+                )
+            )
+        return render("my_space.html", dossiers=dossiers)
+
+    # ---------------------------------------------------------------- administration
+
+    def require_admin() -> User | flask.Response:
+        user = current_user()
+        if user is None:
+            return flask.redirect(host.login_url(flask.request.full_path.rstrip("?")))
+        if not user.is_admin:
+            return error_page(403, "Cette page est réservée aux administrateurs.")
+        return user
+
+    @app.get("/admin")
+    def admin_home() -> flask.Response:
+        user = require_admin()
+        if isinstance(user, flask.Response):
+            return user
+        return render("admin.html")
+
+    @app.route("/admin/plugins", methods=["GET", "POST"])
+    def plugins_page() -> flask.Response:
+        user = require_admin()
+        if isinstance(user, flask.Response):
+            return user
+        notice = error = None
+        if flask.request.method == "POST":
+            name = flask.request.form.get("plugin", "")
+            enable = flask.request.form.get("action") == "enable"
+            try:
+                host.set_enabled(name, enable, actor=user.email)
+                notice = f"Module « {name} » {'activé' if enable else 'désactivé'}."
+            except KeyError:
+                error = "Ce module n'est pas installé ou n'a pas pu être chargé."
+            except Exception as failure:  # setup refused the host: shown, not raised
+                error = f"Le module n'a pas pu être activé : {failure}"
+        return render(
+            "plugins.html",
+            status=400 if error else 200,
+            plugins=host.plugins,
+            disabled=host.disabled_names(),
+            notice=notice,
+            error=error,
+        )
+
+    @app.get("/admin/courriels")
+    def outbox_page() -> flask.Response:
+        user = require_admin()
+        if isinstance(user, flask.Response):
+            return user
+        return render("outbox.html", pending=outbox.pending_summary(host.engine))
+
+    for owned in host.routes:
+        _mount(app, host, owned, contract_request, error_page, current_user)
+    return app
+
+
+def _mount(
+    app: flask.Flask,
+    host: ReferenceHost,
+    owned: OwnedRoute,
+    contract_request: Any,
+    error_page: Any,
+    current_user: Any,
+) -> None:
+    route = owned.route
+
+    def dispatch(**_: Any) -> flask.Response:
+        if not host.is_enabled(owned.plugin_name):
+            flask.abort(404)
+        user = current_user()
+        if route.permission and user is None:
+            return flask.redirect(host.login_url(flask.request.path))
+        if not has_permission(user, route.permission):
+            return error_page(403, "Cette page est réservée aux administrateurs.")
+        return to_flask(route.handler(host, contract_request()))
+
+    app.add_url_rule(
+        route.path,
+        endpoint=f"plugin:{owned.plugin_name}:{route.path}",
+        view_func=dispatch,
+        methods=list(route.methods),
+    )
+
+
+def _route_available(host: ReferenceHost, path: str) -> bool:
+    return any(o.route.path == path and host.is_enabled(o.plugin_name) for o in host.routes)
+
+
+def _safe_next(url: str) -> str:
+    """Only same-site paths: no scheme, no host, no ``//`` (open redirect)."""
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
+        return "/"
+    return url

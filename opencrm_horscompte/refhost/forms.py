@@ -1,0 +1,76 @@
+"""Validation of the reference host's own forms (French messages tied to each field)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+
+EMAIL_MAX = 254
+NAME_MAX = 100
+SUBJECT_MAX = 200
+MESSAGE_MAX = 5000
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+def clean_text(
+    form: Mapping[str, str],
+    key: str,
+    label: str,
+    maximum: int,
+    errors: dict[str, str],
+    *,
+    required: bool = True,
+    multiline: bool = False,
+) -> str:
+    value = form.get(key, "").strip()
+    allowed = value.replace("\r\n", "\n").replace("\n", "") if multiline else value
+    if required and not value:
+        errors[key] = f"Saisissez {label}."
+    elif len(value) > maximum:
+        errors[key] = f"{label[0].upper()}{label[1:]} : {maximum} caractères au plus."
+    elif _has_control(allowed):
+        errors[key] = f"{label[0].upper()}{label[1:]} contient des caractères non autorisés."
+    return value
+
+
+def clean_email(form: Mapping[str, str], errors: dict[str, str]) -> str:
+    raw = form.get("email", "")
+    value = raw.strip()
+    if not value:
+        errors["email"] = "Saisissez votre adresse e-mail."
+    elif len(value) > EMAIL_MAX:
+        errors["email"] = f"L'adresse e-mail est trop longue ({EMAIL_MAX} caractères au plus)."
+    elif _has_control(raw) or not _EMAIL.fullmatch(value):
+        errors["email"] = "Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr."
+    return value
+
+
+def identity_form(form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    errors: dict[str, str] = {}
+    values = {
+        "last_name": clean_text(form, "last_name", "votre nom", NAME_MAX, errors),
+        "first_name": clean_text(form, "first_name", "votre prénom", NAME_MAX, errors),
+        "email": clean_email(form, errors),
+    }
+    return values, errors
+
+
+def answers_form(
+    form: Mapping[str, str], *, complete: bool = True
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The form's answers; ``complete=False`` (saving a draft) lets required ones be empty."""
+    errors: dict[str, str] = {}
+    values = {
+        "subject": clean_text(
+            form, "subject", "l'objet de votre demande", SUBJECT_MAX, errors, required=complete
+        ),
+        "message": clean_text(
+            form, "message", "votre message", MESSAGE_MAX, errors, required=False, multiline=True
+        ),
+    }
+    return values, errors

@@ -1,0 +1,43 @@
+"""Jinja2 environments for the plugin's pages and mails (host templates searched first)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from .hookspecs.host import Host, Request
+
+PLUGIN_TEMPLATES = jinja2.PackageLoader("opencrm_horscompte.templates", "")
+
+
+@cache
+def _environment(host_loader: jinja2.BaseLoader | None) -> jinja2.Environment:
+    loaders = [host_loader, PLUGIN_TEMPLATES] if host_loader else [PLUGIN_TEMPLATES]
+    environment = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    return environment
+
+
+def environment(host: Host) -> jinja2.Environment:
+    return _environment(host.template_loader)
+
+
+def render_page(host: Host, request: Request, name: str, **context: Any) -> str:
+    """Render a plugin page: the host's layout context, then the page's own."""
+    merged: dict[str, Any] = {**host.layout_context(request), "request": request, **context}
+    return environment(host).get_template(name).render(merged)
+
+
+def render_fragment(host: Host, name: str, context: Mapping[str, Any]) -> str:
+    """Render a template with exactly ``context`` (mail parts, receipt fragments)."""
+    return environment(host).get_template(name).render(context)

@@ -1,0 +1,152 @@
+"""Shared fixtures: a real database per test (SQLite file, and PostgreSQL), a controllable clock.
+
+PostgreSQL: one database is created per test run (``horscompte_test_<random>``) on the local
+server and dropped at the end; each test gets an emptied ``public`` schema. An unreachable
+server makes the PostgreSQL tests fail, never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from opencrm_horscompte.db import make_engine
+
+PG_ADMIN_URL = os.environ.get(
+    "HORSCOMPTE_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+class Clock:
+    """A clock tests can move: ``clock()`` is now, ``clock.advance(seconds=...)`` moves it."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"horscompte_test_{secrets.token_hex(6)}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'crm.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on each backend: SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        yield _sqlite_url(tmp_path)
+        return
+    url = request.getfixturevalue("pg_database_url")
+    yield url
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return _sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+# --------------------------------------------------------------------------- reference host
+
+TEST_SECRET_KEYS = [b"old-test-key-" + b"0" * 19, b"new-test-key-" + b"1" * 19]
+ADMIN = ("admin@demoville.fr", "admin-password")
+CITIZEN = ("camille.martin@exemple.fr", "citizen-password")
+
+
+@pytest.fixture
+def host_factory(database_url: str, clock: Clock) -> Iterator[Any]:
+    """Build a reference host on the test database, the plugin enabled and demo data seeded.
+
+    ``host_factory(extra_plugins=[...])`` registers test plugins beside the real one.
+    """
+    from opencrm_horscompte.refhost.host import HostConfig, ReferenceHost
+    from opencrm_horscompte.refhost.seed import seed
+
+    hosts: list[ReferenceHost] = []
+
+    def build(**overrides: Any) -> ReferenceHost:
+        config = HostConfig(
+            database_url=database_url, secret_keys=TEST_SECRET_KEYS, clock=clock, **overrides
+        )
+        host = ReferenceHost(config)
+        seed(host, citizen_password=CITIZEN[1], admin_password=ADMIN[1])
+        hosts.append(host)
+        return host
+
+    yield build
+    for host in hosts:
+        host.engine.dispose()
+
+
+@pytest.fixture
+def host(host_factory: Any) -> Any:
+    return host_factory()
+
+
+@pytest.fixture
+def client(host: Any) -> Any:
+    from opencrm_horscompte.refhost.app import create_app
+
+    app = create_app(host)
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+def csrf_token(client: Any) -> str:
+    """The session's CSRF token (a GET first makes the host issue one)."""
+    with client.session_transaction() as session:
+        if "csrf" not in session:
+            session["csrf"] = secrets.token_urlsafe(32)
+        return session["csrf"]
+
+
+def post(client: Any, url: str, data: dict[str, str], **kwargs: Any) -> Any:
+    return client.post(url, data={"csrf_token": csrf_token(client), **data}, **kwargs)
+
+
+def login(client: Any, who: tuple[str, str]) -> None:
+    response = post(client, "/connexion", {"email": who[0], "password": who[1]})
+    assert response.status_code == 303, response.text

@@ -1,0 +1,151 @@
+"""CRM > Administration > Hors-compte, through the reference host over HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import ADMIN, CITIZEN, csrf_token, login, post
+from sqlmodel import Session, select
+
+from opencrm_horscompte.models import AuditRecord, SettingRow
+from opencrm_horscompte.settings import Settings
+from opencrm_horscompte.settings_store import load_settings
+
+PAGE = "/admin/hors-compte"
+
+
+def form_of(settings: Settings, **changes: Any) -> dict[str, str]:
+    values = {**settings.as_dict(), **changes}
+    form: dict[str, str] = {"action": "save"}
+    for key, value in values.items():
+        if value is True:
+            form[key] = "on"
+        elif value is not False:
+            form[key] = str(value)
+    return form
+
+
+def saved_rows(host: Any) -> list[SettingRow]:
+    with Session(host.engine) as session:
+        return list(session.exec(select(SettingRow)))
+
+
+def test_menu_entry_leads_to_the_page(client: Any) -> None:
+    login(client, ADMIN)
+    menu = client.get("/admin")
+    assert f'href="{PAGE}"' in menu.text and "Hors-compte" in menu.text
+    page = client.get(PAGE)
+    assert page.status_code == 200
+    assert "Vérifier l'existence d'un compte" in page.text
+    assert 'data-testid="tracking-sample"' in page.text
+
+
+def test_anonymous_is_sent_to_login_and_citizen_is_refused(client: Any) -> None:
+    response = client.get(PAGE)
+    assert response.status_code == 302 and "/connexion" in response.headers["Location"]
+    login(client, CITIZEN)
+    assert client.get(PAGE).status_code == 403
+    assert f'href="{PAGE}"' not in client.get("/admin").text
+
+
+def test_post_without_csrf_token_is_refused_and_saves_nothing(client: Any, host: Any) -> None:
+    login(client, ADMIN)
+    form = form_of(Settings.defaults(), tracking_code_length=16)
+    response = client.post(PAGE, data=form)
+    assert response.status_code == 400
+    response = client.post(PAGE, data={**form, "csrf_token": "forged"})
+    assert response.status_code == 400
+    assert saved_rows(host) == []
+
+
+def test_valid_change_is_saved_audited_and_applies_to_new_codes(client: Any, host: Any) -> None:
+    login(client, ADMIN)
+    form = form_of(Settings.defaults(), tracking_code_length=16, tracking_code_special=False)
+    response = post(client, PAGE, form)
+    assert response.status_code == 303
+    page = client.get(PAGE)
+    assert "Paramètres enregistrés" in page.text
+    with Session(host.engine) as session:
+        settings = load_settings(session)
+        audit = session.exec(select(AuditRecord)).one()
+    assert settings.tracking_code_length == 16 and not settings.tracking_code_special
+    assert audit.actor == ADMIN[0] and audit.kind == "settings.changed"
+    assert json.loads(audit.details_json) == {
+        "tracking_code_length": [12, 16],
+        "tracking_code_special": [True, False],
+    }
+    assert "Longueur du code : 12 → 16" in page.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"tracking_code_length": 7}, "tracking_code_length", "comprise entre 8 et 16"),
+        ({"tracking_code_length": 17}, "tracking_code_length", "comprise entre 8 et 16"),
+        ({"tracking_code_length": "douze"}, "tracking_code_length", "nombre entier"),
+        ({"tracking_code_length": "1e1"}, "tracking_code_length", "nombre entier"),
+        ({"validation_code_length": 5}, "validation_code_length", "comprise entre 6 et 14"),
+        ({"validation_code_length": 15}, "validation_code_length", "comprise entre 6 et 14"),
+        ({"validation_code_expiry_minutes": 0}, "validation_code_expiry_minutes", "entre 1 et 60"),
+        (
+            {"validation_code_expiry_minutes": 999999},
+            "validation_code_expiry_minutes",
+            "entre 1 et 60",
+        ),
+        ({"validation_code_expiry_minutes": "-5"}, "validation_code_expiry_minutes", "entier"),
+        ({"validation_mail_template": "inconnu"}, "validation_mail_template", "modèle de mail"),
+        (
+            {
+                "tracking_code_digits": False,
+                "tracking_code_uppercase": False,
+                "tracking_code_lowercase": False,
+                "tracking_code_special": False,
+            },
+            "tracking_code_classes",
+            "au moins un type",
+        ),
+    ],
+)
+def test_bad_values_are_refused_next_to_their_field(
+    client: Any, host: Any, changes: dict[str, Any], field: str, message: str
+) -> None:
+    login(client, ADMIN)
+    response = post(client, PAGE, form_of(Settings.defaults(), **changes))
+    assert response.status_code == 400
+    assert f'id="{field}-error"' in response.text
+    assert message in response.text
+    assert saved_rows(host) == []
+
+
+def test_oversized_input_is_refused_cleanly(client: Any, host: Any) -> None:
+    login(client, ADMIN)
+    form = form_of(Settings.defaults(), tracking_code_length="9" * 5000)
+    response = post(client, PAGE, form)
+    assert response.status_code == 400
+    assert saved_rows(host) == []
+
+
+def test_preview_shows_submitted_values_without_saving(client: Any, host: Any) -> None:
+    login(client, ADMIN)
+    form = form_of(
+        Settings.defaults(),
+        action="preview",
+        tracking_code_length=8,
+        tracking_code_uppercase=False,
+        tracking_code_lowercase=False,
+        tracking_code_special=False,
+    )
+    response = post(client, PAGE, form)
+    assert response.status_code == 200
+    assert "ne sont pas encore enregistrées" in response.text
+    assert 'data-testid="tracking-weak"' in response.text
+    assert saved_rows(host) == []
+
+
+def test_default_settings_are_not_called_weak(client: Any) -> None:
+    login(client, ADMIN)
+    page = client.get(PAGE)
+    assert 'data-testid="tracking-weak"' not in page.text
+    assert csrf_token(client) in page.text
