@@ -51,6 +51,21 @@ def horscompte_generate_tracking_code(host: Host, settings: Settings) -> str | N
     """
 
 
+@hookspec(firstresult=True)
+def horscompte_account_exists(host: Host, email: str) -> bool | None:
+    """Does a CRM account exist for this address (the identity step asks)?
+
+    :param host: the host.
+    :param email: the address as typed, normalised (trimmed, NFC, validated); compare it
+        with :func:`opencrm_horscompte.emails.email_key` on both sides.
+    :return: True or False, or None to leave it to the next implementation (the plugin's
+        default asks ``host.find_account``).
+
+    firstresult: the first True or False wins, so a Keycloak or LDAP plugin replaces the
+    host's accounts.
+    """
+
+
 @hookspec
 def horscompte_audit_event(host: Host, session: Session, event: AuditEvent) -> None:
     """Record an audit event (settings changed, throttle hit, ...).

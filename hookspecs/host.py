@@ -289,8 +289,9 @@ def opencrm_identity_step(
     :param host: the host.
     :param request: the request that submitted the identity screen.
     :param demarche: the online procedure being started.
-    :param identity: what the citizen typed: at least ``email``, ``first_name``,
-        ``last_name``; ``draft`` is the host's reference to the draft dossier.
+    :param identity: what the citizen typed (``email``, ``first_name``, ``last_name``),
+        plus ``draft``, the host's reference to the draft dossier, and ``continue_url``, the
+        same-site path where the draft continues (the form's next screen).
     :return: an :class:`IdentityDecision`, or None to let the host continue.
 
     firstresult: the first non-None decision wins.

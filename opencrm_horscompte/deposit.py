@@ -12,13 +12,14 @@ from sqlmodel import Session
 from .codes import CodePolicy, format_tracking_code
 from .hookspecs.host import Dossier, Host, MailMessage
 from .models import TrackingCode
-from .rendering import render_fragment
+from .rendering import plugin_mail, render_mail
 from .settings import Settings
 from .settings_store import load_settings
 
 MAX_ATTEMPTS = 12
 MAX_CODE_LENGTH = 64
 LOOKUP_PATH = "/hors-compte/suivi"
+ACKNOWLEDGMENT_MAIL = plugin_mail("deposit_ack", "Accusé de dépôt avec le code de suivi")
 
 
 class TrackingCodeSpaceExhausted(RuntimeError):
@@ -67,12 +68,7 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
         "tracking_code": format_tracking_code(code),
         "lookup_url": host.absolute_url(LOOKUP_PATH),
     }
-    return MailMessage(
-        to=dossier.email,
-        subject=render_fragment(host, "horscompte/mail/deposit_ack_subject.txt", context).strip(),
-        text=render_fragment(host, "horscompte/mail/deposit_ack.txt", context),
-        html=render_fragment(host, "horscompte/mail/deposit_ack.html", context),
-    )
+    return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context)
 
 
 def deposit(host: Host, session: Session, dossier: Dossier) -> TrackingCode:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .hookspecs.host import Host, MailTemplate
+from dataclasses import replace
 
-DEFAULT_VALIDATION_TEMPLATE = MailTemplate(
+from .hookspecs.host import Host, MailTemplate
+from .rendering import plugin_mail
+
+DEFAULT_VALIDATION_TEMPLATE = replace(
+    plugin_mail("validation", "Code de validation (modèle par défaut du module Hors-compte)"),
     key="horscompte.validation",
-    label="Code de validation (modèle par défaut du module Hors-compte)",
-    subject="horscompte/mail/validation_subject.txt",
-    text="horscompte/mail/validation.txt",
-    html="horscompte/mail/validation.html",
 )
 
 

@@ -53,4 +53,32 @@ class AuditRecord(SQLModel, table=True):
     details_json: str = Field(sa_column=Column(Text, nullable=False))
 
 
-PLUGIN_TABLES = [SettingRow.__table__, TrackingCode.__table__, AuditRecord.__table__]
+class ThrottleCounter(SQLModel, table=True):
+    """A fixed-window counter shared by every worker (see :mod:`.throttle`). ``key`` is an
+    HMAC of the scope and the value counted, so no address or email is stored in clear."""
+
+    __tablename__ = "horscompte_throttle"
+
+    key: str = Field(primary_key=True, max_length=64)
+    window_start: datetime = Field(sa_column=_timestamp())
+    count: int
+
+
+class IdentityChoice(SQLModel, table=True):
+    """A citizen's answer to the login proposal, per draft (``draft_ref`` is an HMAC of the
+    host's draft reference)."""
+
+    __tablename__ = "horscompte_identity_choice"
+
+    draft_ref: str = Field(primary_key=True, max_length=64)
+    choice: str = Field(max_length=16)
+    at: datetime = Field(sa_column=_timestamp())
+
+
+PLUGIN_TABLES = [
+    SettingRow.__table__,
+    TrackingCode.__table__,
+    AuditRecord.__table__,
+    ThrottleCounter.__table__,
+    IdentityChoice.__table__,
+]

@@ -5,17 +5,21 @@ Hook implementations stay thin: each hands over to a plain module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pluggy
 from sqlmodel import Session, SQLModel
 
-from . import admin_page, deposit
+from . import admin_page, deposit, identity
 from .audit import store_event
 from .codes import CodePolicy, format_tracking_code, generate_tracking_code
 from .hookspecs import horscompte as horscompte_specs
 from .hookspecs.horscompte import AuditEvent
 from .hookspecs.host import (
+    Demarche,
     Dossier,
     Host,
+    IdentityDecision,
     MailTemplate,
     MenuEntry,
     Request,
@@ -23,6 +27,7 @@ from .hookspecs.host import (
     User,
     hookimpl,
 )
+from .identity import identity_step
 from .mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from .models import PLUGIN_TABLES, TrackingCode
 from .rendering import render_fragment
@@ -46,7 +51,17 @@ def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
 
 @hookimpl
 def opencrm_routes(host: Host) -> list[Route]:
-    return [Route(("GET", "POST"), admin_page.PATH, admin_page.handle, permission="admin")]
+    return [
+        Route(("GET", "POST"), admin_page.PATH, admin_page.handle, permission="admin"),
+        Route(("POST",), identity.DECLINE_PATH, identity.decline),
+    ]
+
+
+@hookimpl
+def opencrm_identity_step(
+    host: Host, request: Request, demarche: Demarche, identity: Mapping[str, str]
+) -> IdentityDecision | None:
+    return identity_step(host, request, demarche, identity)
 
 
 @hookimpl
@@ -75,6 +90,11 @@ def opencrm_mail_templates(host: Host) -> list[MailTemplate]:
 @hookimpl(trylast=True)
 def horscompte_generate_tracking_code(host: Host, settings: Settings) -> str:
     return generate_tracking_code(CodePolicy.from_settings(settings))
+
+
+@hookimpl(trylast=True)
+def horscompte_account_exists(host: Host, email: str) -> bool:
+    return host.find_account(email) is not None
 
 
 @hookimpl(trylast=True)

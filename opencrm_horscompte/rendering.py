@@ -8,7 +8,7 @@ from typing import Any
 
 import jinja2
 
-from .hookspecs.host import Host, Request
+from .hookspecs.host import Host, MailMessage, MailTemplate, Request
 
 PLUGIN_TEMPLATES = jinja2.PackageLoader("opencrm_horscompte.templates", "")
 
@@ -41,3 +41,21 @@ def render_page(host: Host, request: Request, name: str, **context: Any) -> str:
 def render_fragment(host: Host, name: str, context: Mapping[str, Any]) -> str:
     """Render a template with exactly ``context`` (mail parts, receipt fragments)."""
     return environment(host).get_template(name).render(context)
+
+
+def render_mail(
+    host: Host, to: str, template: MailTemplate, context: Mapping[str, Any]
+) -> MailMessage:
+    """A mail from ``template``'s subject, text and HTML parts (HTML autoescaped)."""
+    return MailMessage(
+        to=to,
+        subject=" ".join(render_fragment(host, template.subject, context).split()),
+        text=render_fragment(host, template.text, context),
+        html=render_fragment(host, template.html, context) if template.html else None,
+    )
+
+
+def plugin_mail(name: str, label: str) -> MailTemplate:
+    """The plugin's mail ``horscompte/mail/<name>`` (``_subject.txt``, ``.txt``, ``.html``)."""
+    base = f"horscompte/mail/{name}"
+    return MailTemplate(name, label, f"{base}_subject.txt", f"{base}.txt", f"{base}.html")

@@ -26,6 +26,7 @@ _INTEGER = re.compile(r"[0-9]{1,6}")
 @dataclass(frozen=True)
 class Settings:
     check_account_exists: bool
+    identity_discreet_mode: bool
     tracking_code_length: int
     tracking_code_digits: bool
     tracking_code_uppercase: bool
@@ -59,15 +60,15 @@ def setting_keys() -> tuple[str, ...]:
     return tuple(field.name for field in fields(Settings))
 
 
-def _parse_int(spec: SettingSpec, raw: str) -> int:
+def _typed(spec: SettingSpec, raw: str) -> Any:
+    """The form value in the setting's type; an unreadable number stays a string, which
+    :func:`check_values` then refuses."""
+    if spec.type == "bool":
+        return raw in ("on", "1", "true")
     text = raw.strip()
-    if not _INTEGER.fullmatch(text):
-        raise ValueError(f"Saisissez un nombre entier entre {spec.min} et {spec.max}.")
-    value = int(text)
-    assert spec.min is not None and spec.max is not None
-    if not spec.min <= value <= spec.max:
-        raise ValueError(f"La valeur doit être comprise entre {spec.min} et {spec.max}.")
-    return value
+    if spec.type == "int":
+        return int(text) if _INTEGER.fullmatch(text) else text
+    return text
 
 
 def check_values(values: Mapping[str, Any], template_keys: Collection[str]) -> Settings:
@@ -84,7 +85,7 @@ def check_values(values: Mapping[str, Any], template_keys: Collection[str]) -> S
                 errors[spec.key] = f"La valeur doit être comprise entre {spec.min} et {spec.max}."
         elif spec.type == "choice" and value not in template_keys:
             errors[spec.key] = "Choisissez un modèle de mail dans la liste."
-    if not errors and not any(values[key] for key in TRACKING_CLASS_KEYS):
+    if not any(values.get(key) is True for key in TRACKING_CLASS_KEYS):
         errors["tracking_code_classes"] = "Cochez au moins un type de caractères."
     if errors:
         raise SettingsError(errors)
@@ -93,23 +94,5 @@ def check_values(values: Mapping[str, Any], template_keys: Collection[str]) -> S
 
 def parse_form(form: Mapping[str, str], template_keys: Collection[str]) -> Settings:
     """Turn the admin form into :class:`Settings` (an unchecked box is absent: False)."""
-    errors: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    for spec in load_manifest().settings:
-        raw = form.get(spec.key, "")
-        if spec.type == "bool":
-            values[spec.key] = raw in ("on", "1", "true")
-        elif spec.type == "int":
-            try:
-                values[spec.key] = _parse_int(spec, raw)
-            except ValueError as error:
-                errors[spec.key] = str(error)
-        else:
-            values[spec.key] = raw.strip()
-    try:
-        settings = check_values(values, template_keys) if not errors else None
-    except SettingsError as error:
-        errors.update(error.errors)
-    if errors or settings is None:
-        raise SettingsError(errors)
-    return settings
+    values = {spec.key: _typed(spec, form.get(spec.key, "")) for spec in load_manifest().settings}
+    return check_values(values, template_keys)

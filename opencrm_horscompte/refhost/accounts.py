@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
+from ..emails import InvalidEmail, email_key, normalize_email
 from .models import Account
 from .passwords import check_password, hash_password
-
-
-def email_key(email: str) -> str:
-    """The form under which an address is unique among accounts."""
-    return email.strip().lower()
 
 
 def create_account(
     session: Session, email: str, password: str, display_name: str, role: str = "citizen"
 ) -> Account:
     account = Account(
-        email=email.strip(),
-        email_key=email_key(email),
+        email=normalize_email(email),
+        email_key=email_key(normalize_email(email)),
         display_name=display_name,
         password_hash=hash_password(password),
         role=role,
@@ -29,11 +25,20 @@ def create_account(
 
 
 def authenticate(session: Session, email: str, password: str) -> Account | None:
-    account = session.exec(select(Account).where(Account.email_key == email_key(email))).first()
+    account = find_by_email(session, email)
     if account is None:
         check_password(password, _DUMMY_HASH)  # same work whether or not the account exists
         return None
     return account if check_password(password, account.password_hash) else None
+
+
+def find_by_email(session: Session, email: str) -> Account | None:
+    """The account of ``email`` (as typed), or None, also for an address that can't be valid."""
+    try:
+        key = email_key(normalize_email(email))
+    except InvalidEmail:
+        return None
+    return session.exec(select(Account).where(Account.email_key == key)).first()
 
 
 _DUMMY_HASH = hash_password("not a real password")

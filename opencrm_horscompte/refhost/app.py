@@ -18,7 +18,15 @@ from ..hookspecs.host import Request, User
 from . import outbox
 from .accounts import authenticate
 from .adapter import to_flask, to_request
-from .dossiers import AlreadyDeposited, create_draft, deposit, find_dossier, save_answers
+from .dossiers import (
+    AlreadyDeposited,
+    attach_to_account,
+    create_draft,
+    deposit,
+    find_dossier,
+    save_answers,
+    update_identity,
+)
 from .forms import answers_form, identity_form
 from .host import TEMPLATES, OwnedRoute, ReferenceHost, account_user, has_permission
 from .models import Account, Demarche, Dossier
@@ -123,25 +131,43 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         user = current_user()
         if not demarche.open_without_account and user is None:
             return flask.redirect(host.login_url(flask.request.path))
+        editing = editable_draft(flask.request.args.get("brouillon", ""), demarche)
         if flask.request.method == "GET":
-            initial = {"email": user.email if user else "", "first_name": "", "last_name": ""}
+            initial = (
+                {k: getattr(editing, k) for k in ("email", "first_name", "last_name")}
+                if editing
+                else {"email": user.email if user else "", "first_name": "", "last_name": ""}
+            )
             return render("identity.html", demarche=demarche, values=initial, errors={})
         values, errors = identity_form(flask.request.form)
         if errors:
             return render(
                 "identity.html", status=400, demarche=demarche, values=values, errors=errors
             )
-        draft = create_draft(host, demarche, values, user.id if user else None)
-        flask.session["drafts"] = [*flask.session.get("drafts", [])[-19:], draft.draft_key]
+        if editing:
+            draft = update_identity(host, editing.draft_key, values)
+        else:
+            draft = create_draft(host, demarche, values, user.id if user else None)
+            flask.session["drafts"] = [*flask.session.get("drafts", [])[-19:], draft.draft_key]
+        continue_url = flask.url_for("draft_form", draft_key=draft.draft_key)
         decision = host.hook.opencrm_identity_step(
             host=host,
             request=contract_request(),
             demarche=demarche,
-            identity={**values, "draft": draft.draft_key},
+            identity={**values, "draft": draft.draft_key, "continue_url": continue_url},
         )
         if decision is not None and decision.action == "propose_login" and decision.response:
             return to_flask(decision.response)
-        return flask.redirect(flask.url_for("draft_form", draft_key=draft.draft_key), 303)
+        return flask.redirect(continue_url, 303)
+
+    def editable_draft(draft_key: str, demarche: Demarche) -> Dossier | None:
+        """The session's own draft of this démarche named by ``?brouillon=``, if any."""
+        if not draft_key or draft_key not in flask.session.get("drafts", []):
+            return None
+        dossier = find_dossier(host, draft_key)
+        if dossier is None or dossier.status != "draft" or dossier.demarche_id != demarche.id:
+            return None
+        return dossier
 
     def owned_draft(draft_key: str) -> Dossier:
         dossier = find_dossier(host, draft_key)
@@ -190,6 +216,15 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             )
         return flask.redirect(flask.url_for("receipt", draft_key=draft_key), 303)
 
+    @app.get("/brouillons/<draft_key>/coordonnees")
+    def edit_identity(draft_key: str) -> flask.Response:
+        dossier = owned_draft(draft_key)
+        with Session(host.engine) as session:
+            demarche = session.get(Demarche, dossier.demarche_id)
+        assert demarche is not None
+        url = flask.url_for("identity_screen", slug=demarche.slug, brouillon=draft_key)
+        return flask.redirect(url, 303)
+
     @app.get("/brouillons/<draft_key>/recu")
     def receipt(draft_key: str) -> flask.Response:
         dossier = owned_draft(draft_key)
@@ -223,6 +258,8 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 error="Adresse e-mail ou mot de passe incorrect.",
             )
         drafts = flask.session.get("drafts", [])
+        assert account.id is not None
+        attach_to_account(host, drafts, account.id)
         flask.session.clear()
         flask.session["account_id"] = account.id
         flask.session["drafts"] = drafts

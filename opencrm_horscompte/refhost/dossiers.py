@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import Session, col, select
 
 from ..db import writer
 from .host import ReferenceHost
@@ -33,6 +34,29 @@ def create_draft(
     with Session(writer(host.engine), expire_on_commit=False) as session, session.begin():
         session.add(draft)
     return draft
+
+
+def update_identity(host: ReferenceHost, draft_key: str, identity: dict[str, str]) -> Dossier:
+    with Session(writer(host.engine), expire_on_commit=False) as session, session.begin():
+        dossier = session.exec(select(Dossier).where(Dossier.draft_key == draft_key)).one()
+        if dossier.status != "draft":
+            raise AlreadyDeposited(draft_key)
+        for key in ("email", "first_name", "last_name"):
+            setattr(dossier, key, identity[key])
+    return dossier
+
+
+def attach_to_account(host: ReferenceHost, draft_keys: list[str], account_id: int) -> None:
+    """After a login: the session's drafts and dossiers that belong to nobody become the
+    account's (the citizen accepted to log in; the same draft goes on)."""
+    if not draft_keys:
+        return
+    with Session(writer(host.engine)) as session, session.begin():
+        session.exec(
+            update(Dossier)
+            .where(col(Dossier.draft_key).in_(draft_keys), col(Dossier.account_id).is_(None))
+            .values(account_id=account_id)
+        )
 
 
 def find_dossier(host: ReferenceHost, draft_key: str) -> Dossier | None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Mapping
 
-EMAIL_MAX = 254
+from ..emails import MAX_LENGTH as EMAIL_MAX
+from ..emails import InvalidEmail, normalize_email
+
 NAME_MAX = 100
 SUBJECT_MAX = 200
 MESSAGE_MAX = 5000
-_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 
 
 def _has_control(text: str) -> bool:
@@ -40,14 +40,11 @@ def clean_text(
 
 def clean_email(form: Mapping[str, str], errors: dict[str, str]) -> str:
     raw = form.get("email", "")
-    value = raw.strip()
-    if not value:
-        errors["email"] = "Saisissez votre adresse e-mail."
-    elif len(value) > EMAIL_MAX:
-        errors["email"] = f"L'adresse e-mail est trop longue ({EMAIL_MAX} caractères au plus)."
-    elif _has_control(raw) or not _EMAIL.fullmatch(value):
-        errors["email"] = "Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr."
-    return value
+    try:
+        return normalize_email(raw)
+    except InvalidEmail as error:
+        errors["email"] = str(error)
+        return raw.strip()[: EMAIL_MAX + 1]
 
 
 def identity_form(form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:

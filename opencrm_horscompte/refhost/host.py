@@ -19,7 +19,7 @@ from ..db import make_engine, writer
 from ..hookspecs.host import MailMessage, MenuEntry, Request, Route, User
 from ..loader import EnabledHooks, PluginRecord, call_setup, load_plugins, make_plugin_manager
 from . import outbox
-from .accounts import email_key
+from .accounts import find_by_email
 from .models import HOST_TABLES, Account, PluginState
 
 HOST_VERSION = "2.4.0"
@@ -99,9 +99,7 @@ class ReferenceHost:
 
     def find_account(self, email: str) -> User | None:
         with Session(self.engine) as session:
-            account = session.exec(
-                select(Account).where(Account.email_key == email_key(email))
-            ).first()
+            account = find_by_email(session, email)
         return account_user(account) if account else None
 
     def queue_mail(self, session: Session, message: MailMessage) -> None:
