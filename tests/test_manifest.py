@@ -71,6 +71,7 @@ def test_every_setting_is_labelled_and_grouped(manifest: Manifest) -> None:
     for spec in manifest.settings:
         assert spec.label.strip(), spec.key
         assert spec.help.strip(), spec.key
+        # the admin page (templates/horscompte/admin.html) renders these groups only
         assert spec.group in {"identity", "tracking", "validation"}, spec.key
         if spec.type == "int":
             assert spec.min is not None and spec.max is not None, spec.key
