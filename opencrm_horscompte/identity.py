@@ -104,19 +104,22 @@ def identity_step(
         email = normalize_email(identity.get("email", ""))
     except InvalidEmail:
         return None
-    with Session(writer(host.engine)) as session, session.begin():
+    with Session(host.engine) as session:
         settings = load_settings(session)
         if not settings.check_account_exists:
             return None
         if session.get(IdentityChoice, _draft_ref(host, draft)) is not None:
             return None
+    with Session(writer(host.engine)) as session, session.begin():
         if not _within_limits(host, session, request):
             return None
-        if not host.hook.horscompte_account_exists(host=host, email=email):
-            return None
-        if settings.identity_discreet_mode:
+    # Outside any transaction: the account source may be a slow directory (LDAP...).
+    if not host.hook.horscompte_account_exists(host=host, email=email):
+        return None
+    if settings.identity_discreet_mode:
+        with Session(writer(host.engine)) as session, session.begin():
             _invite_by_mail(host, session, email, demarche)
-            return None
+        return None
     return IdentityDecision("propose_login", _proposal(host, request, demarche, draft, next_url))
 
 
