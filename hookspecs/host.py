@@ -216,6 +216,11 @@ class Host(Protocol):
         """Where to send a visitor to log in and come back to ``next_url``."""
         ...
 
+    def dossier_url(self, dossier_id: int) -> str:
+        """The same-site path of the host's page for one dossier (it asks
+        ``opencrm_dossier_access`` before showing it to a visitor without login)."""
+        ...
+
     def absolute_url(self, path: str) -> str:
         """``path`` made absolute with the host's public base URL (for mails)."""
         ...

@@ -10,11 +10,15 @@ PostgreSQL :func:`writer` changes nothing.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import create_engine
+from sqlmodel import Session, create_engine
+
+_SQLITE_RETURNING = (3, 35, 0)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -47,3 +51,16 @@ _WRITER_OPTION = "horscompte_writer"
 def writer(engine: Engine) -> Engine:
     """``engine`` for a transaction that writes: on SQLite it begins ``IMMEDIATE``."""
     return engine.execution_options(**{_WRITER_OPTION: True})
+
+
+def upsert_insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT INTO table`` in the session's dialect, for ``on_conflict_do_update`` and
+    ``returning`` (one atomic statement on SQLite >= 3.35 and PostgreSQL)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        if sqlite3.sqlite_version_info < _SQLITE_RETURNING:
+            raise RuntimeError(f"SQLite >= 3.35 is needed (RETURNING), {sqlite3.sqlite_version}")
+        return sqlite.insert(table)
+    raise NotImplementedError(f"the plugin supports SQLite and PostgreSQL, not {name}")

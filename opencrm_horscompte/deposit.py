@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from .codes import CodePolicy, format_tracking_code
+from .emails import email_key_or_blank
 from .hookspecs.host import Dossier, Host, MailMessage
 from .models import TrackingCode
 from .rendering import plugin_mail, render_mail
@@ -49,6 +50,9 @@ def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> Trac
             code=_candidate(host, settings),
             policy_json=policy_json,
             issued_at=host.now(),
+            email=dossier.email,
+            email_key=email_key_or_blank(dossier.email),
+            demarche_title=dossier.demarche_title,
         )
         try:
             with session.begin_nested():

@@ -71,3 +71,12 @@ def email_key(address: str) -> str:
     lower-cased, the domain in lower-case IDNA. ``address`` must be normalised already."""
     local, _, domain = address.rpartition("@")
     return f"{local.translate(_ASCII_LOWER)}@{_ascii_domain(domain)}"
+
+
+def email_key_or_blank(raw: str) -> str:
+    """:func:`email_key` of ``raw`` as typed, or ``""`` when it can't be valid (it then
+    matches nothing)."""
+    try:
+        return email_key(normalize_email(raw))
+    except InvalidEmail:
+        return ""

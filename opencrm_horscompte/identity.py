@@ -11,28 +11,22 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from datetime import timedelta
 
 from sqlmodel import Session
 
 from .db import writer
-from .emails import InvalidEmail, normalize_email
-from .hookspecs.horscompte import AuditEvent
+from .emails import InvalidEmail, email_key, normalize_email
 from .hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
+from .limits import IDENTITY_CLIENT, IDENTITY_INVITATION, IDENTITY_SESSION, counted
 from .models import IdentityChoice
 from .rendering import plugin_mail, render_mail, render_page
 from .settings_store import load_settings
-from .throttle import Limit, hit, throttle_key
 from .tokens import sign, unsign
 
-CLIENT_LIMIT = Limit("identity.client", 30, timedelta(hours=1))
-SESSION_LIMIT = Limit("identity.session", 10, timedelta(hours=1))
-INVITATION_LIMIT = Limit("identity.invitation", 3, timedelta(days=1))
 DECLINE_PATH = "/hors-compte/identite/continuer"
 DECLINE_PURPOSE = "identity-decline"
 DECLINE_MAX_AGE_SECONDS = 6 * 3600
 SESSION_ID_KEY = "horscompte.sid"
-THROTTLED = "identity.throttled"
 INVITATION_MAIL = plugin_mail("invitation", "Invitation à se connecter (mode discret)")
 
 
@@ -47,25 +41,15 @@ def _session_id(request: Request) -> str:
 
 
 def _within_limits(host: Host, session: Session, request: Request) -> bool:
-    """Count this check against the client address and the browser session."""
-    secret = host.secret_keys[-1]
-    allowed = True
-    for limit, value in (
-        (CLIENT_LIMIT, request.client_addr),
-        (SESSION_LIMIT, _session_id(request)),
-    ):
-        result = hit(session, throttle_key(secret, limit.scope, value), limit, host.now())
-        if result.first_refusal:
-            event = AuditEvent(THROTTLED, "system", host.now(), {"scope": limit.scope})
-            host.hook.horscompte_audit_event(host=host, session=session, event=event)
-        allowed = allowed and result.allowed
-    return allowed
+    """Count this check against the client address and the browser session (both)."""
+    by_client = counted(host, session, IDENTITY_CLIENT, request.client_addr)
+    by_session = counted(host, session, IDENTITY_SESSION, _session_id(request))
+    return by_client and by_session
 
 
 def _invite_by_mail(host: Host, session: Session, email: str, demarche: Demarche) -> None:
     """Discreet mode: the address, not the screen, learns that an account exists."""
-    key = throttle_key(host.secret_keys[-1], INVITATION_LIMIT.scope, email)
-    if not hit(session, key, INVITATION_LIMIT, host.now()).allowed:
+    if not counted(host, session, IDENTITY_INVITATION, email_key(email)):
         return
     context = {
         "demarche_title": demarche.title,

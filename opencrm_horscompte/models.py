@@ -29,9 +29,10 @@ class SettingRow(SQLModel, table=True):
 
 
 class TrackingCode(SQLModel, table=True):
-    """The tracking code of one deposited dossier, with the policy it was made under:
-    typed input is normalised with that policy, so settings changed later do not break the
-    codes issued before."""
+    """The tracking code of one deposited dossier, with the policy it was made under (typed
+    input is normalised with it, so settings changed later do not break older codes), and
+    what the lookup needs of the dossier as deposited: the address the validation code is
+    mailed to, its matching key, the démarche's title."""
 
     __tablename__ = "horscompte_tracking_code"
 
@@ -39,6 +40,9 @@ class TrackingCode(SQLModel, table=True):
     code: str = Field(max_length=64, unique=True)
     policy_json: str = Field(sa_column=Column(Text, nullable=False))
     issued_at: datetime = Field(sa_column=_timestamp())
+    email: str = Field(max_length=320)
+    email_key: str = Field(max_length=320, index=True)
+    demarche_title: str = Field(max_length=200)
 
 
 class AuditRecord(SQLModel, table=True):
@@ -75,10 +79,42 @@ class IdentityChoice(SQLModel, table=True):
     at: datetime = Field(sa_column=_timestamp())
 
 
+class Challenge(SQLModel, table=True):
+    """One validation code sent (or, for a lookup that matched nothing, a decoy that behaves
+    the same). Only the code's HMAC is stored. ``guard_key`` names the failure counter the
+    attempts count against: the dossier's, or for a decoy the typed email's."""
+
+    __tablename__ = "horscompte_challenge"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dossier_id: int | None = Field(default=None, index=True)
+    guard_key: str = Field(max_length=64, index=True)
+    code_hmac: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_timestamp())
+    expires_at: datetime = Field(sa_column=_timestamp())
+    attempts: int = 0
+    consumed_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class FailureGuard(SQLModel, table=True):
+    """Consecutive wrong validation codes for one dossier (or decoy), across resends:
+    backoff after a few, lock after ``LOCK_AFTER_FAILURES``; a success resets it."""
+
+    __tablename__ = "horscompte_failure_guard"
+
+    key: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    not_before: datetime = Field(sa_column=_timestamp())
+
+
 PLUGIN_TABLES = [
     SettingRow.__table__,
     TrackingCode.__table__,
     AuditRecord.__table__,
     ThrottleCounter.__table__,
     IdentityChoice.__table__,
+    Challenge.__table__,
+    FailureGuard.__table__,
 ]

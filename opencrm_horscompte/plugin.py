@@ -10,9 +10,10 @@ from collections.abc import Mapping
 import pluggy
 from sqlmodel import Session, SQLModel
 
-from . import admin_page, deposit, identity
+from . import admin_page, deposit, identity, lookup_pages
 from .audit import store_event
 from .codes import CodePolicy, format_tracking_code, generate_tracking_code
+from .grants import has_grant
 from .hookspecs import horscompte as horscompte_specs
 from .hookspecs.horscompte import AuditEvent
 from .hookspecs.host import (
@@ -24,11 +25,13 @@ from .hookspecs.host import (
     MenuEntry,
     Request,
     Route,
+    ScheduledTask,
     User,
     hookimpl,
 )
 from .identity import identity_step
 from .mail_templates import DEFAULT_VALIDATION_TEMPLATE
+from .maintenance import PURGE_EVERY_SECONDS, purge_expired_state
 from .models import PLUGIN_TABLES, TrackingCode
 from .rendering import render_fragment
 from .settings import Settings
@@ -54,6 +57,9 @@ def opencrm_routes(host: Host) -> list[Route]:
     return [
         Route(("GET", "POST"), admin_page.PATH, admin_page.handle, permission="admin"),
         Route(("POST",), identity.DECLINE_PATH, identity.decline),
+        Route(("GET", "POST"), lookup_pages.LOOKUP_PATH, lookup_pages.lookup),
+        Route(("GET", "POST"), lookup_pages.VALIDATE_PATH, lookup_pages.validate),
+        Route(("GET", "POST"), lookup_pages.FORGOTTEN_PATH, lookup_pages.forgotten),
     ]
 
 
@@ -80,6 +86,16 @@ def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> l
         "lookup_url": deposit.LOOKUP_PATH,
     }
     return [render_fragment(host, "horscompte/receipt.html", context)]
+
+
+@hookimpl
+def opencrm_dossier_access(host: Host, request: Request, dossier: Dossier) -> bool | None:
+    return True if has_grant(host, request, dossier.id) else None
+
+
+@hookimpl
+def opencrm_scheduled_tasks(host: Host) -> list[ScheduledTask]:
+    return [ScheduledTask("horscompte.purge", PURGE_EVERY_SECONDS, purge_expired_state)]
 
 
 @hookimpl

@@ -10,10 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .codes import CodePolicy, count_valid_codes
-
-LOOKUP_ATTEMPTS_PER_EMAIL_PER_HOUR = 10
-VALIDATION_ATTEMPTS_PER_CODE = 5
-VALIDATION_FAILURES_BEFORE_LOCK = 20
+from .limits import ATTEMPTS_PER_CODE, LOCK_AFTER_FAILURES, LOOKUP_EMAIL
 
 TRACKING_WEAK_BELOW_BITS = 40.0
 # NIST SP 800-63B asks for 6 decimal digits, "approximately 20 bits" (6 * log2(10) = 19.93).
@@ -98,7 +95,7 @@ def format_duration_fr(hours: float) -> str:
 def _tracking_summary_fr(weak: bool, hours: float) -> str:
     estimate = (
         f"il faudrait en moyenne {format_duration_fr(hours)} pour deviner le code de suivi "
-        f"d'un dossier, à raison de {LOOKUP_ATTEMPTS_PER_EMAIL_PER_HOUR} essais par heure "
+        f"d'un dossier, à raison de {LOOKUP_EMAIL.limit} essais par heure "
         "pour une même adresse e-mail."
     )
     if not weak:
@@ -113,17 +110,17 @@ def tracking_strength(policy: CodePolicy) -> Strength:
     """Mean time to find one dossier's code: half the codes, at the per-email lookup limit."""
     count = count_valid_codes(policy)
     bits = math.log2(count) if count > 0 else 0.0
-    hours = count / 2 / LOOKUP_ATTEMPTS_PER_EMAIL_PER_HOUR
+    hours = count / 2 / LOOKUP_EMAIL.limit
     weak = bits < TRACKING_WEAK_BELOW_BITS
     return Strength(bits, weak, hours / HOURS_PER_YEAR, _tracking_summary_fr(weak, hours))
 
 
 def _validation_summary_fr(weak: bool, codes: int) -> str:
-    odds = format_number_fr(codes / VALIDATION_FAILURES_BEFORE_LOCK)
+    odds = format_number_fr(codes / LOCK_AFTER_FAILURES)
     estimate = (
         f"un attaquant a 1 chance sur {odds} de trouver le code de validation avant le "
-        f"verrouillage du dossier ({VALIDATION_FAILURES_BEFORE_LOCK} erreurs au plus, "
-        f"{VALIDATION_ATTEMPTS_PER_CODE} par code envoyé)."
+        f"verrouillage du dossier ({LOCK_AFTER_FAILURES} erreurs au plus, "
+        f"{ATTEMPTS_PER_CODE} par code envoyé)."
     )
     if not weak:
         return f"Robustesse suffisante : {estimate}"
@@ -135,6 +132,6 @@ def validation_strength(length: int) -> Strength:
     codes = 10**length
     bits = length * math.log2(10)
     weak = bits < VALIDATION_WEAK_BELOW_BITS
-    chance = min(1.0, VALIDATION_FAILURES_BEFORE_LOCK / codes)
+    chance = min(1.0, LOCK_AFTER_FAILURES / codes)
     summary = _validation_summary_fr(weak, codes)
     return Strength(bits, weak, math.inf, summary, success_chance=chance)

@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from .db import upsert_insert
 from .models import ThrottleCounter, utc
 
 _TABLE = ThrottleCounter.__table__
 _KEY_LENGTH = 64
-_SQLITE_RETURNING = (3, 35, 0)
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ def hit(session: Session, key: str, limit: Limit, now: datetime) -> Hit:
     now = _aware_utc(now)
     stale = _TABLE.c.window_start <= now - limit.window
     statement = (
-        _insert(session)
+        upsert_insert(session, _TABLE)
         .values(key=key, window_start=now, count=1)
         .on_conflict_do_update(
             index_elements=[_TABLE.c.key],
@@ -136,18 +134,6 @@ def purge_expired(session: Session, now: datetime, older_than: timedelta) -> int
     cutoff = _aware_utc(now) - older_than
     result = session.exec(delete(_TABLE).where(_TABLE.c.window_start < cutoff))
     return int(result.rowcount)
-
-
-def _insert(session: Session) -> postgresql.Insert | sqlite.Insert:
-    """``INSERT INTO horscompte_throttle`` in the session's dialect (for its upsert)."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(_TABLE)
-    if name == "sqlite":
-        if sqlite3.sqlite_version_info < _SQLITE_RETURNING:
-            raise RuntimeError(f"SQLite >= 3.35 is needed (RETURNING), {sqlite3.sqlite_version}")
-        return sqlite.insert(_TABLE)
-    raise NotImplementedError(f"throttle counters support SQLite and PostgreSQL, not {name}")
 
 
 def _check_key(key: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from conftest import ADMIN, CITIZEN, post
 from sqlmodel import Session, select
 
-from opencrm_horscompte import identity
+from opencrm_horscompte import identity, limits
 from opencrm_horscompte.hookspecs.host import hookimpl
 from opencrm_horscompte.models import AuditRecord, IdentityChoice, ThrottleCounter, TrackingCode
 from opencrm_horscompte.refhost.app import create_app
@@ -151,13 +151,13 @@ def test_decline_token_expires(client: Any, host: Any, clock: Any) -> None:
 
 
 def test_throttled_behaves_as_no_account_and_is_audited(client: Any, host: Any) -> None:
-    for _ in range(identity.SESSION_LIMIT.limit):
+    for _ in range(limits.IDENTITY_SESSION.limit):
         assert submit_identity(client, CITIZEN[0]).status_code == 200
     throttled = submit_identity(client, CITIZEN[0])
     unknown = submit_identity(client, STRANGER)
     assert throttled.status_code == unknown.status_code == 303
     assert throttled.headers["Location"].startswith("/brouillons/")
-    audit = [r for r in rows(host, AuditRecord) if r.kind == identity.THROTTLED]
+    audit = [r for r in rows(host, AuditRecord) if r.kind == limits.THROTTLE_REFUSED]
     assert len(audit) == 1  # once per window, not once per request
     stored = " ".join(row.key for row in rows(host, ThrottleCounter))
     assert "127.0.0.1" not in stored
@@ -165,14 +165,14 @@ def test_throttled_behaves_as_no_account_and_is_audited(client: Any, host: Any) 
 
 def test_throttle_per_client_address_spans_sessions(host: Any) -> None:
     app = create_app(host)
-    for _ in range(identity.CLIENT_LIMIT.limit):
+    for _ in range(limits.IDENTITY_CLIENT.limit):
         fresh = app.test_client()  # a new browser session each time
         assert submit_identity(fresh, CITIZEN[0]).status_code == 200
     assert submit_identity(app.test_client(), CITIZEN[0]).status_code == 303
 
 
 def test_window_reopens_after_an_hour(client: Any, clock: Any) -> None:
-    for _ in range(identity.SESSION_LIMIT.limit + 1):
+    for _ in range(limits.IDENTITY_SESSION.limit + 1):
         submit_identity(client, CITIZEN[0])
     clock.advance(hours=1, seconds=1)
     assert submit_identity(client, CITIZEN[0]).status_code == 200
@@ -238,9 +238,9 @@ def test_discreet_mode_shows_nothing_and_mails_an_invitation(client: Any, host: 
 
 def test_discreet_invitations_are_capped_per_address(client: Any, host: Any) -> None:
     change_settings(host, identity_discreet_mode=True)
-    for _ in range(identity.INVITATION_LIMIT.limit + 3):
+    for _ in range(limits.IDENTITY_INVITATION.limit + 3):
         submit_identity(client, CITIZEN[0])
-    assert len(rows(host, OutboxMail)) == identity.INVITATION_LIMIT.limit
+    assert len(rows(host, OutboxMail)) == limits.IDENTITY_INVITATION.limit
 
 
 def test_logged_in_citizen_is_not_asked(client: Any) -> None:

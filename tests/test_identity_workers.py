@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import CITIZEN, TEST_SECRET_KEYS, post
 
-from opencrm_horscompte import identity
+from opencrm_horscompte import limits
 
 START = "/demarches/signalement-voirie/nouveau"
 CLIENT_ADDRESS = "203.0.113.7"
@@ -48,5 +48,5 @@ def test_client_throttle_holds_across_two_worker_processes(
             pool.apply_async(proposals_seen, (database_url, CHECKS_PER_WORKER)) for _ in range(2)
         ]
         counts = [result.get(timeout=180) for result in results]
-    assert sum(counts) == identity.CLIENT_LIMIT.limit  # 40 checks, exactly 30 proposals
+    assert sum(counts) == limits.IDENTITY_CLIENT.limit  # 40 checks, exactly 30 proposals
     assert all(count > 0 for count in counts)  # both workers took part

@@ -239,6 +239,22 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             fragments=[jinja2.utils.markupsafe.Markup(f) for fs in fragments for f in fs],
         )
 
+    @app.get("/dossiers/<int:dossier_id>")
+    def dossier_page(dossier_id: int) -> flask.Response:
+        """A deposited dossier: for its account, or a visitor a plugin admits."""
+        with Session(host.engine) as session:
+            dossier = session.get(Dossier, dossier_id)
+        user = current_user()
+        if dossier is None or dossier.status == "draft":
+            flask.abort(404)
+        owner = user is not None and dossier.account_id == user.id
+        admitted = owner or host.hook.opencrm_dossier_access(
+            host=host, request=contract_request(), dossier=dossier
+        )
+        if not admitted:
+            return error_page(403, "Vous n'avez pas accès à ce dossier.")
+        return render("dossier.html", dossier=dossier)
+
     # ---------------------------------------------------------------- accounts
 
     @app.route("/connexion", methods=["GET", "POST"])

@@ -110,6 +110,9 @@ class ReferenceHost:
 
         return "/connexion?" + urlencode({"suivant": next_url})
 
+    def dossier_url(self, dossier_id: int) -> str:
+        return f"/dossiers/{dossier_id}"
+
     def absolute_url(self, path: str) -> str:
         return self.config.base_url.rstrip("/") + path
 

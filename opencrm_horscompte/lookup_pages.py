@@ -1,0 +1,185 @@
+"""The citizen's pages: find a dossier (``/hors-compte/suivi``), enter the validation code
+(``/hors-compte/validation``), and "tracking code forgotten" (``/hors-compte/code-oublie``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from .codes import format_tracking_code
+from .db import writer
+from .emails import InvalidEmail, email_key, normalize_email
+from .grants import grant
+from .hookspecs.horscompte import AuditEvent
+from .hookspecs.host import Host, Request, Response
+from .limits import CHALLENGE_TOKEN_MAX_AGE, FORGOTTEN_CLIENT, FORGOTTEN_EMAIL, counted
+from .lookup import LOOKUP_PATH, LookupInputError, read_input, start_lookup
+from .models import TrackingCode
+from .rendering import plugin_mail, render_mail, render_page
+from .settings_store import load_settings
+from .tokens import sign, unsign
+from .validation import Outcome, resend, verify
+
+VALIDATE_PATH = "/hors-compte/validation"
+FORGOTTEN_PATH = "/hors-compte/code-oublie"
+CHALLENGE_PURPOSE = "challenge"
+FORGOTTEN_MAIL = plugin_mail("forgotten", "Rappel des codes de suivi")
+FORGOTTEN_MISS = "forgotten.miss"
+
+SENT = (
+    "Si ces informations correspondent à un dossier, un code de validation vient d'être "
+    "envoyé à l'adresse e-mail indiquée lors du dépôt."
+)
+FAILURES: dict[str, str] = {
+    "wrong": "Ce code n'est pas le bon. Vérifiez le dernier e-mail reçu et recommencez.",
+    "malformed": "Saisissez le code à chiffres reçu par e-mail.",
+    "dead": "Ce code n'est plus valable : il a expiré, a déjà servi, a été remplacé par un "
+    "plus récent ou a reçu trop d'essais. Demandez un nouveau code.",
+}
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes > 1 else ''}"
+
+
+def _wait_message(outcome: Outcome) -> str:
+    seconds = outcome.wait.total_seconds()
+    if outcome.kind == "locked":
+        return (
+            "Trop de codes erronés : la recherche de ce dossier par code est bloquée "
+            f"pendant {_minutes(seconds)}. Vous pouvez aussi contacter la mairie."
+        )
+    wait = f"{int(seconds) + 1} secondes" if seconds < 90 else _minutes(seconds)
+    return f"Trop de codes erronés : patientez {wait} avant de réessayer."
+
+
+def _lookup_form(
+    host: Host, request: Request, values: dict[str, str], errors: dict[str, str], status: int
+) -> Response:
+    body = render_page(
+        host,
+        request,
+        "horscompte/lookup.html",
+        values=values,
+        errors=errors,
+        forgotten_url=FORGOTTEN_PATH,
+    )
+    return Response.html(body, status=status)
+
+
+def _validation_form(
+    host: Host, request: Request, challenge_id: int, *, status: int = 200, **messages: Any
+) -> Response:
+    with Session(host.engine) as session:
+        expiry = load_settings(session).validation_code_expiry_minutes
+    body = render_page(
+        host,
+        request,
+        "horscompte/validate.html",
+        token=sign(host, CHALLENGE_PURPOSE, {"challenge": challenge_id}),
+        expiry_minutes=expiry,
+        action_url=VALIDATE_PATH,
+        restart_url=LOOKUP_PATH,
+        notice=messages.get("notice"),
+        error=messages.get("error"),
+    )
+    return Response.html(body, status=status)
+
+
+def lookup(host: Host, request: Request) -> Response:
+    if request.method != "POST":
+        return _lookup_form(host, request, {}, {}, 200)
+    try:
+        typed = read_input(request.form.get("email", ""), request.form.get("tracking_code", ""))
+    except LookupInputError as error:
+        shown = {"email": request.form.get("email", "")[:320]}
+        return _lookup_form(host, request, shown, error.errors, 400)
+    with Session(writer(host.engine)) as session, session.begin():
+        settings = load_settings(session)
+        challenge_id = start_lookup(host, session, settings, typed, request.client_addr).id
+    assert challenge_id is not None
+    return _validation_form(host, request, challenge_id, notice=SENT)
+
+
+def _challenge_id(host: Host, request: Request) -> int | None:
+    max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
+    carried = unsign(host, CHALLENGE_PURPOSE, request.form.get("token", ""), max_age)
+    value = carried.get("challenge") if isinstance(carried, dict) else None
+    return value if isinstance(value, int) else None
+
+
+def validate(host: Host, request: Request) -> Response:
+    if request.method != "POST":
+        return Response.redirect(LOOKUP_PATH)
+    challenge_id = _challenge_id(host, request)
+    if challenge_id is None:
+        errors = {"email": "Votre demande a expiré : saisissez à nouveau votre e-mail et code."}
+        return _lookup_form(host, request, {}, errors, 400)
+    if request.form.get("action") == "resend":
+        resent = resend(host, challenge_id)
+        if resent.challenge_id is None:
+            return _lookup_form(host, request, {}, {}, 200)
+        if resent.wait:
+            wait = f"{int(resent.wait.total_seconds()) + 1} secondes"
+            error = f"Un code vient d'être envoyé : patientez {wait} avant d'en demander un autre."
+            return _validation_form(host, request, challenge_id, status=429, error=error)
+        notice = (
+            "Si un dossier correspond, un nouveau code vient d'être envoyé ; l'ancien ne sert plus."
+        )
+        return _validation_form(host, request, resent.challenge_id, notice=notice)
+    outcome = verify(host, challenge_id, request.form.get("code", ""))
+    if outcome.kind == "granted" and outcome.dossier_id is not None:
+        grant(host, request, outcome.dossier_id)
+        return Response.redirect(host.dossier_url(outcome.dossier_id))
+    message = FAILURES.get(outcome.kind) or _wait_message(outcome)
+    status = 429 if outcome.kind in ("wait", "locked") else 400
+    return _validation_form(host, request, challenge_id, status=status, error=message)
+
+
+def _forgotten_form(host: Host, request: Request, **context: Any) -> Response:
+    context = {"values": {}, "errors": {}, "sent": False, **context}
+    status = 400 if context["errors"] else 200
+    template = "horscompte/forgotten.html"
+    body = render_page(host, request, template, lookup_url=LOOKUP_PATH, **context)
+    return Response.html(body, status=status)
+
+
+def forgotten(host: Host, request: Request) -> Response:
+    """Email in, neutral reply; the mailbox gets the list of its dossiers and their codes."""
+    if request.method != "POST":
+        return _forgotten_form(host, request)
+    try:
+        email = normalize_email(request.form.get("email", ""))
+    except InvalidEmail as error:
+        shown = {"email": request.form.get("email", "")[:320]}
+        return _forgotten_form(host, request, values=shown, errors={"email": str(error)})
+    key = email_key(email)
+    with Session(writer(host.engine)) as session, session.begin():
+        rows = list(
+            session.exec(
+                select(TrackingCode)
+                .where(TrackingCode.email_key == key)
+                .order_by(col(TrackingCode.issued_at))
+            )
+        )
+        allowed = counted(host, session, FORGOTTEN_CLIENT, request.client_addr) & counted(
+            host, session, FORGOTTEN_EMAIL, key
+        )
+        if allowed and rows:
+            dossiers = [
+                {
+                    "demarche_title": row.demarche_title,
+                    "date": row.issued_at.strftime("%d/%m/%Y"),
+                    "tracking_code": format_tracking_code(row.code),
+                }
+                for row in rows
+            ]
+            context = {"dossiers": dossiers, "lookup_url": host.absolute_url(LOOKUP_PATH)}
+            host.queue_mail(session, render_mail(host, rows[-1].email, FORGOTTEN_MAIL, context))
+        else:
+            event = AuditEvent(FORGOTTEN_MISS, "system", host.now(), {})
+            host.hook.horscompte_audit_event(host=host, session=session, event=event)
+    return _forgotten_form(host, request, sent=True)
