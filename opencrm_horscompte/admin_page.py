@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from .codes import CodePolicy, generate_tracking_code, generate_validation_code
 from .db import writer
-from .hookspecs.host import Host, Request, Response
+from .hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
+from .lookup import LOOKUP_PATH
 from .mail_templates import available_templates
 from .manifest import load_manifest
 from .models import AuditRecord
-from .rendering import render_page
+from .rendering import render_mail, render_page
 from .settings import Settings, SettingsError, parse_form
 from .settings_store import SETTINGS_CHANGED, load_settings, save_settings
 from .strength import tracking_strength, validation_strength
@@ -22,6 +24,7 @@ PATH = "/admin/hors-compte"
 TEMPLATE = "horscompte/admin.html"
 FLASH_KEY = "horscompte.flash"
 HISTORY_SIZE = 10
+SAMPLE_ADDRESS = "usager@exemple.fr"
 
 
 def _preview(settings: Settings) -> dict[str, Any]:
@@ -32,6 +35,34 @@ def _preview(settings: Settings) -> dict[str, Any]:
         "tracking": tracking_strength(policy),
         "validation": validation_strength(settings.validation_code_length),
     }
+
+
+@dataclass(frozen=True)
+class MailPreview:
+    template: MailTemplate
+    mail: MailMessage | None
+    error: str | None = None
+
+
+def _mail_previews(
+    host: Host, templates: list[MailTemplate], settings: Settings
+) -> list[MailPreview]:
+    """Each template rendered with sample values; a broken one shows its error, not a 500."""
+    context = {
+        "code": generate_validation_code(settings.validation_code_length),
+        "expiry_minutes": settings.validation_code_expiry_minutes,
+        "demarche_title": "Signaler un problème de voirie (exemple)",
+        "lookup_url": host.absolute_url(LOOKUP_PATH),
+    }
+    previews = []
+    for template in templates:
+        try:
+            previews.append(
+                MailPreview(template, render_mail(host, SAMPLE_ADDRESS, template, context))
+            )
+        except Exception as error:  # a host or third-party template: report, don't crash
+            previews.append(MailPreview(template, None, f"{type(error).__name__}: {error}"))
+    return previews
 
 
 def _history(session: Session) -> list[dict[str, Any]]:
@@ -55,6 +86,8 @@ def _page(
     previewing: bool = False,
     status: int = 200,
 ) -> Response:
+    templates = available_templates(host)
+    shown = preview_of or load_settings(session)
     body = render_page(
         host,
         request,
@@ -63,7 +96,8 @@ def _page(
         labels={spec.key: spec.label for spec in load_manifest().settings},
         values=values,
         errors=errors or {},
-        templates=available_templates(host),
+        templates=templates,
+        mail_previews=_mail_previews(host, templates, shown),
         preview=_preview(preview_of) if preview_of else None,
         previewing=previewing,
         history=_history(session),

@@ -149,3 +149,11 @@ def test_default_settings_are_not_called_weak(client: Any) -> None:
     page = client.get(PAGE)
     assert 'data-testid="tracking-weak"' not in page.text
     assert csrf_token(client) in page.text
+
+
+def test_each_mail_template_is_previewed(client: Any) -> None:
+    login(client, ADMIN)
+    page = client.get(PAGE)
+    assert "Aperçu des modèles de mail de validation" in page.text
+    assert "Votre code de validation pour « Signaler un problème de voirie (exemple) »" in page.text
+    assert 'sandbox="" srcdoc="' in page.text  # HTML part shown inert, escaped into srcdoc

@@ -19,6 +19,7 @@ from werkzeug.serving import run_simple
 from . import outbox
 from .app import create_app
 from .host import HostConfig, ReferenceHost
+from .scheduler import TaskScheduler
 from .seed import ADMIN_EMAIL, CITIZEN_EMAIL, seed
 
 
@@ -63,6 +64,8 @@ def run_demo(port: int = 8765, data_dir: Path = Path("demo-data")) -> None:
         host.engine, transport, sender=host.config.mail_sender, now=host.now
     )
     worker.start()
+    scheduler = TaskScheduler(host)
+    scheduler.start()
     database = host.engine.url.render_as_string(hide_password=True)
     print(
         f"Open CRM (hôte de référence) avec le module Hors-compte : http://127.0.0.1:{port}/\n"
@@ -77,4 +80,5 @@ def run_demo(port: int = 8765, data_dir: Path = Path("demo-data")) -> None:
     try:
         run_simple("127.0.0.1", port, create_app(host), threaded=True)
     finally:
+        scheduler.stop()
         worker.stop()

@@ -1,0 +1,32 @@
+"""The reference host runs the plugins' scheduled tasks (the hors-compte purge)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opencrm_horscompte.hookspecs.host import ScheduledTask, hookimpl
+from opencrm_horscompte.refhost.scheduler import TaskScheduler
+
+
+class Flaky:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def opencrm_scheduled_tasks(self, host: Any) -> list[ScheduledTask]:
+        def run(_: Any) -> None:
+            self.calls += 1
+            raise RuntimeError("boom")
+
+        return [ScheduledTask("test.flaky", 3600, run)]
+
+
+def test_due_tasks_run_once_per_interval_and_failures_do_not_stop_others(
+    host_factory: Any,
+) -> None:
+    flaky = Flaky()
+    host = host_factory(extra_plugins=[flaky])
+    scheduler = TaskScheduler(host)
+    assert set(scheduler.run_due()) == {"horscompte.purge", "test.flaky"}
+    assert scheduler.run_due() == []  # not due again within the hour
+    assert flaky.calls == 1
