@@ -7,7 +7,7 @@ from sqlmodel import Session, col
 
 from .db import writer
 from .hookspecs.host import Host
-from .limits import DAY
+from .limits import DAY, LOCK_AFTER_FAILURES
 from .models import Challenge, FailureGuard
 from .throttle import purge_expired
 
@@ -17,7 +17,9 @@ KEEP_SPENT_CHALLENGES = DAY
 
 def purge_expired_state(host: Host) -> dict[str, int]:
     """Delete challenges spent or expired for a day, throttle counters past the longest
-    window, failure guards idle for a day (a lock included). Returns rows deleted per table."""
+    window, and failure guards idle for a day that never reached the lock: a dossier that
+    was locked stays so, one more failure re-locking it, until a right code resets it.
+    Returns the rows deleted per table."""
     now = host.now()
     cutoff = now - KEEP_SPENT_CHALLENGES
     with Session(writer(host.engine)) as session, session.begin():
@@ -28,6 +30,9 @@ def purge_expired_state(host: Host) -> dict[str, int]:
         ).rowcount
         counters = purge_expired(session, now, older_than=DAY)
         guards = session.exec(  # type: ignore[call-overload]
-            delete(FailureGuard).where(col(FailureGuard.not_before) < cutoff)
+            delete(FailureGuard).where(
+                col(FailureGuard.not_before) < cutoff,
+                col(FailureGuard.failures) < LOCK_AFTER_FAILURES,
+            )
         ).rowcount
     return {"challenges": challenges, "counters": counters, "guards": guards}
