@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from .codes import CodePolicy, format_tracking_code
 from .emails import email_key_or_blank
@@ -36,6 +36,12 @@ def _candidate(host: Host, settings: Settings) -> str:
     return code
 
 
+def _code_taken(session: Session, code: str) -> bool:
+    """Was the failed insert a collision on ``code`` (and not another constraint)?"""
+    taken = select(TrackingCode.dossier_id).where(TrackingCode.code == code)
+    return session.exec(taken).first() is not None
+
+
 def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> TrackingCode:
     """Insert the dossier's tracking code, retrying in a savepoint on a collision.
 
@@ -58,7 +64,9 @@ def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> Trac
             with session.begin_nested():
                 session.add(row)
         except IntegrityError:
-            continue
+            if _code_taken(session, row.code):
+                continue
+            raise
         return row
     raise TrackingCodeSpaceExhausted(
         f"no free tracking code after {MAX_ATTEMPTS} draws: lengthen the code or allow "

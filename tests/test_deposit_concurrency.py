@@ -481,12 +481,6 @@ def test_non_collision_integrity_error_fails_the_deposit_and_leaves_nothing(
     assert all_rows(host, TrackingCode) == [] and all_rows(host, OutboxMail) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: assign_tracking_code retries any IntegrityError as a code collision "
-    "and reports TrackingCodeSpaceExhausted (deposit.py, `except IntegrityError: continue`)",
-)
 def test_non_collision_integrity_error_is_not_reported_as_an_exhausted_space(
     host_factory: Any,
 ) -> None:

@@ -1,0 +1,154 @@
+"""Helpers for the dossier-lookup tests (``/hors-compte/suivi`` and what follows), driven
+through the reference host over HTTP."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from conftest import ADMIN, post
+from sqlalchemy import event, func
+from sqlmodel import Session, col, select
+
+from opencrm_horscompte.models import TrackingCode
+from opencrm_horscompte.refhost.models import Dossier
+from opencrm_horscompte.refhost.outbox import OutboxMail
+from opencrm_horscompte.settings import Settings
+from opencrm_horscompte.settings_store import load_settings, save_settings
+
+LOOKUP = "/hors-compte/suivi"
+VALIDATE = "/hors-compte/validation"
+FORGOTTEN = "/hors-compte/code-oublie"
+EMAIL = "lea.dupont@exemple.fr"
+STRANGER = "personne.inconnue@exemple.fr"
+ANSWERS = {"subject": "Lampadaire éteint rue des Lilas", "message": "Depuis lundi."}
+
+# A validation code stands alone on its line in the default template (and in the test one).
+_CODE_LINE = re.compile(r"^\s*(\d{6,14})\s*$", re.MULTILINE)
+_HIDDEN_VALUE = re.compile(r'(<input type="hidden" name="[^"]+" value=")[^"]*(")')
+
+
+@dataclass(frozen=True)
+class Deposited:
+    dossier_id: int
+    code: str  # as stored, no separators
+    email: str
+
+
+def deposit(client: Any, host: Any, email: str = EMAIL, slug: str = "signalement-voirie") -> Deposited:
+    """Deposit a dossier without an account through the host's pages."""
+    start = f"/demarches/{slug}/nouveau"
+    assert client.get(start).status_code == 200
+    identity = {"last_name": "Dupont", "first_name": "Léa", "email": email}
+    response = post(client, start, identity)
+    assert response.status_code == 303, response.text
+    form_url = response.headers["Location"]
+    response = post(client, form_url, {**ANSWERS, "action": "deposit"})
+    assert response.status_code == 303, response.text
+    draft_key = form_url.rsplit("/", 1)[-1]
+    with Session(host.engine) as session:
+        dossier = session.exec(select(Dossier).where(Dossier.draft_key == draft_key)).one()
+        assert dossier.id is not None
+        row = session.get(TrackingCode, dossier.id)
+        assert row is not None
+        return Deposited(dossier.id, row.code, row.email)
+
+
+def rows(host: Any, model: Any) -> list[Any]:
+    with Session(host.engine) as session:
+        return list(session.exec(select(model)))
+
+
+def count(host: Any, model: Any) -> int:
+    with Session(host.engine) as session:
+        return int(session.exec(select(func.count()).select_from(model)).one())
+
+
+def counts(host: Any, *models: Any) -> dict[str, int]:
+    return {model.__name__: count(host, model) for model in models}
+
+
+def mails(host: Any) -> list[OutboxMail]:
+    with Session(host.engine) as session:
+        return list(session.exec(select(OutboxMail).order_by(col(OutboxMail.id))))
+
+
+def validation_mails(host: Any) -> list[OutboxMail]:
+    return [mail for mail in mails(host) if _CODE_LINE.search(mail.text)]
+
+
+def code_in(text: str) -> str:
+    match = _CODE_LINE.search(text)
+    assert match, text
+    return match.group(1)
+
+
+def last_code(host: Any) -> str:
+    sent = validation_mails(host)
+    assert sent, "no validation mail queued"
+    return code_in(sent[-1].text)
+
+
+def wrong(code: str) -> str:
+    """A code of the same length that is certainly not ``code``."""
+    return "".join(str((int(digit) + 1) % 10) for digit in code)
+
+
+def token_of(page: str) -> str:
+    match = re.search(r'name="token" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
+def without_hidden_values(page: str) -> str:
+    """The page with the values of its hidden inputs (CSRF, signed token) blanked."""
+    return _HIDDEN_VALUE.sub(r"\1\2", page)
+
+
+def lookup(client: Any, email: str, tracking_code: str) -> Any:
+    return post(client, LOOKUP, {"email": email, "tracking_code": tracking_code})
+
+
+def start(client: Any, email: str, tracking_code: str) -> str:
+    """Look a dossier up; the validation page's token."""
+    response = lookup(client, email, tracking_code)
+    assert response.status_code == 200, response.text
+    return token_of(response.text)
+
+
+def submit(client: Any, token: str, code: str) -> Any:
+    return post(client, VALIDATE, {"token": token, "code": code, "action": "verify"})
+
+
+def resend(client: Any, token: str) -> Any:
+    return post(client, VALIDATE, {"token": token, "code": "", "action": "resend"})
+
+
+def change_settings(host: Any, **changes: Any) -> None:
+    with Session(host.engine) as session, session.begin():
+        current = load_settings(session)
+        save_settings(host, session, current.replace(**changes), actor=ADMIN[0])
+
+
+def default_settings(**changes: Any) -> Settings:
+    return Settings.defaults().replace(**changes)
+
+
+@contextmanager
+def statements(host: Any) -> Iterator[list[str]]:
+    """Every SQL statement sent on ``host.engine`` inside the block, except the host's
+    periodic re-read of the plugin switches (time-based, unrelated to the request)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "host_plugin_state" not in statement:
+            seen.append(statement)
+
+    event.listen(host.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(host.engine, "before_cursor_execute", record)

@@ -1,0 +1,66 @@
+"""Host worker processes for ``test_lookup_concurrency`` (spawned: importable, picklable).
+
+Each process builds its own reference host on the shared PostgreSQL database, with a clock
+pinned to the test's moment (the challenge was made on the test clock, not real time), then
+submits validation codes from several threads released together by a barrier shared with
+the other processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from datetime import datetime
+from typing import Any
+
+from conftest import TEST_SECRET_KEYS
+
+BARRIER_TIMEOUT = 60.0
+
+
+def submit_codes(
+    database_url: str,
+    moment: str,
+    challenge_id: int,
+    code: str,
+    submissions: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Put ``("ok", [outcome kinds])`` or ``("error", traceback)`` on ``results``."""
+    try:
+        from opencrm_horscompte.refhost.host import HostConfig, ReferenceHost
+        from opencrm_horscompte.validation import verify
+
+        now = datetime.fromisoformat(moment)
+        config = HostConfig(
+            database_url=database_url, secret_keys=TEST_SECRET_KEYS, clock=lambda: now
+        )
+        host = ReferenceHost(config)
+        kinds: list[str] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+
+        def submit() -> None:
+            try:
+                barrier.wait(BARRIER_TIMEOUT)
+                kind = verify(host, challenge_id, code).kind
+                with lock:
+                    kinds.append(kind)
+            except BaseException:
+                with lock:
+                    errors.append(traceback.format_exc())
+
+        threads = [threading.Thread(target=submit) for _ in range(submissions)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(BARRIER_TIMEOUT * 2)
+        host.engine.dispose()
+        if errors or any(thread.is_alive() for thread in threads):
+            results.put(("error", "\n".join(errors) or "a submitting thread hung"))
+        else:
+            results.put(("ok", kinds))
+    except BaseException:
+        barrier.abort()  # the other processes fail fast instead of waiting for this one
+        results.put(("error", traceback.format_exc()))
