@@ -203,6 +203,19 @@ def normalize_tracking_code(typed: str, policy: CodePolicy) -> str:
     return code
 
 
+_CODE_CHARACTERS = frozenset(DIGITS + UPPERCASE + LOWERCASE + SPECIAL)
+
+
+def could_be_tracking_code(typed: str) -> bool:
+    """Whether ``typed``, separators aside, uses only characters a code can hold (any
+    policy) and no control character: anything else is a typing or pasting mistake worth
+    saying so."""
+    if any(unicodedata.category(char) == "Cc" for char in typed):
+        return False
+    stripped = [char for char in typed if not _is_separator(char)]
+    return bool(stripped) and all(char in _CODE_CHARACTERS for char in stripped)
+
+
 def format_tracking_code(code: str) -> str:
     """Groups of four for display: ``ABCD-EFGH-JK``."""
     groups = (code[start : start + GROUP_SIZE] for start in range(0, len(code), GROUP_SIZE))

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from .db import writer
 from .emails import InvalidEmail, email_key, normalize_email
 from .hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
-from .limits import IDENTITY_CLIENT, IDENTITY_INVITATION, IDENTITY_SESSION, counted
+from .limits import IDENTITY_CLIENT, IDENTITY_INVITATION, IDENTITY_SESSION, counted, counted_all
 from .models import IdentityChoice
 from .rendering import plugin_mail, render_mail, render_page
 from .settings_store import load_settings
@@ -42,9 +42,8 @@ def _session_id(request: Request) -> str:
 
 def _within_limits(host: Host, session: Session, request: Request) -> bool:
     """Count this check against the client address and the browser session (both)."""
-    by_client = counted(host, session, IDENTITY_CLIENT, request.client_addr)
-    by_session = counted(host, session, IDENTITY_SESSION, _session_id(request))
-    return by_client and by_session
+    events = [(IDENTITY_CLIENT, request.client_addr), (IDENTITY_SESSION, _session_id(request))]
+    return counted_all(host, session, events)
 
 
 def _invite_by_mail(host: Host, session: Session, email: str, demarche: Demarche) -> None:

@@ -3,13 +3,14 @@ strength estimates and the README read them from here)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlmodel import Session
 
 from .hookspecs.horscompte import AuditEvent
 from .hookspecs.host import Host
-from .throttle import Limit, hit, throttle_key
+from .throttle import Limit, hit_many, throttle_key
 
 THROTTLE_REFUSED = "throttle.refused"
 
@@ -36,6 +37,7 @@ FORGOTTEN_EMAIL = Limit("forgotten.email", 3, DAY)
 # resends: exponential backoff from BACKOFF_AFTER_FAILURES, lock at LOCK_AFTER_FAILURES.
 ATTEMPTS_PER_CODE = 5
 RESEND_COOLDOWN = timedelta(seconds=60)
+LOOKUP_RESEND = Limit("lookup.resend", 1, RESEND_COOLDOWN)
 BACKOFF_AFTER_FAILURES = 5
 MAX_BACKOFF = timedelta(minutes=15)
 LOCK_AFTER_FAILURES = 20
@@ -47,11 +49,19 @@ GRANT_MAX_AGE = timedelta(minutes=30)
 
 
 def counted(host: Host, session: Session, limit: Limit, value: str) -> bool:
-    """Count one event of ``value`` against ``limit``; False past the limit. The first
-    refusal of each window is audited (once, not on every request)."""
-    key = throttle_key(host.secret_keys[-1], limit.scope, value)
-    result = hit(session, key, limit, host.now())
-    if result.first_refusal:
-        event = AuditEvent(THROTTLE_REFUSED, "system", host.now(), {"scope": limit.scope})
-        host.hook.horscompte_audit_event(host=host, session=session, event=event)
-    return result.allowed
+    """Count one event of ``value`` against ``limit``; False past the limit."""
+    return counted_all(host, session, [(limit, value)])
+
+
+def counted_all(host: Host, session: Session, events: Sequence[tuple[Limit, str]]) -> bool:
+    """Count each event against its limit, all in one statement; False if any is past its
+    limit. The first refusal of each window is audited (once, not on every request)."""
+    secret = host.secret_keys[-1]
+    keyed = [(throttle_key(secret, limit.scope, value), limit) for limit, value in events]
+    allowed = True
+    for (_, limit), result in zip(keyed, hit_many(session, keyed, host.now()), strict=True):
+        if result.first_refusal:
+            event = AuditEvent(THROTTLE_REFUSED, "system", host.now(), {"scope": limit.scope})
+            host.hook.horscompte_audit_event(host=host, session=session, event=event)
+        allowed = allowed and result.allowed
+    return allowed

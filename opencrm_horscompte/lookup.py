@@ -18,11 +18,17 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from .codes import CodePolicy, generate_validation_code, normalize_tracking_code
+from .codes import (
+    SPECIAL,
+    CodePolicy,
+    could_be_tracking_code,
+    generate_validation_code,
+    normalize_tracking_code,
+)
 from .emails import InvalidEmail, email_key, normalize_email
 from .hookspecs.horscompte import AuditEvent
 from .hookspecs.host import Host, MailTemplate
-from .limits import LOOKUP_CLIENT, LOOKUP_DOSSIER_MAILS, LOOKUP_EMAIL, counted
+from .limits import LOOKUP_CLIENT, LOOKUP_DOSSIER_MAILS, LOOKUP_EMAIL, counted_all
 from .mail_templates import DEFAULT_VALIDATION_TEMPLATE, available_templates
 from .models import Challenge, TrackingCode
 from .rendering import render_mail
@@ -60,8 +66,12 @@ def read_input(form_email: str, form_code: str) -> LookupInput:
     code = form_code.strip()
     if not code:
         errors["tracking_code"] = "Saisissez le code de suivi reçu lors du dépôt."
-    elif len(code) > MAX_TYPED_CODE or any(ord(char) < 32 or ord(char) == 127 for char in code):
-        errors["tracking_code"] = "Ce code de suivi n'est pas valide : recopiez-le depuis l'e-mail."
+    elif len(code) > MAX_TYPED_CODE or not could_be_tracking_code(code):
+        errors["tracking_code"] = (
+            "Ce code de suivi contient des caractères qui n'existent pas dans les codes "
+            f"(seuls les chiffres, les lettres et {' '.join(SPECIAL)} en font partie) : "
+            "recopiez-le depuis l'e-mail de dépôt."
+        )
     if errors:
         raise LookupInputError(errors)
     return LookupInput(email, code)
@@ -116,15 +126,22 @@ def _new_challenge(
 
 
 def send_code(
-    host: Host, session: Session, settings: Settings, target: TrackingCode | None, guard: str
+    host: Host,
+    session: Session,
+    settings: Settings,
+    target: TrackingCode | None,
+    guard: str,
+    *,
+    mail: bool,
 ) -> Challenge:
-    """A new validation code for ``target`` (mailed to the address stored at deposit), or a
-    decoy for ``None`` (same statements: the audit record stands where the mail would)."""
-    real = counted(host, session, LOOKUP_DOSSIER_MAILS, guard) and target is not None
+    """A new validation code for ``target``, mailed (to the address stored at deposit) when
+    ``mail`` is true; a decoy for ``None``. A code not mailed (a limit was reached) still
+    names its dossier, so a resend after the limit's window mails a real one. Same
+    statements either way: the audit record stands where the mail would."""
     challenge, code = _new_challenge(
-        host, session, settings, guard, target.dossier_id if real and target else None
+        host, session, settings, guard, target.dossier_id if target else None
     )
-    if real and target is not None:
+    if target is not None and mail:
         context = {
             "code": code,
             "expiry_minutes": settings.validation_code_expiry_minutes,
@@ -142,13 +159,15 @@ def send_code(
 def start_lookup(
     host: Host, session: Session, settings: Settings, typed: LookupInput, client: str
 ) -> Challenge:
-    """Count the attempt, find the dossier, and send its code (or a decoy's)."""
+    """Count the attempt, find the dossier, and send its code (or a decoy's).
+
+    Every limit is counted whatever matched, in one statement, so a match and a miss cost
+    the same statements: settings, candidates, counters, older codes, new code, mail/audit.
+    """
     key = email_key(typed.email)
     candidates = list(session.exec(select(TrackingCode).where(TrackingCode.email_key == key)))
-    # Both limits count every attempt (no short-circuit): same statements either way.
-    within_limits = counted(host, session, LOOKUP_CLIENT, client) & counted(
-        host, session, LOOKUP_EMAIL, key
-    )
-    target = _matching(candidates, typed.tracking_code) if within_limits else None
-    subject = f"dossier:{target.dossier_id}" if target else f"email:{key}"
-    return send_code(host, session, settings, target, guard_key(host, subject))
+    target = _matching(candidates, typed.tracking_code)
+    guard = guard_key(host, f"dossier:{target.dossier_id}" if target else f"email:{key}")
+    limits = [(LOOKUP_CLIENT, client), (LOOKUP_EMAIL, key), (LOOKUP_DOSSIER_MAILS, guard)]
+    allowed = counted_all(host, session, limits)
+    return send_code(host, session, settings, target, guard, mail=allowed)

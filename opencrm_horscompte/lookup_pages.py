@@ -71,10 +71,15 @@ def _lookup_form(
 
 
 def _validation_form(
-    host: Host, request: Request, challenge_id: int, *, status: int = 200, **messages: Any
+    host: Host,
+    request: Request,
+    challenge_id: int,
+    *,
+    status: int = 200,
+    expiry: int | None = None,
+    **messages: Any,
 ) -> Response:
-    with Session(host.engine) as session:
-        expiry = load_settings(session).validation_code_expiry_minutes
+    """The code entry page; ``expiry`` (minutes) is told with a code just sent."""
     body = render_page(
         host,
         request,
@@ -101,7 +106,8 @@ def lookup(host: Host, request: Request) -> Response:
         settings = load_settings(session)
         challenge_id = start_lookup(host, session, settings, typed, request.client_addr).id
     assert challenge_id is not None
-    return _validation_form(host, request, challenge_id, notice=SENT)
+    expiry = settings.validation_code_expiry_minutes
+    return _validation_form(host, request, challenge_id, expiry=expiry, notice=SENT)
 
 
 def _challenge_id(host: Host, request: Request) -> int | None:
@@ -129,7 +135,9 @@ def validate(host: Host, request: Request) -> Response:
         notice = (
             "Si un dossier correspond, un nouveau code vient d'être envoyé ; l'ancien ne sert plus."
         )
-        return _validation_form(host, request, resent.challenge_id, notice=notice)
+        return _validation_form(
+            host, request, resent.challenge_id, expiry=resent.expiry_minutes, notice=notice
+        )
     outcome = verify(host, challenge_id, request.form.get("code", ""))
     if outcome.kind == "granted" and outcome.dossier_id is not None:
         grant(host, request, outcome.dossier_id)

@@ -65,6 +65,7 @@ class ThrottleCounter(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     window_start: datetime = Field(sa_column=_timestamp())
+    expires_at: datetime = Field(sa_column=_timestamp())
     count: int
 
 

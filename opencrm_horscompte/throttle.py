@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -80,32 +81,55 @@ def throttle_key(secret: bytes, scope: str, value: str) -> str:
 
 def hit(session: Session, key: str, limit: Limit, now: datetime) -> Hit:
     """Count one event for ``key`` at ``now`` and return the count after it (no commit)."""
-    _check_key(key)
+    return hit_many(session, [(key, limit)], now)[0]
+
+
+def hit_many(session: Session, counted: Sequence[tuple[str, Limit]], now: datetime) -> list[Hit]:
+    """:func:`hit` for several keys in ONE statement (a multi-row upsert), in order.
+
+    Rows are written in key order, so concurrent callers lock them in the same order and
+    cannot deadlock on PostgreSQL.
+    """
+    keys = [key for key, _ in counted]
+    if len(set(keys)) != len(keys):
+        raise ValueError("each key may be counted once per statement")
+    for key in keys:
+        _check_key(key)
     now = _aware_utc(now)
-    stale = _TABLE.c.window_start <= now - limit.window
+    rows = [
+        {"key": key, "window_start": now, "expires_at": now + limit.window, "count": 1}
+        for key, limit in sorted(counted, key=lambda pair: pair[0])
+    ]
+    insert = upsert_insert(session, _TABLE)
+    stale = _TABLE.c.expires_at <= insert.excluded.window_start
     statement = (
-        upsert_insert(session, _TABLE)
-        .values(key=key, window_start=now, count=1)
+        insert.values(rows)
         .on_conflict_do_update(
             index_elements=[_TABLE.c.key],
             set_={
                 "count": case((stale, 1), else_=_TABLE.c.count + 1),
-                "window_start": case((stale, now), else_=_TABLE.c.window_start),
+                "window_start": case(
+                    (stale, insert.excluded.window_start), else_=_TABLE.c.window_start
+                ),
+                "expires_at": case((stale, insert.excluded.expires_at), else_=_TABLE.c.expires_at),
             },
         )
-        .returning(_TABLE.c.count, _TABLE.c.window_start)
+        .returning(_TABLE.c.key, _TABLE.c.count, _TABLE.c.expires_at)
     )
-    count, window_start = session.exec(statement).one()
-    allowed = count <= limit.limit
-    retry_after = (
-        timedelta(0) if allowed else max(utc(window_start) + limit.window - now, timedelta(0))
-    )
-    return Hit(
-        count=count,
-        allowed=allowed,
-        first_refusal=count == limit.limit + 1,
-        retry_after=retry_after,
-    )
+    results = {key: (count, utc(expires)) for key, count, expires in session.exec(statement)}
+    hits = []
+    for key, limit in counted:
+        count, expires_at = results[key]
+        allowed = count <= limit.limit
+        hits.append(
+            Hit(
+                count=count,
+                allowed=allowed,
+                first_refusal=count == limit.limit + 1,
+                retry_after=timedelta(0) if allowed else max(expires_at - now, timedelta(0)),
+            )
+        )
+    return hits
 
 
 def peek(session: Session, key: str, limit: Limit, now: datetime) -> int:

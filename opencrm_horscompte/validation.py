@@ -24,12 +24,16 @@ from .limits import (
     BACKOFF_AFTER_FAILURES,
     LOCK_AFTER_FAILURES,
     LOCK_DURATION,
+    LOOKUP_DOSSIER_MAILS,
+    LOOKUP_RESEND,
     MAX_BACKOFF,
     RESEND_COOLDOWN,
+    counted,
 )
 from .lookup import code_hmac, send_code
 from .models import Challenge, FailureGuard, TrackingCode, utc
 from .settings_store import load_settings
+from .throttle import hit, throttle_key
 
 MAX_TYPED_LENGTH = 32
 OutcomeKind = Literal["granted", "wrong", "malformed", "dead", "wait", "locked"]
@@ -149,6 +153,7 @@ class Resent:
 
     challenge_id: int | None
     wait: timedelta = timedelta(0)
+    expiry_minutes: int | None = None
 
 
 def resend(host: Host, challenge_id: int) -> Resent:
@@ -162,12 +167,23 @@ def resend(host: Host, challenge_id: int) -> Resent:
         ready_at = utc(challenge.created_at) + RESEND_COOLDOWN
         if ready_at > now:
             return Resent(challenge_id, wait=ready_at - now)
+        # One resend per guard and cooldown, counted atomically: an older page, or the same
+        # form posted twice (even at once), cannot mail a second code within the cooldown.
+        cooldown = hit(
+            session,
+            throttle_key(host.secret_keys[-1], LOOKUP_RESEND.scope, challenge.guard_key),
+            LOOKUP_RESEND,
+            now,
+        )
+        if not cooldown.allowed:
+            return Resent(challenge_id, wait=cooldown.retry_after)
         target = None
         if challenge.dossier_id is not None:
             target = session.exec(
                 select(TrackingCode).where(TrackingCode.dossier_id == challenge.dossier_id)
             ).first()
         settings = load_settings(session)
-        fresh = send_code(host, session, settings, target, challenge.guard_key)
+        allowed = counted(host, session, LOOKUP_DOSSIER_MAILS, challenge.guard_key)
+        fresh = send_code(host, session, settings, target, challenge.guard_key, mail=allowed)
         assert fresh.id is not None
-        return Resent(fresh.id)
+        return Resent(fresh.id, expiry_minutes=settings.validation_code_expiry_minutes)

@@ -38,7 +38,9 @@ class Deposited:
     email: str
 
 
-def deposit(client: Any, host: Any, email: str = EMAIL, slug: str = "signalement-voirie") -> Deposited:
+def deposit(
+    client: Any, host: Any, email: str = EMAIL, slug: str = "signalement-voirie"
+) -> Deposited:
     """Deposit a dossier without an account through the host's pages."""
     start = f"/demarches/{slug}/nouveau"
     assert client.get(start).status_code == 200
