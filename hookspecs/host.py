@@ -171,6 +171,7 @@ class Dossier(Protocol):
     demarche_title: str
     account_id: int | None
     deposited_at: datetime | None
+    locale: str  # the citizen's language when filing ("fr", "en"): their mails use it
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 from .codes import CodePolicy, generate_tracking_code, generate_validation_code
 from .db import writer
 from .hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
+from .i18n import N_
 from .lookup import LOOKUP_PATH
 from .mail_templates import available_templates
 from .manifest import load_manifest
@@ -24,6 +25,10 @@ PATH = "/admin/hors-compte"
 TEMPLATE = "horscompte/admin.html"
 FLASH_KEY = "horscompte.flash"
 HISTORY_SIZE = 10
+FLASHES = {
+    "saved": N_("Paramètres enregistrés. Ils s'appliquent aux codes émis à partir de maintenant."),
+    "unchanged": N_("Aucune modification."),
+}
 SAMPLE_ADDRESS = "usager@exemple.fr"
 
 
@@ -51,7 +56,7 @@ def _mail_previews(
     context = {
         "code": generate_validation_code(settings.validation_code_length),
         "expiry_minutes": settings.validation_code_expiry_minutes,
-        "demarche_title": "Signaler un problème de voirie (exemple)",
+        "demarche_title": N_("Signaler un problème de voirie (exemple)"),
         "lookup_url": host.absolute_url(LOOKUP_PATH),
     }
     previews = []
@@ -101,7 +106,7 @@ def _page(
         preview=_preview(preview_of) if preview_of else None,
         previewing=previewing,
         history=_history(session),
-        flash=request.session.pop(FLASH_KEY, None),
+        flash=FLASHES.get(request.session.pop(FLASH_KEY, None) or ""),
     )
     return Response.html(body, status=status)
 
@@ -116,7 +121,14 @@ def _submitted_values(form: dict[str, str] | Any) -> dict[str, Any]:
 
 def handle(host: Host, request: Request) -> Response:
     if request.user is None or not request.user.is_admin:
-        return Response.html("Accès réservé aux administrateurs.", status=403)
+        body = render_page(
+            host,
+            request,
+            "horscompte/message.html",
+            title=N_("Accès refusé"),
+            message=N_("Cette page est réservée aux administrateurs."),
+        )
+        return Response.html(body, status=403)
     with Session(host.engine) as session:
         if request.method != "POST":
             current = load_settings(session)
@@ -133,9 +145,5 @@ def handle(host: Host, request: Request) -> Response:
             )
     with Session(writer(host.engine)) as session, session.begin():
         changes = save_settings(host, session, submitted, actor=request.user.email)
-    request.session[FLASH_KEY] = (
-        "Paramètres enregistrés. Ils s'appliquent aux codes émis à partir de maintenant."
-        if changes
-        else "Aucune modification."
-    )
+    request.session[FLASH_KEY] = "saved" if changes else "unchanged"
     return Response.redirect(PATH)

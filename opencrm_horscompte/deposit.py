@@ -59,6 +59,7 @@ def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> Trac
             email=dossier.email,
             email_key=email_key_or_blank(dossier.email),
             demarche_title=dossier.demarche_title,
+            locale=dossier.locale,
         )
         try:
             with session.begin_nested():
@@ -80,7 +81,7 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
         "tracking_code": format_tracking_code(code),
         "lookup_url": host.absolute_url(LOOKUP_PATH),
     }
-    return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context)
+    return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context, dossier.locale)
 
 
 def deposit(host: Host, session: Session, dossier: Dossier) -> TrackingCode:

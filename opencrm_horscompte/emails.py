@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from .i18n import N_, Message
+
 MAX_LENGTH = 254
 MAX_LOCAL_LENGTH = 64
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -21,47 +23,58 @@ _LOCAL_FORBIDDEN = set(' "(),:;<>[\\]')
 _DOMAIN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
+NOT_AN_ADDRESS = N_("Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr.")
+NOT_ALLOWED = N_("L'adresse e-mail contient des caractères non autorisés.")
+TOO_LONG = N_("L'adresse e-mail est trop longue (%(max)s caractères au plus).", max=MAX_LENGTH)
+BAD_DOMAIN = N_("Le nom de domaine de l'adresse e-mail n'est pas valide.")
+
+
 class InvalidEmail(ValueError):
-    """The address can't be valid; the message is French, for the field's error."""
+    """The address can't be valid; ``message`` is for the field's error."""
 
-
-def _refuse(message: str) -> InvalidEmail:
-    return InvalidEmail(message)
+    def __init__(self, message: Message) -> None:
+        super().__init__(str(message))
+        self.message = message
 
 
 def _ascii_domain(domain: str) -> str:
     try:
         ascii_domain = domain.encode("idna").decode("ascii").lower()
     except UnicodeError as error:
-        raise _refuse("Le nom de domaine de l'adresse e-mail n'est pas valide.") from error
+        raise InvalidEmail(BAD_DOMAIN) from error
     labels = ascii_domain.split(".")
     if len(labels) < 2 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
-        raise _refuse("Le nom de domaine de l'adresse e-mail n'est pas valide.")
+        raise InvalidEmail(BAD_DOMAIN)
     return ascii_domain
 
 
+def _plausible_local_part(local: str) -> bool:
+    return (
+        0 < len(local) <= MAX_LOCAL_LENGTH
+        and "@" not in local
+        and not _LOCAL_FORBIDDEN & set(local)
+        and not local.startswith(".")
+        and not local.endswith(".")
+        and ".." not in local
+    )
+
+
 def normalize_email(raw: str) -> str:
-    """The address to store: trimmed, NFC. Raises :class:`InvalidEmail` with a French message."""
+    """The address to store: trimmed, NFC. Raises :class:`InvalidEmail` saying what is wrong."""
     if len(raw) > 4 * MAX_LENGTH:
-        raise _refuse(f"L'adresse e-mail est trop longue ({MAX_LENGTH} caractères au plus).")
+        raise InvalidEmail(TOO_LONG)
     address = unicodedata.normalize("NFC", raw.strip())
     if not address:
-        raise _refuse("Saisissez votre adresse e-mail.")
+        raise InvalidEmail(N_("Saisissez votre adresse e-mail."))
     if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in address):
-        raise _refuse("L'adresse e-mail contient des caractères non autorisés.")
+        raise InvalidEmail(NOT_ALLOWED)
     if len(address) > MAX_LENGTH:
-        raise _refuse(f"L'adresse e-mail est trop longue ({MAX_LENGTH} caractères au plus).")
+        raise InvalidEmail(TOO_LONG)
     if unicodedata.normalize("NFKC", address) != address:
-        raise _refuse("L'adresse e-mail contient des caractères non autorisés.")
+        raise InvalidEmail(NOT_ALLOWED)
     local, at, domain = address.rpartition("@")
-    if not at or not local or not domain:
-        raise _refuse("Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr.")
-    if "@" in local or _LOCAL_FORBIDDEN & set(local) or any(char.isspace() for char in address):
-        raise _refuse("Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr.")
-    if len(local) > MAX_LOCAL_LENGTH or local.startswith(".") or local.endswith("."):
-        raise _refuse("Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr.")
-    if ".." in local:
-        raise _refuse("Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr.")
+    if not (at and domain and _plausible_local_part(local)) or any(c.isspace() for c in address):
+        raise InvalidEmail(NOT_AN_ADDRESS)
     _ascii_domain(domain)
     return address
 

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from .db import writer
 from .emails import InvalidEmail, email_key, normalize_email
 from .hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
+from .i18n import N_
 from .limits import IDENTITY_CLIENT, IDENTITY_INVITATION, IDENTITY_SESSION, counted, counted_all
 from .models import IdentityChoice
 from .rendering import plugin_mail, render_mail, render_page
@@ -46,7 +47,9 @@ def _within_limits(host: Host, session: Session, request: Request) -> bool:
     return counted_all(host, session, events)
 
 
-def _invite_by_mail(host: Host, session: Session, email: str, demarche: Demarche) -> None:
+def _invite_by_mail(
+    host: Host, session: Session, email: str, demarche: Demarche, locale: str
+) -> None:
     """Discreet mode: the address, not the screen, learns that an account exists."""
     if not counted(host, session, IDENTITY_INVITATION, email_key(email)):
         return
@@ -54,7 +57,7 @@ def _invite_by_mail(host: Host, session: Session, email: str, demarche: Demarche
         "demarche_title": demarche.title,
         "login_url": host.absolute_url(host.login_url("/")),
     }
-    host.queue_mail(session, render_mail(host, email, INVITATION_MAIL, context))
+    host.queue_mail(session, render_mail(host, email, INVITATION_MAIL, context, locale))
 
 
 def _proposal(
@@ -101,7 +104,7 @@ def identity_step(
         return None
     if settings.identity_discreet_mode:
         with Session(writer(host.engine)) as session, session.begin():
-            _invite_by_mail(host, session, email, demarche)
+            _invite_by_mail(host, session, email, demarche, request.locale)
         return None
     return IdentityDecision("propose_login", _proposal(host, request, demarche, draft, next_url))
 
@@ -114,9 +117,11 @@ def decline(host: Host, request: Request) -> Response:
             host,
             request,
             "horscompte/message.html",
-            title="Ce lien a expiré",
-            message="Reprenez votre démarche depuis la page d'accueil : vos saisies sont "
-            "conservées dans votre brouillon.",
+            title=N_("Ce lien a expiré"),
+            message=N_(
+                "Reprenez votre démarche depuis la page d'accueil : vos saisies sont "
+                "conservées dans votre brouillon."
+            ),
         )
         return Response.html(body, status=400)
     draft, next_url = str(carried["draft"]), str(carried["next"])

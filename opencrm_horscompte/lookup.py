@@ -28,6 +28,7 @@ from .codes import (
 from .emails import InvalidEmail, email_key, normalize_email
 from .hookspecs.horscompte import AuditEvent
 from .hookspecs.host import Host, MailTemplate
+from .i18n import N_, Message
 from .limits import LOOKUP_CLIENT, LOOKUP_DOSSIER_MAILS, LOOKUP_EMAIL, counted_all
 from .mail_templates import DEFAULT_VALIDATION_TEMPLATE, available_templates
 from .models import Challenge, TrackingCode
@@ -41,11 +42,11 @@ LOOKUP_MISS = "lookup.miss"
 
 
 class LookupInputError(ValueError):
-    """What the citizen typed can't be a lookup; ``errors`` maps a field to a French
-    message. Nothing was counted or stored."""
+    """What the citizen typed can't be a lookup; ``errors`` maps a field to its message.
+    Nothing was counted or stored."""
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(errors.values()))
+    def __init__(self, errors: dict[str, Message]) -> None:
+        super().__init__("; ".join(map(str, errors.values())))
         self.errors = errors
 
 
@@ -57,20 +58,21 @@ class LookupInput:
 
 def read_input(form_email: str, form_code: str) -> LookupInput:
     """Validate the lookup form; refuses control characters and oversized input."""
-    errors: dict[str, str] = {}
+    errors: dict[str, Message] = {}
     try:
         email = normalize_email(form_email)
     except InvalidEmail as error:
-        errors["email"] = str(error)
+        errors["email"] = error.message
         email = ""
     code = form_code.strip()
     if not code:
-        errors["tracking_code"] = "Saisissez le code de suivi reçu lors du dépôt."
+        errors["tracking_code"] = N_("Saisissez le code de suivi reçu lors du dépôt.")
     elif len(code) > MAX_TYPED_CODE or not could_be_tracking_code(code):
-        errors["tracking_code"] = (
+        errors["tracking_code"] = N_(
             "Ce code de suivi contient des caractères qui n'existent pas dans les codes "
-            f"(seuls les chiffres, les lettres et {' '.join(SPECIAL)} en font partie) : "
-            "recopiez-le depuis l'e-mail de dépôt."
+            "(seuls les chiffres, les lettres et %(special)s en font partie) : "
+            "recopiez-le depuis l'e-mail de dépôt.",
+            special=" ".join(SPECIAL),
         )
     if errors:
         raise LookupInputError(errors)
@@ -149,7 +151,8 @@ def send_code(
             "lookup_url": host.absolute_url(LOOKUP_PATH),
         }
         template = validation_template(host, settings)
-        host.queue_mail(session, render_mail(host, target.email, template, context))
+        mail = render_mail(host, target.email, template, context, target.locale)
+        host.queue_mail(session, mail)
     else:
         event = AuditEvent(LOOKUP_MISS, "system", host.now(), {"challenge": challenge.id})
         host.hook.horscompte_audit_event(host=host, session=session, event=event)

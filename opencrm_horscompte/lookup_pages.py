@@ -14,6 +14,7 @@ from .emails import InvalidEmail, email_key, normalize_email
 from .grants import grant
 from .hookspecs.horscompte import AuditEvent
 from .hookspecs.host import Host, Request, Response
+from .i18n import N_, Message
 from .limits import CHALLENGE_TOKEN_MAX_AGE, FORGOTTEN_CLIENT, FORGOTTEN_EMAIL, counted
 from .lookup import LOOKUP_PATH, LookupInputError, read_input, start_lookup
 from .models import TrackingCode
@@ -28,36 +29,48 @@ CHALLENGE_PURPOSE = "challenge"
 FORGOTTEN_MAIL = plugin_mail("forgotten", "Rappel des codes de suivi")
 FORGOTTEN_MISS = "forgotten.miss"
 
-SENT = (
+SENT = N_(
     "Si ces informations correspondent à un dossier, un code de validation vient d'être "
     "envoyé à l'adresse e-mail indiquée lors du dépôt."
 )
-FAILURES: dict[str, str] = {
-    "wrong": "Ce code n'est pas le bon. Vérifiez le dernier e-mail reçu et recommencez.",
-    "malformed": "Saisissez le code à chiffres reçu par e-mail.",
-    "dead": "Ce code n'est plus valable : il a expiré, a déjà servi, a été remplacé par un "
-    "plus récent ou a reçu trop d'essais. Demandez un nouveau code.",
+RESENT = N_(
+    "Si un dossier correspond, un nouveau code vient d'être envoyé ; l'ancien ne sert plus."
+)
+EXPIRED = N_("Votre demande a expiré : saisissez à nouveau votre e-mail et code.")
+FAILURES: dict[str, Message] = {
+    "wrong": N_("Ce code n'est pas le bon. Vérifiez le dernier e-mail reçu et recommencez."),
+    "malformed": N_("Saisissez le code à chiffres reçu par e-mail."),
+    "dead": N_(
+        "Ce code n'est plus valable : il a expiré, a déjà servi, a été remplacé par un "
+        "plus récent ou a reçu trop d'essais. Demandez un nouveau code."
+    ),
 }
 
 
-def _minutes(seconds: float) -> str:
+def _duration(seconds: float) -> Message:
+    if seconds < 90:
+        return N_("%(count)s secondes", count=int(seconds) + 1)
     minutes = max(1, round(seconds / 60))
-    return f"{minutes} minute{'s' if minutes > 1 else ''}"
+    if minutes < 2:
+        return N_("%(count)s minute", count=minutes)
+    return N_("%(count)s minutes", count=minutes)
 
 
-def _wait_message(outcome: Outcome) -> str:
-    seconds = outcome.wait.total_seconds()
+def _wait_message(outcome: Outcome) -> Message:
+    duration = _duration(outcome.wait.total_seconds())
     if outcome.kind == "locked":
-        return (
+        return N_(
             "Trop de codes erronés : la recherche de ce dossier par code est bloquée "
-            f"pendant {_minutes(seconds)}. Vous pouvez aussi contacter la mairie."
+            "pendant %(duration)s. Vous pouvez aussi contacter la mairie.",
+            duration=duration,
         )
-    wait = f"{int(seconds) + 1} secondes" if seconds < 90 else _minutes(seconds)
-    return f"Trop de codes erronés : patientez {wait} avant de réessayer."
+    return N_(
+        "Trop de codes erronés : patientez %(duration)s avant de réessayer.", duration=duration
+    )
 
 
 def _lookup_form(
-    host: Host, request: Request, values: dict[str, str], errors: dict[str, str], status: int
+    host: Host, request: Request, values: dict[str, str], errors: dict[str, Message], status: int
 ) -> Response:
     body = render_page(
         host,
@@ -122,21 +135,20 @@ def validate(host: Host, request: Request) -> Response:
         return Response.redirect(LOOKUP_PATH)
     challenge_id = _challenge_id(host, request)
     if challenge_id is None:
-        errors = {"email": "Votre demande a expiré : saisissez à nouveau votre e-mail et code."}
-        return _lookup_form(host, request, {}, errors, 400)
+        return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
     if request.form.get("action") == "resend":
         resent = resend(host, challenge_id)
         if resent.challenge_id is None:
             return _lookup_form(host, request, {}, {}, 200)
         if resent.wait:
-            wait = f"{int(resent.wait.total_seconds()) + 1} secondes"
-            error = f"Un code vient d'être envoyé : patientez {wait} avant d'en demander un autre."
+            error = N_(
+                "Un code vient d'être envoyé : patientez %(duration)s avant d'en demander "
+                "un autre.",
+                duration=_duration(resent.wait.total_seconds()),
+            )
             return _validation_form(host, request, challenge_id, status=429, error=error)
-        notice = (
-            "Si un dossier correspond, un nouveau code vient d'être envoyé ; l'ancien ne sert plus."
-        )
         return _validation_form(
-            host, request, resent.challenge_id, expiry=resent.expiry_minutes, notice=notice
+            host, request, resent.challenge_id, expiry=resent.expiry_minutes, notice=RESENT
         )
     outcome = verify(host, challenge_id, request.form.get("code", ""))
     if outcome.kind == "granted" and outcome.dossier_id is not None:
@@ -163,7 +175,7 @@ def forgotten(host: Host, request: Request) -> Response:
         email = normalize_email(request.form.get("email", ""))
     except InvalidEmail as error:
         shown = {"email": request.form.get("email", "")[:320]}
-        return _forgotten_form(host, request, values=shown, errors={"email": str(error)})
+        return _forgotten_form(host, request, values=shown, errors={"email": error.message})
     key = email_key(email)
     with Session(writer(host.engine)) as session, session.begin():
         rows = list(
@@ -186,7 +198,8 @@ def forgotten(host: Host, request: Request) -> Response:
                 for row in rows
             ]
             context = {"dossiers": dossiers, "lookup_url": host.absolute_url(LOOKUP_PATH)}
-            host.queue_mail(session, render_mail(host, rows[-1].email, FORGOTTEN_MAIL, context))
+            mail = render_mail(host, rows[-1].email, FORGOTTEN_MAIL, context, request.locale)
+            host.queue_mail(session, mail)
         else:
             event = AuditEvent(FORGOTTEN_MISS, "system", host.now(), {})
             host.hook.horscompte_audit_event(host=host, session=session, event=event)

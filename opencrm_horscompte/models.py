@@ -43,6 +43,7 @@ class TrackingCode(SQLModel, table=True):
     email: str = Field(max_length=320)
     email_key: str = Field(max_length=320, index=True)
     demarche_title: str = Field(max_length=200)
+    locale: str = Field(default="fr", max_length=10)
 
 
 class AuditRecord(SQLModel, table=True):

@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .i18n import N_, Message
 from .manifest import SettingSpec, load_manifest
 
 TRACKING_CLASS_KEYS = (
@@ -49,9 +50,9 @@ class Settings:
 
 
 class SettingsError(ValueError):
-    """Submitted settings were refused; ``errors`` maps a field key to a French message."""
+    """Submitted settings were refused; ``errors`` maps a field key to its message."""
 
-    def __init__(self, errors: Mapping[str, str]) -> None:
+    def __init__(self, errors: Mapping[str, Message]) -> None:
         super().__init__("; ".join(f"{key}: {message}" for key, message in errors.items()))
         self.errors = dict(errors)
 
@@ -73,20 +74,28 @@ def _typed(spec: SettingSpec, raw: str) -> Any:
 
 def check_values(values: Mapping[str, Any], template_keys: Collection[str]) -> Settings:
     """Validate typed values (already ints and bools), raising :class:`SettingsError`."""
-    errors: dict[str, str] = {}
+    errors: dict[str, Message] = {}
     for spec in load_manifest().settings:
         value = values.get(spec.key)
         if spec.type == "bool" and not isinstance(value, bool):
-            errors[spec.key] = "Valeur invalide : cochez ou décochez la case."
+            errors[spec.key] = N_("Valeur invalide : cochez ou décochez la case.")
         elif spec.type == "int":
             if isinstance(value, bool) or not isinstance(value, int):
-                errors[spec.key] = f"Saisissez un nombre entier entre {spec.min} et {spec.max}."
+                errors[spec.key] = N_(
+                    "Saisissez un nombre entier entre %(min)s et %(max)s.",
+                    min=spec.min,
+                    max=spec.max,
+                )
             elif not spec.min <= value <= spec.max:  # type: ignore[operator]
-                errors[spec.key] = f"La valeur doit être comprise entre {spec.min} et {spec.max}."
+                errors[spec.key] = N_(
+                    "La valeur doit être comprise entre %(min)s et %(max)s.",
+                    min=spec.min,
+                    max=spec.max,
+                )
         elif spec.type == "choice" and value not in template_keys:
-            errors[spec.key] = "Choisissez un modèle de mail dans la liste."
+            errors[spec.key] = N_("Choisissez un modèle de mail dans la liste.")
     if not any(values.get(key) is True for key in TRACKING_CLASS_KEYS):
-        errors["tracking_code_classes"] = "Cochez au moins un type de caractères."
+        errors["tracking_code_classes"] = N_("Cochez au moins un type de caractères.")
     if errors:
         raise SettingsError(errors)
     return Settings(**{key: values[key] for key in setting_keys()})

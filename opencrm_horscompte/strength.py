@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .codes import CodePolicy, count_valid_codes
+from .i18n import N_, Message, Number, translate
 from .limits import ATTEMPTS_PER_CODE, LOCK_AFTER_FAILURES, LOOKUP_EMAIL
 
 TRACKING_WEAK_BELOW_BITS = 40.0
@@ -20,13 +21,11 @@ HOURS_PER_DAY = 24
 HOURS_PER_MONTH = 24 * 30.4375
 HOURS_PER_YEAR = 24 * 365.25
 MAX_READABLE_YEARS = 1e12
-NBSP = "\u00a0"
-_SCALES = ((10**9, "milliard"), (10**6, "million"))
 
 
 @dataclass(frozen=True)
 class Strength:
-    """A code setting's strength: ``summary_fr`` is shown as is on the admin page.
+    """A code setting's strength; ``summary`` is shown on the admin page, translated.
 
     ``years_to_guess`` is the mean time of an online search at the enforced rate; it is
     infinite for validation codes, whose dossier locks first (see ``success_chance``).
@@ -35,8 +34,12 @@ class Strength:
     bits: float
     weak: bool
     years_to_guess: float
-    summary_fr: str
+    summary: Message
     success_chance: float | None = None
+
+    @property
+    def summary_fr(self) -> str:
+        return str(self.summary)
 
 
 def _round_significant(value: float, digits: int = 2) -> float:
@@ -45,64 +48,80 @@ def _round_significant(value: float, digits: int = 2) -> float:
     return round(value, digits - 1 - math.floor(math.log10(value)))
 
 
-def _group_thousands(number: int) -> str:
-    return f"{number:,}".replace(",", NBSP)
+def readable_number(value: float) -> Message | Number:
+    """Two significant digits: ``3 500``, ``1,5 million``, ``34 milliards`` (in French)."""
+    rounded = _round_significant(value)
+    if rounded >= 10**9:
+        mantissa = rounded / 10**9
+        if mantissa < 2:
+            return N_("%(number)s milliard", number=Number(mantissa))
+        return N_("%(number)s milliards", number=Number(mantissa))
+    if rounded >= 10**6:
+        mantissa = rounded / 10**6
+        if mantissa < 2:
+            return N_("%(number)s million", number=Number(mantissa))
+        return N_("%(number)s millions", number=Number(mantissa))
+    return Number(rounded)
 
 
-def _decimal_fr(value: float) -> str:
-    if abs(value - round(value)) < 1e-9:
-        return _group_thousands(round(value))
-    return f"{value:.1f}".replace(".", ",")
+def _readable_years(years: float) -> Message:
+    if years >= MAX_READABLE_YEARS:
+        return N_("plus de mille milliards d'années")
+    rounded = _round_significant(years)
+    number = readable_number(years)
+    if rounded >= 10**6:
+        return N_("environ %(number)s d'années", number=number)
+    if rounded < 2:
+        return N_("environ %(number)s an", number=number)
+    return N_("environ %(number)s ans", number=number)
+
+
+def _about(count: int, singular: str, plural: str) -> Message:
+    return N_(singular if count < 2 else plural, count=count)
+
+
+def readable_duration(hours: float) -> Message:
+    """A duration in words: ``moins d'une heure``, ``environ 3 millions d'années``."""
+    if hours < 1:
+        return N_("moins d'une heure")
+    if round(hours) < 48:
+        return _about(round(hours), "environ %(count)s heure", "environ %(count)s heures")
+    days = round(hours / HOURS_PER_DAY)
+    if days < 60:
+        return _about(days, "environ %(count)s jour", "environ %(count)s jours")
+    months = round(hours / HOURS_PER_MONTH)
+    if months < 24:
+        return N_("environ %(count)s mois", count=months)
+    return _readable_years(hours / HOURS_PER_YEAR)
 
 
 def format_number_fr(value: float) -> str:
-    """Two significant digits, French style: ``3 500``, ``1,5 million``, ``34 milliards``."""
-    rounded = _round_significant(value)
-    for scale, word in _SCALES:
-        if rounded >= scale:
-            mantissa = rounded / scale
-            plural = "s" if mantissa >= 2 else ""
-            return f"{_decimal_fr(mantissa)} {word}{plural}"
-    return _decimal_fr(rounded)
-
-
-def _plural(count: int, singular: str, plural: str) -> str:
-    return f"{count} {singular if count < 2 else plural}"
-
-
-def _format_years_fr(years: float) -> str:
-    if years >= MAX_READABLE_YEARS:
-        return "plus de mille milliards d'années"
-    number = format_number_fr(years)
-    if _round_significant(years) >= 10**6:
-        return f"environ {number} d'années"
-    return f"environ {number} {'an' if _round_significant(years) < 2 else 'ans'}"
+    return translate(readable_number(value), "fr")
 
 
 def format_duration_fr(hours: float) -> str:
-    """A duration in readable French: ``moins d'une heure``, ``environ 3 millions d'années``."""
-    if hours < 1:
-        return "moins d'une heure"
-    if round(hours) < 48:
-        return "environ " + _plural(round(hours), "heure", "heures")
-    if round(hours / HOURS_PER_DAY) < 60:
-        return "environ " + _plural(round(hours / HOURS_PER_DAY), "jour", "jours")
-    if round(hours / HOURS_PER_MONTH) < 24:
-        return f"environ {round(hours / HOURS_PER_MONTH)} mois"
-    return _format_years_fr(hours / HOURS_PER_YEAR)
+    return str(readable_duration(hours))
 
 
-def _tracking_summary_fr(weak: bool, hours: float) -> str:
-    estimate = (
-        f"il faudrait en moyenne {format_duration_fr(hours)} pour deviner le code de suivi "
-        f"d'un dossier, à raison de {LOOKUP_EMAIL.limit} essais par heure "
-        "pour une même adresse e-mail."
-    )
+def _tracking_summary(weak: bool, hours: float) -> Message:
+    duration = readable_duration(hours)
+    rate = LOOKUP_EMAIL.limit
     if not weak:
-        return f"Robustesse suffisante : {estimate}"
-    return (
-        f"Code de suivi faible (moins de {TRACKING_WEAK_BELOW_BITS:.0f} bits) : {estimate} "
-        "Augmentez la longueur du code ou cochez d'autres types de caractères."
+        return N_(
+            "Robustesse suffisante : il faudrait en moyenne %(duration)s pour deviner le code "
+            "de suivi d'un dossier, à raison de %(rate)s essais par heure pour une même "
+            "adresse e-mail.",
+            duration=duration,
+            rate=rate,
+        )
+    return N_(
+        "Code de suivi faible (moins de %(bits)s bits) : il faudrait en moyenne "
+        "%(duration)s pour deviner le code de suivi d'un dossier, à raison de %(rate)s "
+        "essais par heure pour une même adresse e-mail. Augmentez la longueur du code ou "
+        "cochez d'autres types de caractères.",
+        bits=f"{TRACKING_WEAK_BELOW_BITS:.0f}",
+        duration=duration,
+        rate=rate,
     )
 
 
@@ -112,19 +131,28 @@ def tracking_strength(policy: CodePolicy) -> Strength:
     bits = math.log2(count) if count > 0 else 0.0
     hours = count / 2 / LOOKUP_EMAIL.limit
     weak = bits < TRACKING_WEAK_BELOW_BITS
-    return Strength(bits, weak, hours / HOURS_PER_YEAR, _tracking_summary_fr(weak, hours))
+    return Strength(bits, weak, hours / HOURS_PER_YEAR, _tracking_summary(weak, hours))
 
 
-def _validation_summary_fr(weak: bool, codes: int) -> str:
-    odds = format_number_fr(codes / LOCK_AFTER_FAILURES)
-    estimate = (
-        f"un attaquant a 1 chance sur {odds} de trouver le code de validation avant le "
-        f"verrouillage du dossier ({LOCK_AFTER_FAILURES} erreurs au plus, "
-        f"{ATTEMPTS_PER_CODE} par code envoyé)."
-    )
+def _validation_summary(weak: bool, codes: int) -> Message:
+    params = {
+        "odds": readable_number(codes / LOCK_AFTER_FAILURES),
+        "failures": LOCK_AFTER_FAILURES,
+        "attempts": ATTEMPTS_PER_CODE,
+    }
     if not weak:
-        return f"Robustesse suffisante : {estimate}"
-    return f"Code de validation faible : {estimate} Augmentez la longueur du code."
+        return N_(
+            "Robustesse suffisante : un attaquant a 1 chance sur %(odds)s de trouver le code "
+            "de validation avant le verrouillage du dossier (%(failures)s erreurs au plus, "
+            "%(attempts)s par code envoyé).",
+            **params,
+        )
+    return N_(
+        "Code de validation faible : un attaquant a 1 chance sur %(odds)s de trouver le code "
+        "de validation avant le verrouillage du dossier (%(failures)s erreurs au plus, "
+        "%(attempts)s par code envoyé). Augmentez la longueur du code.",
+        **params,
+    )
 
 
 def validation_strength(length: int) -> Strength:
@@ -133,5 +161,5 @@ def validation_strength(length: int) -> Strength:
     bits = length * math.log2(10)
     weak = bits < VALIDATION_WEAK_BELOW_BITS
     chance = min(1.0, LOCK_AFTER_FAILURES / codes)
-    summary = _validation_summary_fr(weak, codes)
+    summary = _validation_summary(weak, codes)
     return Strength(bits, weak, math.inf, summary, success_chance=chance)

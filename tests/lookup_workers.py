@@ -21,13 +21,14 @@ BARRIER_TIMEOUT = 60.0
 def submit_codes(
     database_url: str,
     moment: str,
-    challenge_id: int,
-    code: str,
+    jobs: list[tuple[int, str]],
     submissions: int,
     barrier: Any,
     results: Any,
 ) -> None:
-    """Put ``("ok", [outcome kinds])`` or ``("error", traceback)`` on ``results``."""
+    """Submit each job's code (``(challenge id, typed code)``) ``submissions`` times, all in
+    threads waiting on ``barrier``. Put ``("ok", [(challenge id, outcome kind), ...])`` or
+    ``("error", traceback)`` on ``results``."""
     try:
         from opencrm_horscompte.refhost.host import HostConfig, ReferenceHost
         from opencrm_horscompte.validation import verify
@@ -37,21 +38,23 @@ def submit_codes(
             database_url=database_url, secret_keys=TEST_SECRET_KEYS, clock=lambda: now
         )
         host = ReferenceHost(config)
-        kinds: list[str] = []
+        kinds: list[tuple[int, str]] = []
         errors: list[str] = []
         lock = threading.Lock()
 
-        def submit() -> None:
+        def submit(challenge_id: int, code: str) -> None:
             try:
                 barrier.wait(BARRIER_TIMEOUT)
                 kind = verify(host, challenge_id, code).kind
                 with lock:
-                    kinds.append(kind)
+                    kinds.append((challenge_id, kind))
             except BaseException:
                 with lock:
                     errors.append(traceback.format_exc())
 
-        threads = [threading.Thread(target=submit) for _ in range(submissions)]
+        threads = [
+            threading.Thread(target=submit, args=job) for job in jobs for _ in range(submissions)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -7,7 +7,7 @@ import flask
 from ..hookspecs.host import Request, Response, User
 
 
-def to_request(user: User | None, csrf_token: str) -> Request:
+def to_request(user: User | None, csrf_token: str, locale: str) -> Request:
     request = flask.request
     return Request(
         method=request.method,
@@ -18,7 +18,7 @@ def to_request(user: User | None, csrf_token: str) -> Request:
         client_addr=request.remote_addr or "",
         session=flask.session,
         user=user,
-        locale="fr",
+        locale=locale,
         csrf_token=csrf_token,
     )
 

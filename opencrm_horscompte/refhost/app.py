@@ -3,6 +3,7 @@ plugin page and menu, and every enabled plugin's routes."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import secrets
@@ -15,6 +16,7 @@ from sqlmodel import Session, col, select
 from werkzeug.exceptions import HTTPException
 
 from ..hookspecs.host import Request, User
+from ..i18n import DEFAULT_LOCALE, LOCALES, N_, Message, localized, translations
 from . import outbox
 from .accounts import authenticate
 from .adapter import to_flask, to_request
@@ -33,16 +35,20 @@ from .models import Account, Demarche, Dossier
 
 log = logging.getLogger(__name__)
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+ADMINS_ONLY = N_("Cette page est réservée aux administrateurs.")
 
 
-def _environment() -> jinja2.Environment:
+@functools.cache
+def _environment(locale: str) -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=TEMPLATES,
         autoescape=jinja2.select_autoescape(["html"]),
         extensions=["jinja2.ext.i18n"],
         undefined=jinja2.StrictUndefined,
     )
-    environment.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    environment.install_gettext_translations(  # type: ignore[attr-defined]
+        translations(locale), newstyle=True
+    )
     return environment
 
 
@@ -55,7 +61,6 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=64 * 1024,
     )
-    environment = _environment()
 
     def current_user() -> User | None:
         if "account_id" not in flask.g:
@@ -73,17 +78,22 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             flask.session["csrf"] = secrets.token_urlsafe(32)
         return flask.session["csrf"]
 
+    def current_locale() -> str:
+        chosen = flask.session.get("locale")
+        if chosen in LOCALES:
+            return str(chosen)
+        return flask.request.accept_languages.best_match(LOCALES) or DEFAULT_LOCALE
+
     def contract_request() -> Request:
-        return to_request(current_user(), csrf_token())
+        return to_request(current_user(), csrf_token(), current_locale())
 
     def render(name: str, status: int = 200, **context: Any) -> flask.Response:
         request = contract_request()
-        body = environment.get_template(name).render(
-            request=request, **host.layout_context(request), **context
-        )
+        context = localized({**host.layout_context(request), **context}, request.locale)
+        body = _environment(request.locale).get_template(name).render(request=request, **context)
         return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
 
-    def error_page(status: int, message: str) -> flask.Response:
+    def error_page(status: int, message: Message) -> flask.Response:
         return render("error.html", status=status, status_code=status, message=message)
 
     @app.before_request
@@ -95,20 +105,22 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
             return error_page(
                 400,
-                "Ce formulaire a expiré ou ne vient pas de ce site. "
-                "Rechargez la page et recommencez.",
+                N_(
+                    "Ce formulaire a expiré ou ne vient pas de ce site. "
+                    "Rechargez la page et recommencez."
+                ),
             )
         return None
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> flask.Response:
         messages = {
-            404: "Cette page n'existe pas.",
-            405: "Cette action n'est pas possible sur cette page.",
-            413: "Les données envoyées sont trop volumineuses.",
+            404: N_("Cette page n'existe pas."),
+            405: N_("Cette action n'est pas possible sur cette page."),
+            413: N_("Les données envoyées sont trop volumineuses."),
         }
         status = error.code or 500
-        return error_page(status, messages.get(status, error.description or "Erreur."))
+        return error_page(status, messages.get(status, N_("Une erreur est survenue.")))
 
     # ---------------------------------------------------------------- public pages
 
@@ -147,7 +159,8 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         if editing:
             draft = update_identity(host, editing.draft_key, values)
         else:
-            draft = create_draft(host, demarche, values, user.id if user else None)
+            account_id = user.id if user else None
+            draft = create_draft(host, demarche, values, account_id, current_locale())
             flask.session["drafts"] = [*flask.session.get("drafts", [])[-19:], draft.draft_key]
         continue_url = flask.url_for("draft_form", draft_key=draft.draft_key)
         decision = host.hook.opencrm_identity_step(
@@ -194,7 +207,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 dossier=dossier,
                 values=values,
                 errors={},
-                notice="Brouillon enregistré.",
+                notice=N_("Brouillon enregistré."),
             )
         if errors:
             return render("form.html", status=400, dossier=dossier, values=values, errors=errors)
@@ -211,8 +224,10 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 dossier=dossier,
                 values=values,
                 errors={},
-                failure="Le dépôt n'a pas pu aboutir. Votre brouillon est conservé "
-                "avec vos réponses : réessayez dans quelques instants.",
+                failure=N_(
+                    "Le dépôt n'a pas pu aboutir. Votre brouillon est conservé "
+                    "avec vos réponses : réessayez dans quelques instants."
+                ),
             )
         return flask.redirect(flask.url_for("receipt", draft_key=draft_key), 303)
 
@@ -252,7 +267,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             host=host, request=contract_request(), dossier=dossier
         )
         if not admitted:
-            return error_page(403, "Vous n'avez pas accès à ce dossier.")
+            return error_page(403, N_("Vous n'avez pas accès à ce dossier."))
         return render("dossier.html", dossier=dossier)
 
     # ---------------------------------------------------------------- accounts
@@ -271,7 +286,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 status=400,
                 next_url=next_url,
                 email=email,
-                error="Adresse e-mail ou mot de passe incorrect.",
+                error=N_("Adresse e-mail ou mot de passe incorrect."),
             )
         drafts = flask.session.get("drafts", [])
         assert account.id is not None
@@ -280,6 +295,13 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         flask.session["account_id"] = account.id
         flask.session["drafts"] = drafts
         return flask.redirect(next_url, 303)
+
+    @app.get("/langue/<locale>")
+    def choose_language(locale: str) -> flask.Response:
+        """The language switcher: remembered in the session, back to the same page."""
+        if locale in LOCALES:
+            flask.session["locale"] = locale
+        return flask.redirect(_safe_next(flask.request.args.get("suivant", "/")), 303)
 
     @app.post("/deconnexion")
     def logout() -> flask.Response:
@@ -308,7 +330,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         if user is None:
             return flask.redirect(host.login_url(flask.request.full_path.rstrip("?")))
         if not user.is_admin:
-            return error_page(403, "Cette page est réservée aux administrateurs.")
+            return error_page(403, ADMINS_ONLY)
         return user
 
     @app.get("/admin")
@@ -329,11 +351,15 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             enable = flask.request.form.get("action") == "enable"
             try:
                 host.set_enabled(name, enable, actor=user.email)
-                notice = f"Module « {name} » {'activé' if enable else 'désactivé'}."
+                notice = (
+                    N_("Module « %(name)s » activé.", name=name)
+                    if enable
+                    else N_("Module « %(name)s » désactivé.", name=name)
+                )
             except KeyError:
-                error = "Ce module n'est pas installé ou n'a pas pu être chargé."
+                error = N_("Ce module n'est pas installé ou n'a pas pu être chargé.")
             except Exception as failure:  # setup refused the host: shown, not raised
-                error = f"Le module n'a pas pu être activé : {failure}"
+                error = N_("Le module n'a pas pu être activé : %(error)s", error=str(failure))
         return render(
             "plugins.html",
             status=400 if error else 200,
@@ -372,7 +398,7 @@ def _mount(
         if route.permission and user is None:
             return flask.redirect(host.login_url(flask.request.path))
         if not has_permission(user, route.permission):
-            return error_page(403, "Cette page est réservée aux administrateurs.")
+            return error_page(403, ADMINS_ONLY)
         return to_flask(route.handler(host, contract_request()))
 
     app.add_url_rule(

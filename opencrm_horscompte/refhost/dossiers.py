@@ -18,7 +18,11 @@ class AlreadyDeposited(Exception):
 
 
 def create_draft(
-    host: ReferenceHost, demarche: Demarche, identity: dict[str, str], account_id: int | None
+    host: ReferenceHost,
+    demarche: Demarche,
+    identity: dict[str, str],
+    account_id: int | None,
+    locale: str = "fr",
 ) -> Dossier:
     assert demarche.id is not None
     draft = Dossier(
@@ -30,6 +34,7 @@ def create_draft(
         last_name=identity["last_name"],
         account_id=account_id,
         created_at=host.now(),
+        locale=locale,
     )
     with Session(writer(host.engine), expire_on_commit=False) as session, session.begin():
         session.add(draft)

@@ -1,4 +1,4 @@
-"""Validation of the reference host's own forms (French messages tied to each field)."""
+"""Validation of the reference host's own forms (a message tied to each field)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from ..emails import MAX_LENGTH as EMAIL_MAX
 from ..emails import InvalidEmail, normalize_email
+from ..i18n import N_, Message
 
 NAME_MAX = 100
 SUBJECT_MAX = 200
@@ -20,9 +21,9 @@ def _has_control(text: str) -> bool:
 def clean_text(
     form: Mapping[str, str],
     key: str,
-    label: str,
+    missing: Message,
     maximum: int,
-    errors: dict[str, str],
+    errors: dict[str, Message],
     *,
     required: bool = True,
     multiline: bool = False,
@@ -30,28 +31,30 @@ def clean_text(
     value = form.get(key, "").strip()
     allowed = value.replace("\r\n", "\n").replace("\n", "") if multiline else value
     if required and not value:
-        errors[key] = f"Saisissez {label}."
+        errors[key] = missing
     elif len(value) > maximum:
-        errors[key] = f"{label[0].upper()}{label[1:]} : {maximum} caractères au plus."
+        errors[key] = N_("Ce texte est trop long : %(max)s caractères au plus.", max=maximum)
     elif _has_control(allowed):
-        errors[key] = f"{label[0].upper()}{label[1:]} contient des caractères non autorisés."
+        errors[key] = N_("Ce texte contient des caractères non autorisés.")
     return value
 
 
-def clean_email(form: Mapping[str, str], errors: dict[str, str]) -> str:
+def clean_email(form: Mapping[str, str], errors: dict[str, Message]) -> str:
     raw = form.get("email", "")
     try:
         return normalize_email(raw)
     except InvalidEmail as error:
-        errors["email"] = str(error)
+        errors["email"] = error.message
         return raw.strip()[: EMAIL_MAX + 1]
 
 
-def identity_form(form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    errors: dict[str, str] = {}
+def identity_form(form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Message]]:
+    errors: dict[str, Message] = {}
     values = {
-        "last_name": clean_text(form, "last_name", "votre nom", NAME_MAX, errors),
-        "first_name": clean_text(form, "first_name", "votre prénom", NAME_MAX, errors),
+        "last_name": clean_text(form, "last_name", N_("Saisissez votre nom."), NAME_MAX, errors),
+        "first_name": clean_text(
+            form, "first_name", N_("Saisissez votre prénom."), NAME_MAX, errors
+        ),
         "email": clean_email(form, errors),
     }
     return values, errors
@@ -59,15 +62,22 @@ def identity_form(form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, st
 
 def answers_form(
     form: Mapping[str, str], *, complete: bool = True
-) -> tuple[dict[str, str], dict[str, str]]:
+) -> tuple[dict[str, str], dict[str, Message]]:
     """The form's answers; ``complete=False`` (saving a draft) lets required ones be empty."""
-    errors: dict[str, str] = {}
+    errors: dict[str, Message] = {}
+    missing_subject = N_("Saisissez l'objet de votre demande.")
     values = {
         "subject": clean_text(
-            form, "subject", "l'objet de votre demande", SUBJECT_MAX, errors, required=complete
+            form, "subject", missing_subject, SUBJECT_MAX, errors, required=complete
         ),
         "message": clean_text(
-            form, "message", "votre message", MESSAGE_MAX, errors, required=False, multiline=True
+            form,
+            "message",
+            N_("Saisissez votre message."),
+            MESSAGE_MAX,
+            errors,
+            required=False,
+            multiline=True,
         ),
     }
     return values, errors

@@ -50,6 +50,7 @@ class Dossier(SQLModel, table=True):
     answers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     account_id: int | None = Field(default=None, foreign_key="host_account.id", index=True)
     status: str = Field(default="draft", max_length=20)
+    locale: str = Field(default="fr", max_length=10)
     created_at: datetime = _timestamp()
     deposited_at: datetime | None = _timestamp(nullable=True)
 
