@@ -34,11 +34,16 @@ SAMPLE_ADDRESS = "usager@exemple.fr"
 
 def _preview(settings: Settings) -> dict[str, Any]:
     policy = CodePolicy.from_settings(settings)
+    tracking = tracking_strength(policy)
+    validation = validation_strength(settings.validation_code_length)
     return {
         "tracking_sample": generate_tracking_code(policy),
         "validation_sample": generate_validation_code(settings.validation_code_length),
-        "tracking": tracking_strength(policy),
-        "validation": validation_strength(settings.validation_code_length),
+        "tracking": tracking,
+        "validation": validation,
+        # Messages at the top of a dict, where the page's locale translates them.
+        "tracking_summary": tracking.summary,
+        "validation_summary": validation.summary,
     }
 
 

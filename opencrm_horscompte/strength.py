@@ -76,19 +76,20 @@ def _readable_years(years: float) -> Message:
     return N_("environ %(number)s ans", number=number)
 
 
-def _about(count: int, singular: str, plural: str) -> Message:
-    return N_(singular if count < 2 else plural, count=count)
-
-
 def readable_duration(hours: float) -> Message:
     """A duration in words: ``moins d'une heure``, ``environ 3 millions d'années``."""
     if hours < 1:
         return N_("moins d'une heure")
-    if round(hours) < 48:
-        return _about(round(hours), "environ %(count)s heure", "environ %(count)s heures")
+    count = round(hours)
+    if count < 48:
+        if count < 2:
+            return N_("environ %(count)s heure", count=count)
+        return N_("environ %(count)s heures", count=count)
     days = round(hours / HOURS_PER_DAY)
     if days < 60:
-        return _about(days, "environ %(count)s jour", "environ %(count)s jours")
+        if days < 2:
+            return N_("environ %(count)s jour", count=days)
+        return N_("environ %(count)s jours", count=days)
     months = round(hours / HOURS_PER_MONTH)
     if months < 24:
         return N_("environ %(count)s mois", count=months)
@@ -119,7 +120,7 @@ def _tracking_summary(weak: bool, hours: float) -> Message:
         "%(duration)s pour deviner le code de suivi d'un dossier, à raison de %(rate)s "
         "essais par heure pour une même adresse e-mail. Augmentez la longueur du code ou "
         "cochez d'autres types de caractères.",
-        bits=f"{TRACKING_WEAK_BELOW_BITS:.0f}",
+        bits=round(TRACKING_WEAK_BELOW_BITS),
         duration=duration,
         rate=rate,
     )

@@ -1,0 +1,86 @@
+"""French (source) and English for every page and mail, chosen from the host's locale."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import post
+
+from opencrm_horscompte.i18n import N_, Number, supported, translate, translations
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _catalogs_script() -> Any:
+    spec = importlib.util.spec_from_file_location("catalogs", ROOT / "scripts" / "catalogs.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+catalogs = _catalogs_script()
+
+
+@pytest.mark.parametrize("locale", catalogs.LOCALES)
+def test_every_user_facing_string_is_in_the_catalog(locale: str) -> None:
+    """Fails when a string shown to a user (template, N_() message, plugin.toml label) is
+    missing from a catalog or, in English, untranslated: run scripts/catalogs.py."""
+    assert catalogs.missing(catalogs.extract(), locale) == []
+
+
+def test_compiled_catalogs_match_their_sources() -> None:
+    for message in catalogs.load("en"):
+        if message.id and message.string:
+            assert translations("en").gettext(message.id) == message.string, message.id
+
+
+def test_placeholders_survive_translation() -> None:
+    for message in catalogs.load("en"):
+        if message.id and message.string:
+            names = sorted(re.findall(r"%\((\w+)\)s", message.id))
+            assert sorted(re.findall(r"%\((\w+)\)s", message.string)) == names, message.id
+
+
+def test_locale_fallback_and_number_formats() -> None:
+    assert supported("en-GB") == "en" and supported("de") == "fr" and supported(None) == "fr"
+    assert Number(3500).format("fr") == "3\u00a0500" and Number(3500).format("en") == "3,500"
+    assert Number(1.5).format("fr") == "1,5" and Number(1.5).format("en") == "1.5"
+    message = N_("La valeur doit être comprise entre %(min)s et %(max)s.", min=8, max=16)
+    assert translate(message, "fr") == "La valeur doit être comprise entre 8 et 16."
+    english = translate(message, "en")
+    assert "8" in english and "16" in english and english != translate(message, "fr")
+
+
+def test_pages_follow_the_browser_language_and_the_switcher(client: Any) -> None:
+    french = client.get("/hors-compte/suivi")
+    assert '<html lang="fr">' in french.text and "Suivre un dossier" in french.text
+    english = client.get("/hors-compte/suivi", headers={"Accept-Language": "en-GB,en;q=0.9"})
+    assert '<html lang="en">' in english.text and "Suivre un dossier" not in english.text
+    client.get("/langue/en?suivant=/")
+    assert '<html lang="en">' in client.get("/").text
+    client.get("/langue/fr?suivant=/")
+    assert '<html lang="fr">' in client.get("/").text
+
+
+def test_errors_and_mails_are_in_the_citizens_language(client: Any, host: Any) -> None:
+    from sqlmodel import Session, select
+
+    from opencrm_horscompte.refhost.outbox import OutboxMail
+
+    client.get("/langue/en?suivant=/")
+    start = "/demarches/signalement-voirie/nouveau"
+    client.get(start)
+    bad = post(client, start, {"last_name": "", "first_name": "Lea", "email": "x"})
+    assert bad.status_code == 400 and "Saisissez" not in bad.text
+    identity = {"last_name": "Doe", "first_name": "Jane", "email": "jane.doe@example.org"}
+    form_url = post(client, start, identity).headers["Location"]
+    post(client, form_url, {"subject": "Broken street light", "action": "deposit"})
+    with Session(host.engine) as session:
+        [mail] = session.exec(select(OutboxMail))
+    french = translations("fr").gettext("Bonjour,")
+    assert french not in mail.text and translations("en").gettext("Bonjour,") in mail.text
