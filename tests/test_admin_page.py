@@ -157,3 +157,9 @@ def test_each_mail_template_is_previewed(client: Any) -> None:
     assert "Aperçu des modèles de mail de validation" in page.text
     assert "Votre code de validation pour « Signaler un problème de voirie (exemple) »" in page.text
     assert 'sandbox="" srcdoc="' in page.text  # HTML part shown inert, escaped into srcdoc
+
+
+def test_history_says_yes_and_no_for_checkboxes(client: Any) -> None:
+    login(client, ADMIN)
+    post(client, PAGE, form_of(Settings.defaults(), tracking_code_special=False))
+    assert "Avec des caractères spéciaux : oui → non" in client.get(PAGE).text
