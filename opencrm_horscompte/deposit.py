@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 from .codes import CodePolicy, format_tracking_code
 from .emails import email_key_or_blank
 from .hookspecs.host import Dossier, Host, MailMessage
+from .lookup import LOOKUP_PATH
 from .models import TrackingCode
 from .rendering import plugin_mail, render_mail
 from .settings import Settings
@@ -19,7 +20,6 @@ from .settings_store import load_settings
 
 MAX_ATTEMPTS = 12
 MAX_CODE_LENGTH = 64
-LOOKUP_PATH = "/hors-compte/suivi"
 ACKNOWLEDGMENT_MAIL = plugin_mail("deposit_ack", "Accusé de dépôt avec le code de suivi")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pluggy
+from packaging.version import Version
 from sqlmodel import Session, SQLModel
 
 from . import admin_page, deposit, identity, lookup_pages
@@ -30,8 +31,10 @@ from .hookspecs.host import (
     hookimpl,
 )
 from .identity import identity_step
+from .loader import check_manifest
 from .mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from .maintenance import PURGE_EVERY_SECONDS, purge_expired_state
+from .manifest import load_manifest
 from .models import PLUGIN_TABLES, TrackingCode
 from .rendering import render_fragment
 from .settings import Settings
@@ -44,6 +47,8 @@ def opencrm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
 
 @hookimpl
 def opencrm_plugin_setup(host: Host) -> None:
+    manifest = load_manifest()
+    check_manifest(manifest, manifest.name, Version(host.version))  # hosts without our loader
     SQLModel.metadata.create_all(host.engine, tables=PLUGIN_TABLES)
 
 
@@ -83,7 +88,7 @@ def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> l
         return []
     context = {
         "tracking_code": format_tracking_code(row.code),
-        "lookup_url": deposit.LOOKUP_PATH,
+        "lookup_url": lookup_pages.LOOKUP_PATH,
     }
     return [render_fragment(host, "horscompte/receipt.html", context)]
 

@@ -544,3 +544,14 @@ def test_setup_of_an_unregistered_plugin_does_nothing(pm: pluggy.PluginManager) 
 
     assert not call_setup(pm, SimpleNamespace(calls=[]), record)
     assert record.error == "manifeste plugin.toml introuvable"
+
+
+def test_the_plugin_refuses_an_incompatible_host_at_setup() -> None:
+    """Hosts that skip this loader still get the manifest's compatibility check."""
+    from types import SimpleNamespace
+
+    from opencrm_horscompte import plugin
+    from opencrm_horscompte.loader import PluginRefused
+
+    with pytest.raises(PluginRefused, match="nécessite"):
+        plugin.opencrm_plugin_setup(host=SimpleNamespace(version="2.3.0"))

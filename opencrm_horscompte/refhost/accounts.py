@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from ..emails import InvalidEmail, email_key, normalize_email
+from ..emails import email_key, email_key_or_blank, normalize_email
 from .models import Account
 from .passwords import check_password, hash_password
 
@@ -34,9 +34,8 @@ def authenticate(session: Session, email: str, password: str) -> Account | None:
 
 def find_by_email(session: Session, email: str) -> Account | None:
     """The account of ``email`` (as typed), or None, also for an address that can't be valid."""
-    try:
-        key = email_key(normalize_email(email))
-    except InvalidEmail:
+    key = email_key_or_blank(email)
+    if not key:
         return None
     return session.exec(select(Account).where(Account.email_key == key)).first()
 
