@@ -11,6 +11,7 @@ PostgreSQL :func:`writer` changes nothing.
 from __future__ import annotations
 
 import sqlite3
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Table, event
@@ -48,15 +49,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 _WRITER_OPTION = "horscompte_writer"
 
 
+@cache
 def writer(engine: Engine) -> Engine:
     """``engine`` for a transaction that writes: on SQLite it begins ``IMMEDIATE``."""
     return engine.execution_options(**{_WRITER_OPTION: True})
 
 
-def upsert_insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """``INSERT INTO table`` in the session's dialect, for ``on_conflict_do_update`` and
-    ``returning`` (one atomic statement on SQLite >= 3.35 and PostgreSQL)."""
-    name = session.get_bind().dialect.name
+def dialect_name(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def upsert_insert(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT INTO table`` in dialect ``name``, for ``on_conflict_do_update`` /
+    ``on_conflict_do_nothing`` and ``returning`` (one atomic statement on SQLite >= 3.35 and
+    PostgreSQL)."""
     if name == "postgresql":
         return postgresql.insert(table)
     if name == "sqlite":

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from functools import cache
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlalchemy import bindparam
+from sqlalchemy.sql import Executable
+from sqlmodel import Session
 
 from .codes import CodePolicy, format_tracking_code
+from .db import upsert_insert
 from .emails import email_key_or_blank
 from .hookspecs.host import Dossier, Host, MailMessage
 from .lookup import LOOKUP_PATH
@@ -36,39 +39,42 @@ def _candidate(host: Host, settings: Settings) -> str:
     return code
 
 
-def _code_taken(session: Session, code: str) -> bool:
-    """Was the failed insert a collision on ``code`` (and not another constraint)?"""
-    taken = select(TrackingCode.dossier_id).where(TrackingCode.code == code)
-    return session.exec(taken).first() is not None
+_CODES = TrackingCode.__table__
 
 
-def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> TrackingCode:
-    """Insert the dossier's tracking code, retrying in a savepoint on a collision.
+@cache
+def _insert_unless_taken(dialect: str) -> Executable:
+    """``INSERT ... ON CONFLICT (code) DO NOTHING RETURNING``: no row back means the code
+    is taken; any other conflict (the dossier already has a code) raises as itself."""
+    values = {column.name: bindparam(column.name, type_=column.type) for column in _CODES.c}
+    insert = upsert_insert(dialect, _CODES).values(values)
+    return insert.on_conflict_do_nothing(index_elements=[_CODES.c.code]).returning(
+        _CODES.c.dossier_id
+    )
+
+
+def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> str:
+    """Insert the dossier's tracking code, drawing again on a collision.
 
     Uniqueness comes from the unique index on ``code``: nothing is loaded to check it, so
     the cost of a deposit does not grow with the number of dossiers.
     """
     settings = load_settings(session)
-    policy_json = json.dumps(asdict(CodePolicy.from_settings(settings)))
+    connection = session.connection()
+    statement = _insert_unless_taken(connection.dialect.name)
+    row = {
+        "dossier_id": dossier.id,
+        "policy_json": json.dumps(asdict(CodePolicy.from_settings(settings))),
+        "issued_at": host.now(),
+        "email": dossier.email,
+        "email_key": email_key_or_blank(dossier.email),
+        "demarche_title": dossier.demarche_title,
+        "locale": dossier.locale,
+    }
     for _ in range(MAX_ATTEMPTS):
-        row = TrackingCode(
-            dossier_id=dossier.id,
-            code=_candidate(host, settings),
-            policy_json=policy_json,
-            issued_at=host.now(),
-            email=dossier.email,
-            email_key=email_key_or_blank(dossier.email),
-            demarche_title=dossier.demarche_title,
-            locale=dossier.locale,
-        )
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except IntegrityError:
-            if _code_taken(session, row.code):
-                continue
-            raise
-        return row
+        code = _candidate(host, settings)
+        if connection.execute(statement, {**row, "code": code}).first() is not None:
+            return code
     raise TrackingCodeSpaceExhausted(
         f"no free tracking code after {MAX_ATTEMPTS} draws: lengthen the code or allow "
         "more character classes"
@@ -84,8 +90,8 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
     return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context, dossier.locale)
 
 
-def deposit(host: Host, session: Session, dossier: Dossier) -> TrackingCode:
+def deposit(host: Host, session: Session, dossier: Dossier) -> str:
     """What ``opencrm_deposit`` does: the code, then the acknowledgment mail."""
-    row = assign_tracking_code(host, session, dossier)
-    host.queue_mail(session, acknowledgment_mail(host, dossier, row.code))
-    return row
+    code = assign_tracking_code(host, session, dossier)
+    host.queue_mail(session, acknowledgment_mail(host, dossier, code))
+    return code

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
-from sqlalchemy import update
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, insert, select, update
+from sqlmodel import Session
 
 from .codes import (
     SPECIAL,
@@ -87,7 +89,7 @@ def code_hmac(key: bytes, guard: str, code: str) -> str:
     return hmac.new(key, f"{guard}\0{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def _matching(rows: list[TrackingCode], typed: str) -> TrackingCode | None:
+def _matching(rows: Sequence[IssuedCode], typed: str) -> IssuedCode | None:
     """The row whose code ``typed`` is, comparing every candidate in constant time."""
     found = None
     for row in rows:
@@ -104,43 +106,84 @@ def validation_template(host: Host, settings: Settings) -> MailTemplate:
     return templates.get(chosen, DEFAULT_VALIDATION_TEMPLATE)
 
 
+_CODES = TrackingCode.__table__
+_CHALLENGES = Challenge.__table__
+_STAMP = _CHALLENGES.c.created_at.type
+
+# Prebuilt Core statements (compiled once, cached): a lookup's hot path.
+_CANDIDATES = select(
+    _CODES.c.dossier_id,
+    _CODES.c.code,
+    _CODES.c.policy_json,
+    _CODES.c.email,
+    _CODES.c.demarche_title,
+    _CODES.c.locale,
+).where(_CODES.c.email_key == bindparam("email_key", type_=_CODES.c.email_key.type))
+_KILL_OLDER = (
+    update(_CHALLENGES)
+    .where(
+        _CHALLENGES.c.guard_key == bindparam("guard", type_=_CHALLENGES.c.guard_key.type),
+        _CHALLENGES.c.consumed_at.is_(None),
+    )
+    .values(consumed_at=bindparam("now", type_=_STAMP))
+)
+_INSERT_CHALLENGE = (
+    insert(_CHALLENGES)
+    .values(
+        dossier_id=bindparam("dossier_id", type_=_CHALLENGES.c.dossier_id.type),
+        guard_key=bindparam("guard", type_=_CHALLENGES.c.guard_key.type),
+        code_hmac=bindparam("code_hmac", type_=_CHALLENGES.c.code_hmac.type),
+        created_at=bindparam("now", type_=_STAMP),
+        expires_at=bindparam("expires_at", type_=_STAMP),
+        attempts=0,
+    )
+    .returning(_CHALLENGES.c.id)
+)
+
+
+class IssuedCode(Protocol):
+    """What the lookup reads of a tracking code (a ``TrackingCode`` or a row of it)."""
+
+    dossier_id: int
+    code: str
+    policy_json: str
+    email: str
+    demarche_title: str
+    locale: str
+
+
 def _new_challenge(
     host: Host, session: Session, settings: Settings, guard: str, dossier_id: int | None
-) -> tuple[Challenge, str]:
-    """Kill the guard's older codes and store a new one (its HMAC only)."""
+) -> tuple[int, str]:
+    """Kill the guard's older codes and store a new one (its HMAC only); its id and code."""
     now = host.now()
-    session.exec(  # type: ignore[call-overload]
-        update(Challenge)
-        .where(col(Challenge.guard_key) == guard, col(Challenge.consumed_at).is_(None))
-        .values(consumed_at=now)
-    )
+    connection = session.connection()
+    connection.execute(_KILL_OLDER, {"guard": guard, "now": now})
     code = generate_validation_code(settings.validation_code_length)
-    challenge = Challenge(
-        dossier_id=dossier_id,
-        guard_key=guard,
-        code_hmac=code_hmac(host.secret_keys[-1], guard, code),
-        created_at=now,
-        expires_at=now + timedelta(minutes=settings.validation_code_expiry_minutes),
-    )
-    session.add(challenge)
-    session.flush()
-    return challenge, code
+    params = {
+        "dossier_id": dossier_id,
+        "guard": guard,
+        "code_hmac": code_hmac(host.secret_keys[-1], guard, code),
+        "now": now,
+        "expires_at": now + timedelta(minutes=settings.validation_code_expiry_minutes),
+    }
+    return connection.execute(_INSERT_CHALLENGE, params).scalar_one(), code
 
 
 def send_code(
     host: Host,
     session: Session,
     settings: Settings,
-    target: TrackingCode | None,
+    target: IssuedCode | None,
     guard: str,
     *,
     mail: bool,
-) -> Challenge:
+) -> int:
     """A new validation code for ``target``, mailed (to the address stored at deposit) when
     ``mail`` is true; a decoy for ``None``. A code not mailed (a limit was reached) still
     names its dossier, so a resend after the limit's window mails a real one. Same
     statements either way: the audit record stands where the mail would."""
-    challenge, code = _new_challenge(
+    challenge_id, code = _new_challenge(
         host, session, settings, guard, target.dossier_id if target else None
     )
     if target is not None and mail:
@@ -154,21 +197,21 @@ def send_code(
         mail = render_mail(host, target.email, template, context, target.locale)
         host.queue_mail(session, mail)
     else:
-        event = AuditEvent(LOOKUP_MISS, "system", host.now(), {"challenge": challenge.id})
+        event = AuditEvent(LOOKUP_MISS, "system", host.now(), {"challenge": challenge_id})
         host.hook.horscompte_audit_event(host=host, session=session, event=event)
-    return challenge
+    return challenge_id
 
 
 def start_lookup(
     host: Host, session: Session, settings: Settings, typed: LookupInput, client: str
-) -> Challenge:
+) -> int:
     """Count the attempt, find the dossier, and send its code (or a decoy's).
 
     Every limit is counted whatever matched, in one statement, so a match and a miss cost
     the same statements: settings, candidates, counters, older codes, new code, mail/audit.
     """
     key = email_key(typed.email)
-    candidates = list(session.exec(select(TrackingCode).where(TrackingCode.email_key == key)))
+    candidates = list(session.connection().execute(_CANDIDATES, {"email_key": key}))
     target = _matching(candidates, typed.tracking_code)
     guard = guard_key(host, f"dossier:{target.dossier_id}" if target else f"email:{key}")
     limits = [(LOOKUP_CLIENT, client), (LOOKUP_EMAIL, key), (LOOKUP_DOSSIER_MAILS, guard)]

@@ -117,8 +117,7 @@ def lookup(host: Host, request: Request) -> Response:
         return _lookup_form(host, request, shown, error.errors, 400)
     with Session(writer(host.engine)) as session, session.begin():
         settings = load_settings(session)
-        challenge_id = start_lookup(host, session, settings, typed, request.client_addr).id
-    assert challenge_id is not None
+        challenge_id = start_lookup(host, session, settings, typed, request.client_addr)
     expiry = settings.validation_code_expiry_minutes
     return _validation_form(host, request, challenge_id, expiry=expiry, notice=SENT)
 

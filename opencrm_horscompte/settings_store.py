@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import select
+from sqlmodel import Session
 
 from .hookspecs.horscompte import AuditEvent
 from .hookspecs.host import Host
@@ -21,18 +23,30 @@ from .settings import (
 SETTINGS_CHANGED = "settings.changed"
 
 
+_SAVED = select(SettingRow.__table__.c.key, SettingRow.__table__.c.value_json)
+
+
 def load_settings(session: Session, template_keys: list[str] | None = None) -> Settings:
     """The settings in force: saved values over the manifest defaults.
 
     A saved value the current manifest no longer accepts (bounds narrowed by an upgrade)
-    falls back to its default rather than breaking deposits.
+    falls back to its default rather than breaking deposits. Read on every use (workers
+    share them through the database); parsing is cached per distinct saved content.
     """
+    saved = tuple(sorted((key, value) for key, value in session.connection().execute(_SAVED)))
+    return _settings_from(saved, tuple(template_keys) if template_keys is not None else None)
+
+
+@lru_cache(maxsize=16)
+def _settings_from(
+    saved: tuple[tuple[str, str], ...], template_keys: tuple[str, ...] | None
+) -> Settings:
     defaults = Settings.defaults()
     values: dict[str, Any] = defaults.as_dict()
     keys = set(setting_keys())
-    for row in session.exec(select(SettingRow)):
-        if row.key in keys:
-            values[row.key] = json.loads(row.value_json)
+    for key, value_json in saved:
+        if key in keys:
+            values[key] = json.loads(value_json)
     choices = template_keys if template_keys is not None else [values["validation_mail_template"]]
     try:
         return check_values(values, choices)

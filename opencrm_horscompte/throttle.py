@@ -25,14 +25,16 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import case, delete, select
+from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session
 
-from .db import upsert_insert
 from .models import ThrottleCounter, utc
 
 _TABLE = ThrottleCounter.__table__
+_NAME = _TABLE.name
 _KEY_LENGTH = 64
 
 
@@ -96,27 +98,13 @@ def hit_many(session: Session, counted: Sequence[tuple[str, Limit]], now: dateti
     for key in keys:
         _check_key(key)
     now = _aware_utc(now)
-    rows = [
-        {"key": key, "window_start": now, "expires_at": now + limit.window, "count": 1}
-        for key, limit in sorted(counted, key=lambda pair: pair[0])
-    ]
-    insert = upsert_insert(session, _TABLE)
-    stale = _TABLE.c.expires_at <= insert.excluded.window_start
-    statement = (
-        insert.values(rows)
-        .on_conflict_do_update(
-            index_elements=[_TABLE.c.key],
-            set_={
-                "count": case((stale, 1), else_=_TABLE.c.count + 1),
-                "window_start": case(
-                    (stale, insert.excluded.window_start), else_=_TABLE.c.window_start
-                ),
-                "expires_at": case((stale, insert.excluded.expires_at), else_=_TABLE.c.expires_at),
-            },
-        )
-        .returning(_TABLE.c.key, _TABLE.c.count, _TABLE.c.expires_at)
-    )
-    results = {key: (count, utc(expires)) for key, count, expires in session.exec(statement)}
+    params: dict[str, object] = {"now": now}
+    for index, (key, limit) in enumerate(sorted(counted, key=lambda pair: pair[0])):
+        params[f"key_{index}"] = key
+        params[f"expires_{index}"] = now + limit.window
+    statement = _upsert(len(counted))
+    rows = session.connection().execute(statement, params)
+    results = {key: (count, utc(expires)) for key, count, expires in rows}
     hits = []
     for key, limit in counted:
         count, expires_at = results[key]
@@ -130,6 +118,28 @@ def hit_many(session: Session, counted: Sequence[tuple[str, Limit]], now: dateti
             )
         )
     return hits
+
+
+@cache
+def _upsert(rows: int) -> TextClause:
+    """The upsert of ``rows`` counters, as SQL text that PostgreSQL and SQLite both speak:
+    a new window when the stored one has expired, else count + 1. (A multi-row insert
+    built with the expression language is compiled anew on every call; text is cached.)"""
+    values = ", ".join(f"(:key_{index}, :now, :expires_{index}, 1)" for index in range(rows))
+    stale = f"{_NAME}.expires_at <= excluded.window_start"
+    sql = (
+        f'INSERT INTO {_NAME} ("key", window_start, expires_at, count) VALUES {values} '
+        f'ON CONFLICT ("key") DO UPDATE SET '
+        f"count = CASE WHEN {stale} THEN 1 ELSE {_NAME}.count + 1 END, "
+        f"window_start = CASE WHEN {stale} THEN excluded.window_start "
+        f"ELSE {_NAME}.window_start END, "
+        f"expires_at = CASE WHEN {stale} THEN excluded.expires_at ELSE {_NAME}.expires_at END "
+        f'RETURNING "key", count, expires_at'
+    )
+    stamp = _TABLE.c.window_start.type
+    typed = [bindparam("now", type_=stamp)]
+    typed += [bindparam(f"expires_{index}", type_=stamp) for index in range(rows)]
+    return text(sql).bindparams(*typed).columns(_TABLE.c.key, _TABLE.c.count, _TABLE.c.expires_at)
 
 
 def peek(session: Session, key: str, limit: Limit, now: datetime) -> int:

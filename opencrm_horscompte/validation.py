@@ -12,10 +12,13 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Literal
 
-from sqlalchemy import case, delete, exists, update
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, case, delete, exists, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Executable
+from sqlmodel import Session, select
 
 from .db import upsert_insert, writer
 from .hookspecs.host import Host
@@ -66,58 +69,63 @@ def _clean(typed: str) -> str | None:
     return code
 
 
-def _take_attempt(session: Session, challenge_id: int, now: datetime) -> Challenge | None:
-    guard_blocked = exists().where(
-        col(FailureGuard.key) == col(Challenge.guard_key), col(FailureGuard.not_before) > now
+_CHALLENGE = Challenge.__table__
+_GUARD = FailureGuard.__table__
+_STAMP = _CHALLENGE.c.created_at.type
+_NOW = bindparam("now", type_=_STAMP)
+_ID = bindparam("challenge_id", type_=_CHALLENGE.c.id.type)
+_GUARD_KEY = bindparam("guard", type_=_GUARD.c.key.type)
+
+# Prebuilt Core statements (compiled once, cached): this is the hot path of a lookup.
+_TAKE_ATTEMPT = (
+    update(_CHALLENGE)
+    .where(
+        _CHALLENGE.c.id == _ID,
+        _CHALLENGE.c.consumed_at.is_(None),
+        _CHALLENGE.c.attempts < ATTEMPTS_PER_CODE,
+        _CHALLENGE.c.expires_at > _NOW,
+        ~exists().where(_GUARD.c.key == _CHALLENGE.c.guard_key, _GUARD.c.not_before > _NOW),
     )
-    statement = (
-        update(Challenge)
-        .where(
-            col(Challenge.id) == challenge_id,
-            col(Challenge.consumed_at).is_(None),
-            col(Challenge.attempts) < ATTEMPTS_PER_CODE,
-            col(Challenge.expires_at) > now,
-            ~guard_blocked,
-        )
-        .values(attempts=col(Challenge.attempts) + 1)
-        .returning(Challenge)
+    .values(attempts=_CHALLENGE.c.attempts + 1)
+    .returning(_CHALLENGE.c.code_hmac, _CHALLENGE.c.guard_key, _CHALLENGE.c.dossier_id)
+)
+_CONSUME = (
+    update(_CHALLENGE)
+    .where(_CHALLENGE.c.id == _ID, _CHALLENGE.c.consumed_at.is_(None))
+    .values(consumed_at=_NOW)
+    .returning(_CHALLENGE.c.id)
+)
+_FORGET_GUARD = delete(_GUARD).where(_GUARD.c.key == _GUARD_KEY)
+_WHY = (
+    select(_GUARD.c.failures, _GUARD.c.not_before)
+    .select_from(_CHALLENGE.join(_GUARD, _GUARD.c.key == _CHALLENGE.c.guard_key))
+    .where(_CHALLENGE.c.id == _ID)
+)
+
+
+@cache
+def _count_failure_statement(dialect: str) -> Executable:
+    """Upsert of the guard: failures + 1, and the wait that many failures earn."""
+    failures = _GUARD.c.failures + 1
+    waits = {n: bindparam(f"wait_{n}", type_=_STAMP) for n in range(1, LOCK_AFTER_FAILURES + 1)}
+    insert = upsert_insert(dialect, _GUARD)
+    return insert.values(key=_GUARD_KEY, failures=1, not_before=_NOW).on_conflict_do_update(
+        index_elements=[_GUARD.c.key],
+        set_={
+            "failures": failures,
+            "not_before": case(waits, value=failures, else_=bindparam("locked", type_=_STAMP)),
+        },
     )
-    return session.exec(statement).scalars().first()  # type: ignore[call-overload, no-any-return]
 
 
-def _consume(session: Session, challenge_id: int, now: datetime) -> bool:
-    statement = (
-        update(Challenge)
-        .where(col(Challenge.id) == challenge_id, col(Challenge.consumed_at).is_(None))
-        .values(consumed_at=now)
-        .returning(col(Challenge.id))
-    )
-    return session.exec(statement).first() is not None  # type: ignore[call-overload]
+def _count_failure(connection: Connection, guard: str, now: datetime) -> None:
+    params: dict[str, object] = {"guard": guard, "now": now, "locked": now + LOCK_DURATION}
+    params.update({f"wait_{n}": now + backoff(n) for n in range(1, LOCK_AFTER_FAILURES + 1)})
+    connection.execute(_count_failure_statement(connection.dialect.name), params)
 
 
-def _count_failure(session: Session, key: str, now: datetime) -> None:
-    table = FailureGuard.__table__
-    failures = table.c.failures + 1
-    waits = {n: now + backoff(n) for n in range(1, LOCK_AFTER_FAILURES + 1)}
-    statement = (
-        upsert_insert(session, table)
-        .values(key=key, failures=1, not_before=now)
-        .on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={
-                "failures": failures,
-                "not_before": case(waits, value=failures, else_=now + LOCK_DURATION),
-            },
-        )
-    )
-    session.exec(statement)  # type: ignore[call-overload]
-
-
-def _why_refused(session: Session, challenge_id: int, now: datetime) -> Outcome:
-    challenge = session.get(Challenge, challenge_id)
-    if challenge is None:
-        return Outcome("dead")
-    guard = session.get(FailureGuard, challenge.guard_key)
+def _why_refused(connection: Connection, challenge_id: int, now: datetime) -> Outcome:
+    guard = connection.execute(_WHY, {"challenge_id": challenge_id}).first()
     if guard is not None and utc(guard.not_before) > now:
         locked = guard.failures >= LOCK_AFTER_FAILURES
         return Outcome("locked" if locked else "wait", wait=utc(guard.not_before) - now)
@@ -130,20 +138,21 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
     if code is None:
         return Outcome("malformed")
     now = host.now()
-    with Session(writer(host.engine)) as session, session.begin():
-        challenge = _take_attempt(session, challenge_id, now)
+    ids = {"challenge_id": challenge_id, "now": now}
+    with writer(host.engine).begin() as connection:
+        challenge = connection.execute(_TAKE_ATTEMPT, ids).first()
         if challenge is None:
-            return _why_refused(session, challenge_id, now)
+            return _why_refused(connection, challenge_id, now)
         guard = challenge.guard_key
         # Every key is tried (no short-circuit): a code issued before a key rotation works.
         answers = [code_hmac(key, guard, code) for key in host.secret_keys]
         matches = [hmac.compare_digest(answer, challenge.code_hmac) for answer in answers]
         if any(matches) and challenge.dossier_id is not None:
-            if not _consume(session, challenge_id, now):
+            if connection.execute(_CONSUME, ids).first() is None:
                 return Outcome("dead")
-            session.exec(delete(FailureGuard).where(col(FailureGuard.key) == guard))  # type: ignore[call-overload]
+            connection.execute(_FORGET_GUARD, {"guard": guard})
             return Outcome("granted", dossier_id=challenge.dossier_id)
-        _count_failure(session, guard, now)
+        _count_failure(connection, guard, now)
         return Outcome("wrong")
 
 
@@ -185,5 +194,4 @@ def resend(host: Host, challenge_id: int) -> Resent:
         settings = load_settings(session)
         allowed = counted(host, session, LOOKUP_DOSSIER_MAILS, challenge.guard_key)
         fresh = send_code(host, session, settings, target, challenge.guard_key, mail=allowed)
-        assert fresh.id is not None
-        return Resent(fresh.id, expiry_minutes=settings.validation_code_expiry_minutes)
+        return Resent(fresh, expiry_minutes=settings.validation_code_expiry_minutes)

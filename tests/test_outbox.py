@@ -111,9 +111,9 @@ def _start_smtp(port: int) -> tuple[Controller, Collector]:
 
 def _queue(engine: Engine, now: datetime, *messages: MailMessage) -> list[int]:
     with Session(engine) as session:
-        rows = [queue_mail(session, message, now) for message in messages]
+        ids = [queue_mail(session, message, now) for message in messages]
         session.commit()
-        return [row.id for row in rows if row.id is not None]
+        return ids
 
 
 def _row(engine: Engine, row_id: int) -> OutboxMail:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import Column, DateTime, Dialect, Text, TypeDecorator, update
+from sqlalchemy import Column, DateTime, Dialect, Text, TypeDecorator, bindparam, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -100,20 +100,34 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def queue_mail(session: OrmSession, message: MailMessage, now: datetime) -> OutboxMail:
-    """Add ``message`` to the outbox in ``session``'s transaction (the caller commits)."""
-    moment = as_utc(now)
-    row = OutboxMail(
-        recipient=message.to,
-        subject=message.subject,
-        text=message.text,
-        html=message.html,
-        created_at=moment,
-        next_attempt_at=moment,
+_OUTBOX = OutboxMail.__table__
+_QUEUE = (
+    insert(_OUTBOX)
+    .values(
+        recipient=bindparam("recipient", type_=_OUTBOX.c.recipient.type),
+        subject=bindparam("subject", type_=_OUTBOX.c.subject.type),
+        text=bindparam("text", type_=_OUTBOX.c.text.type),
+        html=bindparam("html", type_=_OUTBOX.c.html.type),
+        created_at=bindparam("now", type_=_OUTBOX.c.created_at.type),
+        next_attempt_at=bindparam("now", type_=_OUTBOX.c.next_attempt_at.type),
         attempts=0,
     )
-    session.add(row)
-    return row
+    .returning(_OUTBOX.c.id)
+)
+
+
+def queue_mail(session: OrmSession, message: MailMessage, now: datetime) -> int:
+    """Add ``message`` to the outbox in ``session``'s transaction (the caller commits);
+    returns its id. One Core ``INSERT``: deposits and lookups queue mail on their hot path."""
+    moment = as_utc(now)
+    values = {
+        "recipient": message.to,
+        "subject": message.subject,
+        "text": message.text,
+        "html": message.html,
+        "now": moment,
+    }
+    return int(session.connection().execute(_QUEUE, values).scalar_one())
 
 
 # --------------------------------------------------------------------------- transports
