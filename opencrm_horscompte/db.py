@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session, create_engine
+from sqlmodel import create_engine
 
 _SQLITE_RETURNING = (3, 35, 0)
 
@@ -53,10 +53,6 @@ _WRITER_OPTION = "horscompte_writer"
 def writer(engine: Engine) -> Engine:
     """``engine`` for a transaction that writes: on SQLite it begins ``IMMEDIATE``."""
     return engine.execution_options(**{_WRITER_OPTION: True})
-
-
-def dialect_name(session: Session) -> str:
-    return session.get_bind().dialect.name
 
 
 def upsert_insert(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
