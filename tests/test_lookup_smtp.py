@@ -10,18 +10,15 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
-import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from conftest import post
+from smtp_server import Collector, body_text, free_port, start_smtp
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.codes import format_tracking_code
@@ -50,46 +47,6 @@ CARRIERS = re.compile(r'(name="(?:csrf_token|token)" value=")[^"]*(")')
 
 
 # --------------------------------------------------------------------------- SMTP server
-
-
-class Collector:
-    """aiosmtpd handler that keeps every accepted envelope."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def messages(self, subject_start: str = "") -> list[EmailMessage]:
-        parsed = [parse(envelope.content) for envelope in self.envelopes]
-        return [message for message in parsed if str(message["Subject"]).startswith(subject_start)]
-
-
-def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def part(message: EmailMessage, subtype: str) -> str:
-    body = message.get_body(preferencelist=(subtype,))
-    assert body is not None and body.get_content_type() == f"text/{subtype}", subtype
-    return str(body.get_content()).replace("\r\n", "\n")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_smtp(port: int) -> tuple[Controller, Collector]:
-    collector = Collector()
-    controller = Controller(collector, hostname="127.0.0.1", port=port)
-    controller.start()
-    return controller, collector
 
 
 @pytest.fixture
@@ -133,7 +90,7 @@ def deliver(host: Any, port: int) -> DeliveryReport:
 
 
 def code_in(message: EmailMessage) -> str:
-    [code] = CODE_LINE.findall(part(message, "plain"))
+    [code] = CODE_LINE.findall(body_text(message, "plain"))
     return code
 
 
@@ -177,9 +134,9 @@ def test_acknowledgment_mail_carries_the_grouped_tracking_code(
     grouped = format_tracking_code(tracking.code)
     assert "-" in grouped and grouped != tracking.code
     assert ack["To"] == STORED and TITLE in str(ack["Subject"])
-    assert grouped in part(ack, "plain")
-    assert "http://127.0.0.1:8765/hors-compte/suivi" in part(ack, "plain")
-    html = part(ack, "html")
+    assert grouped in body_text(ack, "plain")
+    assert "http://127.0.0.1:8765/hors-compte/suivi" in body_text(ack, "plain")
+    html = body_text(ack, "html")
     assert grouped in html and ESCAPED_TITLE in html and "<b>voirie</b>" not in html
 
 
@@ -191,7 +148,7 @@ def test_validation_mail_read_back_from_smtp_opens_the_dossier(
     tracking = deposit_through_http(host, client)
     deliver(host, port)
     [ack] = collector.messages()
-    grouped = re.search(r"[^\s:]{4}(?:-[^\s:]{4})+", part(ack, "plain"))
+    grouped = re.search(r"[^\s:]{4}(?:-[^\s:]{4})+", body_text(ack, "plain"))
     assert grouped is not None and grouped.group() == format_tracking_code(tracking.code)
 
     page = lookup(client, grouped.group())  # typed as the citizen reads it in the mail
@@ -204,10 +161,10 @@ def test_validation_mail_read_back_from_smtp_opens_the_dossier(
     assert validation["Subject"] == VALIDATION_SUBJECT  # not escaped: a header, not HTML
     assert validation["From"] == host.config.mail_sender
     assert validation.get_content_type() == "multipart/alternative"
-    text = part(validation, "plain")
+    text = body_text(validation, "plain")
     code = code_in(validation)
     assert f"« {TITLE} »" in text and "10 minutes" in text
-    html = part(validation, "html")
+    html = body_text(validation, "html")
     assert code in html and ESCAPED_TITLE in html
     assert "<b>voirie</b>" not in html and '"trottoirs"' not in html
     assert code not in page.text  # the code is only in the mail

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import mailbox
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+from smtp_server import Collector, body_text, free_port, parse_mail, start_smtp
 from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
@@ -45,20 +42,6 @@ HTML = "<p>Bonjour Éloïse,</p><p>Votre dossier a bien été reçu.</p>"
 # --------------------------------------------------------------------------- helpers
 
 
-class Collector:
-    """aiosmtpd handler that keeps every accepted envelope."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def messages(self) -> list[EmailMessage]:
-        return [_parse(envelope.content) for envelope in self.envelopes]
-
-
 class FailingTransport:
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -81,32 +64,6 @@ class SlowRecordingTransport:
         time.sleep(self.delay)
         with self._lock:
             self.sent.append(str(message["Message-ID"]))
-
-
-def _parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def _body(message: EmailMessage, subtype: str) -> str:
-    part = message.get_body(preferencelist=(subtype,))
-    assert part is not None and part.get_content_type() == f"text/{subtype}"
-    assert part.get_content_charset() == "utf-8"
-    return str(part.get_content()).replace("\r\n", "\n")  # SMTP delivers CRLF line ends
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _start_smtp(port: int) -> tuple[Controller, Collector]:
-    collector = Collector()
-    controller = Controller(collector, hostname="127.0.0.1", port=port)
-    controller.start()
-    return controller, collector
 
 
 def _queue(engine: Engine, now: datetime, *messages: MailMessage) -> list[int]:
@@ -140,8 +97,8 @@ def outbox(engine: Engine) -> Engine:
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[int, Collector]]:
-    port = _free_port()
-    controller, collector = _start_smtp(port)
+    port = free_port()
+    controller, collector = start_smtp(port)
     yield port, collector
     controller.stop()
 
@@ -200,7 +157,7 @@ def test_build_email_headers_and_parts(clock: Any) -> None:
         created_at=clock(),
         next_attempt_at=clock(),
     )
-    message = _parse(bytes(build_email(row, SENDER)))
+    message = parse_mail(bytes(build_email(row, SENDER)))
     assert message["From"] == SENDER
     assert message["To"] == "eloise@example.org"
     assert message["Subject"] == SUBJECT
@@ -208,17 +165,17 @@ def test_build_email_headers_and_parts(clock: Any) -> None:
     assert message["Message-ID"].endswith("@mairie.example>")
     assert message["Message-ID"] == build_email(row, SENDER)["Message-ID"]
     assert message.get_content_type() == "multipart/alternative"
-    assert _body(message, "plain") == TEXT
-    assert _body(message, "html").strip() == HTML
+    assert body_text(message, "plain") == TEXT
+    assert body_text(message, "html").strip() == HTML
 
 
 def test_build_email_text_only(clock: Any) -> None:
     row = OutboxMail(
         id=1, recipient="a@example.org", subject="Objet", text=TEXT, created_at=clock()
     )
-    message = _parse(bytes(build_email(row, SENDER)))
+    message = parse_mail(bytes(build_email(row, SENDER)))
     assert message.get_content_type() == "text/plain"
-    assert _body(message, "plain") == TEXT
+    assert body_text(message, "plain") == TEXT
 
 
 @pytest.mark.parametrize("field", ["recipient", "subject"])
@@ -288,11 +245,11 @@ def test_smtp_delivery(outbox: Engine, clock: Any, smtp: tuple[int, Collector]) 
     with_html = by_recipient["eloise.1@example.org"]
     assert with_html["Subject"] == SUBJECT
     assert with_html["From"] == SENDER
-    assert _body(with_html, "plain") == TEXT
-    assert _body(with_html, "html").strip() == HTML
+    assert body_text(with_html, "plain") == TEXT
+    assert body_text(with_html, "html").strip() == HTML
     text_only = by_recipient["eloise.2@example.org"]
     assert text_only.get_content_type() == "text/plain"
-    assert _body(text_only, "plain") == TEXT
+    assert body_text(text_only, "plain") == TEXT
 
     for row_id in (first, second):
         row = _row(outbox, row_id)
@@ -304,7 +261,7 @@ def test_smtp_delivery(outbox: Engine, clock: Any, smtp: tuple[int, Collector]) 
 
 
 def test_smtp_down_then_back_delivers_exactly_once(outbox: Engine, clock: Any) -> None:
-    port = _free_port()
+    port = free_port()
     transport = SmtpTransport("127.0.0.1", port, timeout=5)
     (row_id,) = _queue(outbox, clock(), _mail())
     failed_at = clock()
@@ -317,7 +274,7 @@ def test_smtp_down_then_back_delivers_exactly_once(outbox: Engine, clock: Any) -
     assert row.next_attempt_at == failed_at + timedelta(seconds=30)
     assert [mail.id for mail in pending_summary(outbox)] == [row_id]
 
-    controller, collector = _start_smtp(port)
+    controller, collector = start_smtp(port)
     try:
         clock.advance(seconds=29)
         assert deliver_due(outbox, transport, clock(), SENDER) == DeliveryReport()
@@ -398,11 +355,11 @@ def test_maildir_delivery(outbox: Engine, clock: Any, tmp_path: Path) -> None:
     box = mailbox.Maildir(folder, create=False)
     keys = box.keys()
     assert len(keys) == 1
-    message = _parse(box.get_bytes(keys[0]))
+    message = parse_mail(box.get_bytes(keys[0]))
     assert message["To"] == "eloise.1@example.org"
     assert message["Subject"] == SUBJECT
-    assert _body(message, "plain") == TEXT
-    assert _body(message, "html").strip() == HTML
+    assert body_text(message, "plain") == TEXT
+    assert body_text(message, "html").strip() == HTML
 
 
 def test_deliver_due_refuses_naive_now(outbox: Engine) -> None:

@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import sync_playwright
+from smtp_server import Collector, free_port, start_smtp
 from werkzeug.serving import make_server
 
 from opencrm_horscompte.refhost.app import create_app
 from opencrm_horscompte.refhost.outbox import SmtpTransport, deliver_due
-
-from .helpers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -57,17 +55,6 @@ def database_url(tmp_path: Path) -> str:
 # --------------------------------------------------------------------------- SMTP
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.contents: list[bytes] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self.lock:
-            self.contents.append(envelope.content)
-        return "250 Message accepted for delivery"
-
-
 @dataclass(frozen=True)
 class Mail:
     to: str
@@ -91,11 +78,9 @@ class Mail:
 
 
 @pytest.fixture
-def smtp() -> Iterator[tuple[int, _Collector]]:
-    collector = _Collector()
+def smtp() -> Iterator[tuple[int, Collector]]:
     port = free_port()
-    controller = Controller(collector, hostname="127.0.0.1", port=port)
-    controller.start()
+    controller, collector = start_smtp(port)
     try:
         yield port, collector
     finally:
@@ -122,7 +107,7 @@ class Live:
     host: Any
     clock: Any
     smtp_port: int
-    collector: _Collector
+    collector: Collector
     _seen: int = field(default=0)
 
     def deliver(self) -> list[Mail]:
@@ -133,14 +118,14 @@ class Live:
         )
         assert report.failed == 0, report
         with self.collector.lock:
-            fresh = self.collector.contents[self._seen :]
-            self._seen = len(self.collector.contents)
+            fresh = [envelope.content for envelope in self.collector.envelopes[self._seen :]]
+            self._seen = len(self.collector.envelopes)
         return [Mail.parse(raw) for raw in fresh]
 
 
 @pytest.fixture
 def live(
-    host_factory: Callable[..., Any], clock: Any, smtp: tuple[int, _Collector]
+    host_factory: Callable[..., Any], clock: Any, smtp: tuple[int, Collector]
 ) -> Iterator[Live]:
     dispatcher = _Dispatcher()
     server = make_server("127.0.0.1", 0, dispatcher, threaded=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 from typing import Any
 
 from playwright.sync_api import expect
@@ -13,12 +12,6 @@ DEMARCHE = "Signaler un problème de voirie"
 SUBJECT = "Lampadaire éteint rue des Lilas"
 # A validation code stands alone on its line in the validation mail.
 CODE_LINE = re.compile(r"^\s*(\d{6,14})\s*$", re.MULTILINE)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main_menu(page: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conftest import ADMIN, CITIZEN
 from playwright.sync_api import expect
+from smtp_server import free_port
 from sqlmodel import Session, select
 
 from opencrm_horscompte.refhost.models import Dossier
@@ -17,7 +18,6 @@ from opencrm_horscompte.refhost.outbox import SmtpTransport, deliver_due, pendin
 from .helpers import (
     deposit_without_account,
     fill_identity,
-    free_port,
     log_in,
     main_menu,
     start_demarche,
