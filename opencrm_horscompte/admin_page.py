@@ -55,7 +55,7 @@ class MailPreview:
 
 
 def _mail_previews(
-    host: Host, templates: list[MailTemplate], settings: Settings
+    host: Host, templates: list[MailTemplate], settings: Settings, locale: str
 ) -> list[MailPreview]:
     """Each template rendered with sample values; a broken one shows its error, not a 500."""
     context = {
@@ -68,7 +68,7 @@ def _mail_previews(
     for template in templates:
         try:
             previews.append(
-                MailPreview(template, render_mail(host, SAMPLE_ADDRESS, template, context))
+                MailPreview(template, render_mail(host, SAMPLE_ADDRESS, template, context, locale))
             )
         except Exception as error:  # a host or third-party template: report, don't crash
             previews.append(MailPreview(template, None, f"{type(error).__name__}: {error}"))
@@ -107,7 +107,7 @@ def _page(
         values=values,
         errors=errors or {},
         templates=templates,
-        mail_previews=_mail_previews(host, templates, shown),
+        mail_previews=_mail_previews(host, templates, shown, request.locale),
         preview=_preview(preview_of) if preview_of else None,
         previewing=previewing,
         history=_history(session),

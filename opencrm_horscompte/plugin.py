@@ -90,7 +90,7 @@ def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> l
         "tracking_code": format_tracking_code(row.code),
         "lookup_url": lookup_pages.LOOKUP_PATH,
     }
-    return [render_fragment(host, "horscompte/receipt.html", context)]
+    return [render_fragment(host, "horscompte/receipt.html", context, request.locale)]
 
 
 @hookimpl

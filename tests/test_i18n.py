@@ -79,7 +79,10 @@ def test_errors_and_mails_are_in_the_citizens_language(client: Any, host: Any) -
     assert bad.status_code == 400 and "Saisissez" not in bad.text
     identity = {"last_name": "Doe", "first_name": "Jane", "email": "jane.doe@example.org"}
     form_url = post(client, start, identity).headers["Location"]
-    post(client, form_url, {"subject": "Broken street light", "action": "deposit"})
+    receipt = post(client, form_url, {"subject": "Broken street light", "action": "deposit"})
+    receipt_page = client.get(receipt.headers["Location"]).text
+    assert translations("fr").gettext("Votre code de suivi") not in receipt_page
+    assert translations("en").gettext("Votre code de suivi") in receipt_page
     with Session(host.engine) as session:
         [mail] = session.exec(select(OutboxMail))
     french = translations("fr").gettext("Bonjour,")
