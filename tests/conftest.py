@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 from opencrm_horscompte.db import make_engine
@@ -150,3 +151,21 @@ def post(client: Any, url: str, data: dict[str, str], **kwargs: Any) -> Any:
 def login(client: Any, who: tuple[str, str]) -> None:
     response = post(client, "/connexion", {"email": who[0], "password": who[1]})
     assert response.status_code == 303, response.text
+
+
+@contextmanager
+def recorded_statements(host: Any) -> Iterator[list[str]]:
+    """Every SQL statement sent on ``host.engine`` inside the block, whitespace folded,
+    except the host's periodic re-read of the plugin switches (time-based, unrelated to
+    the request being measured)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "host_plugin_state" not in statement:
+            seen.append(" ".join(statement.split()))
+
+    event.listen(host.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(host.engine, "before_cursor_execute", record)

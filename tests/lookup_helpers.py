@@ -4,13 +4,11 @@ through the reference host over HTTP."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from conftest import ADMIN, post
-from sqlalchemy import event, func
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.models import TrackingCode
@@ -137,20 +135,3 @@ def change_settings(host: Any, **changes: Any) -> None:
 
 def default_settings(**changes: Any) -> Settings:
     return Settings.defaults().replace(**changes)
-
-
-@contextmanager
-def statements(host: Any) -> Iterator[list[str]]:
-    """Every SQL statement sent on ``host.engine`` inside the block, except the host's
-    periodic re-read of the plugin switches (time-based, unrelated to the request)."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "host_plugin_state" not in statement:
-            seen.append(statement)
-
-    event.listen(host.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(host.engine, "before_cursor_execute", record)

@@ -19,15 +19,14 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import pluggy
 import pytest
-from conftest import TEST_SECRET_KEYS
-from sqlalchemy import event, inspect, text
+from conftest import TEST_SECRET_KEYS, recorded_statements
+from sqlalchemy import inspect, text
 from sqlmodel import Session, select
 
 from opencrm_horscompte.codes import format_tracking_code
@@ -496,20 +495,6 @@ def test_non_collision_integrity_error_is_not_reported_as_an_exhausted_space(
 
 
 # --------------------------------------------------------------------------- 4. bounded cost
-
-
-@contextmanager
-def recorded_statements(host: Any) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    event.listen(host.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(host.engine, "before_cursor_execute", record)
 
 
 def deposit_many(host: Any, count: int, tag: str) -> None:

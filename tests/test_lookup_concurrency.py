@@ -19,15 +19,13 @@ import re
 import threading
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import post
+from conftest import post, recorded_statements
 from lookup_workers import submit_codes
-from sqlalchemy import event
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.limits import (
@@ -322,20 +320,6 @@ def test_resending_the_same_form_twice_waits_for_the_cooldown(
 
 
 # --------------------------------------------------------------------------- 4. statements
-
-
-@contextmanager
-def recorded_statements(host: Any) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    event.listen(host.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(host.engine, "before_cursor_execute", record)
 
 
 @pytest.fixture

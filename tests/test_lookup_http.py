@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import jinja2
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import TEST_SECRET_KEYS, post
+from conftest import TEST_SECRET_KEYS, post, recorded_statements
 from lookup_helpers import (
     EMAIL,
     FORGOTTEN,
@@ -37,7 +37,6 @@ from lookup_helpers import (
     resend,
     rows,
     start,
-    statements,
     submit,
     token_of,
     validation_mails,
@@ -540,7 +539,7 @@ def test_lookup_reveals_nothing_about_the_pair(client: Any, host: Any) -> None:
     lookup(client, STRANGER, mine.code)  # warm up: first-request work is not measured
 
     def observe(email_typed: str, code_typed: str) -> tuple[int, str, int]:
-        with statements(host) as seen:
+        with recorded_statements(host) as seen:
             response = lookup(client, email_typed, code_typed)
         return response.status_code, without_hidden_values(response.text), len(seen)
 
@@ -716,9 +715,9 @@ def test_forgotten_code_reply_is_neutral_and_the_mailbox_gets_the_list(
     second = deposit(client, host, slug="reservation-salle")
     sent_before = len(mails(host))
     client.get(FORGOTTEN)
-    with statements(host) as known_statements:
+    with recorded_statements(host) as known_statements:
         known = post(client, FORGOTTEN, {"email": "Lea.Dupont@EXEMPLE.FR"})
-    with statements(host) as unknown_statements:
+    with recorded_statements(host) as unknown_statements:
         unknown = post(client, FORGOTTEN, {"email": STRANGER})
     assert known.status_code == unknown.status_code == 200
     assert without_hidden_values(known.text) == without_hidden_values(unknown.text)
