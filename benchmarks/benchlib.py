@@ -45,8 +45,8 @@ def identity(tag: str) -> dict[str, str]:
 
 def build_host(database_url: str, *, seed_data: bool = False, **config: Any) -> Any:
     """A reference host on ``database_url``; ``seed_data`` seeds it (plugin enabled)."""
-    from opencrm_horscompte.refhost.host import HostConfig, ReferenceHost
-    from opencrm_horscompte.refhost.seed import seed
+    from opencrm_horscompte.host_kit.refhost.host import HostConfig, ReferenceHost
+    from opencrm_horscompte.host_kit.refhost.seed import seed
 
     host = ReferenceHost(HostConfig(database_url=database_url, secret_keys=SECRET_KEYS, **config))
     if seed_data:
@@ -55,7 +55,7 @@ def build_host(database_url: str, *, seed_data: bool = False, **config: Any) -> 
 
 
 def the_demarche(host: Any) -> Any:
-    from opencrm_horscompte.refhost.models import Demarche
+    from opencrm_horscompte.host_kit.refhost.models import Demarche
 
     with Session(host.engine, expire_on_commit=False) as session:
         return session.exec(select(Demarche).where(Demarche.slug == DEMARCHE_SLUG)).one()
@@ -64,7 +64,7 @@ def the_demarche(host: Any) -> Any:
 def deposit_one(host: Any, demarche: Any, tag: str) -> Any:
     """One deposit through the reference host's pipeline, as its HTTP handler does it: the
     draft (identity screen), then the deposit transaction (plugins' hooks inside)."""
-    from opencrm_horscompte.refhost.dossiers import create_draft, deposit
+    from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit
 
     draft = create_draft(host, demarche, identity(tag), None)
     return deposit(host, draft.draft_key, ANSWERS)

@@ -103,12 +103,16 @@ from benchlib import progress
 from sqlalchemy import text
 from sqlmodel import Session
 
-from opencrm_horscompte.codes import CodePolicy, format_tracking_code, generate_tracking_code
-from opencrm_horscompte.db import make_engine, writer
-from opencrm_horscompte.lookup import read_input, start_lookup
-from opencrm_horscompte.refhost.dossiers import create_draft, deposit
-from opencrm_horscompte.settings_store import load_settings
-from opencrm_horscompte.validation import verify
+from opencrm_horscompte.base.db import make_engine, writer
+from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit
+from opencrm_horscompte.lookup.start import read_input, start_lookup
+from opencrm_horscompte.lookup.validation import verify
+from opencrm_horscompte.settings.store import load_settings
+from opencrm_horscompte.tracking.codes import (
+    CodePolicy,
+    format_tracking_code,
+    generate_tracking_code,
+)
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TARGETS = {

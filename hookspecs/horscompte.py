@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from opencrm_horscompte.hookspecs.host import Host, MailTemplate
-    from opencrm_horscompte.settings import Settings
+    from opencrm_horscompte.settings.schema import Settings
 
 hookspec = pluggy.HookspecMarker("opencrm")
 
@@ -57,7 +57,7 @@ def horscompte_account_exists(host: Host, email: str) -> bool | None:
 
     :param host: the host.
     :param email: the address as typed, normalised (trimmed, NFC, validated); compare it
-        with :func:`opencrm_horscompte.emails.email_key` on both sides.
+        with :func:`opencrm_horscompte.base.emails.email_key` on both sides.
     :return: True or False, or None to leave it to the next implementation (the plugin's
         default asks ``host.find_account``).
 

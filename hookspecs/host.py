@@ -6,7 +6,8 @@ called by the host, never by a plugin, except where a docstring says otherwise.
 
 The plugin core never imports a web framework: pages are handlers over the small frozen
 :class:`Request` / :class:`Response` dataclasses below, and a host adapts its framework to
-them in a dozen lines (the reference host does it in ``opencrm_horscompte.refhost.adapter``).
+them in a dozen lines (the reference host does it in
+``opencrm_horscompte.host_kit.refhost.adapter``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 PROJECT = "opencrm"
+ADMIN_SECTION = "Administration"
+PUBLIC_SECTION = "Public"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -102,7 +105,12 @@ class Route:
 
 @dataclass(frozen=True)
 class MenuEntry:
-    """An entry of the host's menus, e.g. section "Administration", label "Hors-compte"."""
+    """An entry of the host's menus, e.g. section "Administration", label "Hors-compte".
+
+    Sections a host knows: ``"Administration"`` (its admin menu) and ``"Public"`` (links
+    for every visitor, such as "Suivre un dossier", shown in the site header). ``label``
+    is French; a host with an English interface translates it with the plugin's catalog.
+    """
 
     section: str
     label: str

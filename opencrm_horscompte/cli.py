@@ -12,9 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from .codes import CodePolicy, InvalidPolicy, check_policy, generate_tracking_code
-from .settings import Settings
-from .strength import tracking_strength
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.strength import tracking_strength
+from opencrm_horscompte.tracking.codes import (
+    CodePolicy,
+    InvalidPolicy,
+    check_policy,
+    generate_tracking_code,
+)
 
 PROG = "opencrm-horscompte"
 MAX_SAMPLE_COUNT = 100_000
@@ -108,7 +113,7 @@ def _strength(policy: CodePolicy) -> int:
 
 def _demo(port: int, data_dir: str) -> int:
     try:
-        from opencrm_horscompte.refhost.demo import run_demo
+        from opencrm_horscompte.host_kit.refhost.demo import run_demo
     except ImportError as error:
         if (error.name or "").partition(".")[0] != "flask":
             raise

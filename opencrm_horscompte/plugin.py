@@ -11,13 +11,15 @@ import pluggy
 from packaging.version import Version
 from sqlmodel import Session, SQLModel
 
-from . import admin_page, deposit, identity, lookup_pages
-from .audit import store_event
-from .codes import CodePolicy, format_tracking_code, generate_tracking_code
-from .grants import has_grant
-from .hookspecs import horscompte as horscompte_specs
-from .hookspecs.horscompte import AuditEvent
-from .hookspecs.host import (
+from opencrm_horscompte.base.audit import store_event
+from opencrm_horscompte.base.manifest import check_manifest, load_manifest
+from opencrm_horscompte.base.models import PLUGIN_TABLES, TrackingCode
+from opencrm_horscompte.base.paths import ADMIN_PATH, LOOKUP_PATH
+from opencrm_horscompte.base.rendering import render_fragment
+from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
+from opencrm_horscompte.hookspecs.horscompte import AuditEvent
+from opencrm_horscompte.hookspecs.host import (
+    PUBLIC_SECTION,
     Demarche,
     Dossier,
     Host,
@@ -30,14 +32,20 @@ from .hookspecs.host import (
     User,
     hookimpl,
 )
-from .identity import identity_step
-from .loader import check_manifest
-from .mail_templates import DEFAULT_VALIDATION_TEMPLATE
-from .maintenance import PURGE_EVERY_SECONDS, purge_expired_state
-from .manifest import load_manifest
-from .models import PLUGIN_TABLES, TrackingCode
-from .rendering import render_fragment
-from .settings import Settings
+from opencrm_horscompte.identity import step as identity
+from opencrm_horscompte.identity.step import identity_step
+from opencrm_horscompte.lookup import pages as lookup_pages
+from opencrm_horscompte.lookup.grants import has_grant
+from opencrm_horscompte.lookup.purge import PURGE_EVERY_SECONDS, purge_expired_state
+from opencrm_horscompte.settings import admin_page
+from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.tracking import deposit
+from opencrm_horscompte.tracking.codes import (
+    CodePolicy,
+    format_tracking_code,
+    generate_tracking_code,
+)
 
 
 @hookimpl
@@ -54,7 +62,10 @@ def opencrm_plugin_setup(host: Host) -> None:
 
 @hookimpl
 def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
-    return [MenuEntry("Administration", "Hors-compte", admin_page.PATH, permission="admin")]
+    return [
+        MenuEntry("Administration", "Hors-compte", ADMIN_PATH, permission="admin"),
+        MenuEntry(PUBLIC_SECTION, "Suivre un dossier", LOOKUP_PATH, permission=None),
+    ]
 
 
 @hookimpl

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from opencrm_horscompte.db import make_engine
+from opencrm_horscompte.base.db import make_engine
 
 PG_ADMIN_URL = os.environ.get(
     "HORSCOMPTE_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -103,8 +103,8 @@ def host_factory(database_url: str, clock: Clock) -> Iterator[Any]:
 
     ``host_factory(extra_plugins=[...])`` registers test plugins beside the real one.
     """
-    from opencrm_horscompte.refhost.host import HostConfig, ReferenceHost
-    from opencrm_horscompte.refhost.seed import seed
+    from opencrm_horscompte.host_kit.refhost.host import HostConfig, ReferenceHost
+    from opencrm_horscompte.host_kit.refhost.seed import seed
 
     hosts: list[ReferenceHost] = []
 
@@ -129,7 +129,7 @@ def host(host_factory: Any) -> Any:
 
 @pytest.fixture
 def client(host: Any) -> Any:
-    from opencrm_horscompte.refhost.app import create_app
+    from opencrm_horscompte.host_kit.refhost.app import create_app
 
     app = create_app(host)
     app.config["TESTING"] = True

@@ -11,11 +11,11 @@ from conftest import ADMIN, post
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from opencrm_horscompte.models import TrackingCode
-from opencrm_horscompte.refhost.models import Dossier
-from opencrm_horscompte.refhost.outbox import OutboxMail
-from opencrm_horscompte.settings import Settings
-from opencrm_horscompte.settings_store import load_settings, save_settings
+from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.host_kit.refhost.models import Dossier
+from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.store import load_settings, save_settings
 
 LOOKUP = "/hors-compte/suivi"
 VALIDATE = "/hors-compte/validation"

@@ -30,8 +30,8 @@ def submit_codes(
     threads waiting on ``barrier``. Put ``("ok", [(challenge id, outcome kind), ...])`` or
     ``("error", traceback)`` on ``results``."""
     try:
-        from opencrm_horscompte.refhost.host import HostConfig, ReferenceHost
-        from opencrm_horscompte.validation import verify
+        from opencrm_horscompte.host_kit.refhost.host import HostConfig, ReferenceHost
+        from opencrm_horscompte.lookup.validation import verify
 
         now = datetime.fromisoformat(moment)
         config = HostConfig(

@@ -9,9 +9,9 @@ import pytest
 from conftest import ADMIN, CITIZEN, csrf_token, login, post
 from sqlmodel import Session, select
 
-from opencrm_horscompte.models import AuditRecord, SettingRow
-from opencrm_horscompte.settings import Settings
-from opencrm_horscompte.settings_store import load_settings
+from opencrm_horscompte.base.models import AuditRecord, SettingRow
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.store import load_settings
 
 PAGE = "/admin/hors-compte"
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from opencrm_horscompte.cli import main
-from opencrm_horscompte.codes import AMBIGUOUS, CodePolicy, normalize_tracking_code
-from opencrm_horscompte.settings import Settings
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.tracking.codes import AMBIGUOUS, CodePolicy, normalize_tracking_code
 
-DEMO_MODULE = "opencrm_horscompte.refhost.demo"
+DEMO_MODULE = "opencrm_horscompte.host_kit.refhost.demo"
 
 
 def test_sample_uses_the_default_settings(capsys: pytest.CaptureFixture[str]) -> None:

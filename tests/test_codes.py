@@ -13,8 +13,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opencrm_horscompte import codes
-from opencrm_horscompte.codes import (
+from opencrm_horscompte.base.manifest import load_manifest
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.strength import (
+    HOURS_PER_YEAR,
+    format_duration_fr,
+    format_number_fr,
+    tracking_strength,
+    validation_strength,
+)
+from opencrm_horscompte.tracking import codes
+from opencrm_horscompte.tracking.codes import (
     AMBIGUOUS,
     CASE_TWINS,
     CodePolicy,
@@ -26,15 +35,6 @@ from opencrm_horscompte.codes import (
     generate_validation_code,
     normalize_tracking_code,
     strength_bits,
-)
-from opencrm_horscompte.manifest import load_manifest
-from opencrm_horscompte.settings import Settings
-from opencrm_horscompte.strength import (
-    HOURS_PER_YEAR,
-    format_duration_fr,
-    format_number_fr,
-    tracking_strength,
-    validation_strength,
 )
 
 LENGTHS = range(8, 17)

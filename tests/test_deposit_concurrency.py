@@ -29,17 +29,17 @@ from conftest import TEST_SECRET_KEYS, recorded_statements
 from sqlalchemy import inspect, text
 from sqlmodel import Session, select
 
-from opencrm_horscompte.codes import format_tracking_code
-from opencrm_horscompte.deposit import (
+from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.host_kit.refhost import host as host_module
+from opencrm_horscompte.host_kit.refhost.dossiers import AlreadyDeposited, create_draft, deposit
+from opencrm_horscompte.host_kit.refhost.models import Demarche, Dossier
+from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
+from opencrm_horscompte.tracking.codes import format_tracking_code
+from opencrm_horscompte.tracking.deposit import (
     MAX_ATTEMPTS,
     TrackingCodeSpaceExhausted,
     assign_tracking_code,
 )
-from opencrm_horscompte.models import TrackingCode
-from opencrm_horscompte.refhost import host as host_module
-from opencrm_horscompte.refhost.dossiers import AlreadyDeposited, create_draft, deposit
-from opencrm_horscompte.refhost.models import Demarche, Dossier
-from opencrm_horscompte.refhost.outbox import OutboxMail
 
 hookimpl = pluggy.HookimplMarker("opencrm")
 
@@ -172,7 +172,7 @@ def deposit_worker(
 
     Everything, errors included, goes back to the parent through ``reports``.
     """
-    from opencrm_horscompte.refhost.host import HostConfig, ReferenceHost
+    from opencrm_horscompte.host_kit.refhost.host import HostConfig, ReferenceHost
 
     report: dict[str, Any] = {"worker": worker, "deposited": 0, "errors": [], "seconds": None}
     host = None

@@ -10,13 +10,17 @@ import pytest
 from conftest import ADMIN, login, post
 from sqlmodel import Session, select
 
-from opencrm_horscompte.codes import CodePolicy, format_tracking_code, normalize_tracking_code
+from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.hookspecs.host import hookimpl
-from opencrm_horscompte.models import TrackingCode
-from opencrm_horscompte.refhost.models import Dossier
-from opencrm_horscompte.refhost.outbox import OutboxMail
-from opencrm_horscompte.settings import Settings
-from opencrm_horscompte.settings_store import save_settings
+from opencrm_horscompte.host_kit.refhost.models import Dossier
+from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.store import save_settings
+from opencrm_horscompte.tracking.codes import (
+    CodePolicy,
+    format_tracking_code,
+    normalize_tracking_code,
+)
 
 IDENTITY = {"last_name": "Dupont", "first_name": "Léa", "email": "lea.dupont@exemple.fr"}
 ANSWERS = {"subject": "Lampadaire éteint rue des Lilas", "message": "Depuis lundi."}
@@ -111,7 +115,7 @@ class FailingPlugin:
 
 
 def test_failing_deposit_leaves_no_code_no_mail_and_keeps_the_draft(host_factory: Any) -> None:
-    from opencrm_horscompte.refhost.app import create_app
+    from opencrm_horscompte.host_kit.refhost.app import create_app
 
     host = host_factory(extra_plugins=[FailingPlugin()])
     client = create_app(host).test_client()

@@ -19,7 +19,7 @@ import pytest
 from opencrm_horscompte import plugin as plugin_module
 from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
 from opencrm_horscompte.hookspecs import host as host_specs
-from opencrm_horscompte.loader import unknown_hooks
+from opencrm_horscompte.host_kit.loader import unknown_hooks
 
 PROJECT = "opencrm"
 SPEC_ATTR = f"{PROJECT}_spec"

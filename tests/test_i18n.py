@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import post
 
-from opencrm_horscompte.i18n import N_, Number, supported, translate, translations
+from opencrm_horscompte.base.i18n import N_, Number, supported, translate, translations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def test_pages_follow_the_browser_language_and_the_switcher(client: Any) -> None
 def test_errors_and_mails_are_in_the_citizens_language(client: Any, host: Any) -> None:
     from sqlmodel import Session, select
 
-    from opencrm_horscompte.refhost.outbox import OutboxMail
+    from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
 
     client.get("/langue/en?suivant=/")
     start = "/demarches/signalement-voirie/nouveau"

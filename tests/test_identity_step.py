@@ -12,14 +12,20 @@ import pytest
 from conftest import ADMIN, CITIZEN, post
 from sqlmodel import Session, select
 
-from opencrm_horscompte import identity, limits
+from opencrm_horscompte.base import limits
+from opencrm_horscompte.base.models import (
+    AuditRecord,
+    IdentityChoice,
+    ThrottleCounter,
+    TrackingCode,
+)
 from opencrm_horscompte.hookspecs.host import hookimpl
-from opencrm_horscompte.models import AuditRecord, IdentityChoice, ThrottleCounter, TrackingCode
-from opencrm_horscompte.refhost.app import create_app
-from opencrm_horscompte.refhost.models import Dossier
-from opencrm_horscompte.refhost.outbox import OutboxMail
-from opencrm_horscompte.settings import Settings
-from opencrm_horscompte.settings_store import save_settings
+from opencrm_horscompte.host_kit.refhost.app import create_app
+from opencrm_horscompte.host_kit.refhost.models import Dossier
+from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
+from opencrm_horscompte.identity import step as identity
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.store import save_settings
 
 START = "/demarches/signalement-voirie/nouveau"
 STRANGER = "inconnu.total@exemple.fr"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import CITIZEN, TEST_SECRET_KEYS, post
 
-from opencrm_horscompte import limits
+from opencrm_horscompte.base import limits
 
 START = "/demarches/signalement-voirie/nouveau"
 CLIENT_ADDRESS = "203.0.113.7"
@@ -18,8 +18,8 @@ CHECKS_PER_WORKER = 20
 def proposals_seen(database_url: str, checks: int) -> int:
     """One host worker process: ``checks`` identity screens, each from a new browser session
     of the same client address; returns how many got the login proposal."""
-    from opencrm_horscompte.refhost.app import create_app
-    from opencrm_horscompte.refhost.host import HostConfig, ReferenceHost
+    from opencrm_horscompte.host_kit.refhost.app import create_app
+    from opencrm_horscompte.host_kit.refhost.host import HostConfig, ReferenceHost
 
     host = ReferenceHost(HostConfig(database_url=database_url, secret_keys=TEST_SECRET_KEYS))
     app = create_app(host)

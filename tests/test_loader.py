@@ -18,7 +18,7 @@ import pluggy
 import pytest
 
 from opencrm_horscompte.hookspecs.host import MenuEntry, hookimpl
-from opencrm_horscompte.loader import (
+from opencrm_horscompte.host_kit.loader import (
     ENTRY_POINT_GROUP,
     EnabledHooks,
     PluginRecord,
@@ -551,7 +551,7 @@ def test_the_plugin_refuses_an_incompatible_host_at_setup() -> None:
     from types import SimpleNamespace
 
     from opencrm_horscompte import plugin
-    from opencrm_horscompte.loader import PluginRefused
+    from opencrm_horscompte.host_kit.loader import PluginRefused
 
     with pytest.raises(PluginRefused, match="nécessite"):
         plugin.opencrm_plugin_setup(host=SimpleNamespace(version="2.3.0"))

@@ -28,18 +28,18 @@ from conftest import post, recorded_statements
 from lookup_workers import submit_codes
 from sqlmodel import Session, col, select
 
-from opencrm_horscompte.limits import (
+from opencrm_horscompte.base.limits import (
     ATTEMPTS_PER_CODE,
     CHALLENGE_TOKEN_MAX_AGE,
     LOOKUP_DOSSIER_MAILS,
     RESEND_COOLDOWN,
 )
-from opencrm_horscompte.lookup_pages import CHALLENGE_PURPOSE
-from opencrm_horscompte.models import Challenge, FailureGuard, TrackingCode, utc
-from opencrm_horscompte.refhost import host as host_module
-from opencrm_horscompte.refhost.outbox import OutboxMail
-from opencrm_horscompte.tokens import unsign
-from opencrm_horscompte.validation import resend, verify
+from opencrm_horscompte.base.models import Challenge, FailureGuard, TrackingCode, utc
+from opencrm_horscompte.base.tokens import unsign
+from opencrm_horscompte.host_kit.refhost import host as host_module
+from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
+from opencrm_horscompte.lookup.pages import CHALLENGE_PURPOSE
+from opencrm_horscompte.lookup.validation import resend, verify
 
 SUBMISSIONS = 20
 RESENDS = 10

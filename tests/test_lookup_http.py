@@ -45,15 +45,16 @@ from lookup_helpers import (
 )
 from sqlmodel import Session
 
-from opencrm_horscompte import identity, limits, tokens
-from opencrm_horscompte.codes import format_tracking_code
+from opencrm_horscompte.base import limits, tokens
+from opencrm_horscompte.base.models import AuditRecord, Challenge, FailureGuard, ThrottleCounter
 from opencrm_horscompte.hookspecs.host import MailTemplate, hookimpl
-from opencrm_horscompte.models import AuditRecord, Challenge, FailureGuard, ThrottleCounter
-from opencrm_horscompte.refhost.app import create_app
-from opencrm_horscompte.refhost.host import TEMPLATES, HostConfig, ReferenceHost
-from opencrm_horscompte.refhost.models import Demarche
-from opencrm_horscompte.refhost.outbox import OutboxMail, SmtpTransport, deliver_due
-from opencrm_horscompte.validation import backoff
+from opencrm_horscompte.host_kit.refhost.app import create_app
+from opencrm_horscompte.host_kit.refhost.host import TEMPLATES, HostConfig, ReferenceHost
+from opencrm_horscompte.host_kit.refhost.models import Demarche
+from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail, SmtpTransport, deliver_due
+from opencrm_horscompte.identity import step as identity
+from opencrm_horscompte.lookup.validation import backoff
+from opencrm_horscompte.tracking.codes import format_tracking_code
 
 SENDER = "Ville de Démoville <ne-pas-repondre@demoville.invalid>"
 STATE = (Challenge, FailureGuard, ThrottleCounter, OutboxMail, AuditRecord)

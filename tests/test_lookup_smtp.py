@@ -21,16 +21,16 @@ from conftest import post
 from smtp_server import Collector, body_text, free_port, start_smtp
 from sqlmodel import Session, col, select
 
-from opencrm_horscompte.codes import format_tracking_code
-from opencrm_horscompte.models import TrackingCode
-from opencrm_horscompte.refhost.models import Demarche
-from opencrm_horscompte.refhost.outbox import (
+from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.host_kit.refhost.models import Demarche
+from opencrm_horscompte.host_kit.refhost.outbox import (
     FIRST_RETRY_DELAY,
     DeliveryReport,
     OutboxMail,
     SmtpTransport,
     deliver_due,
 )
+from opencrm_horscompte.tracking.codes import format_tracking_code
 
 DEMARCHE = "signalement-voirie"
 # A title with markup in it, to see the HTML part escape it (and the others keep it).

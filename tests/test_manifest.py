@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from packaging.specifiers import SpecifierSet
 
+from opencrm_horscompte.base.manifest import Manifest, load_manifest, parse_manifest
 from opencrm_horscompte.hookspecs import host as host_specs
-from opencrm_horscompte.mail_templates import DEFAULT_VALIDATION_TEMPLATE
-from opencrm_horscompte.manifest import Manifest, load_manifest, parse_manifest
-from opencrm_horscompte.settings import (
+from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
+from opencrm_horscompte.settings.schema import (
     TRACKING_CLASS_KEYS,
     Settings,
     SettingsError,

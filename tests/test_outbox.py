@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from opencrm_horscompte.hookspecs.host import MailMessage
-from opencrm_horscompte.refhost.outbox import (
+from opencrm_horscompte.host_kit.refhost.outbox import (
     MAX_ERROR_LENGTH,
     DeliveryReport,
     MaildirTransport,
@@ -509,12 +509,12 @@ def test_worker_logs_failures_and_keeps_going(
 ) -> None:
     _queue(outbox, clock(), _mail())
     worker = OutboxWorker(outbox, FailingTransport(OSError("relay down")), SENDER, now=clock)
-    with caplog.at_level("WARNING", logger="opencrm_horscompte.refhost.outbox"):
+    with caplog.at_level("WARNING", logger="opencrm_horscompte.host_kit.refhost.outbox"):
         assert worker.run_once() == DeliveryReport(failed=1)
     assert "relay down" in caplog.text
 
     broken = OutboxWorker(outbox, SlowRecordingTransport(0), SENDER, now=_naive_now)
-    with caplog.at_level("ERROR", logger="opencrm_horscompte.refhost.outbox"):
+    with caplog.at_level("ERROR", logger="opencrm_horscompte.host_kit.refhost.outbox"):
         assert broken.run_once() is None
     assert "outbox delivery round failed" in caplog.text
 
@@ -528,7 +528,9 @@ def test_batch_past_its_time_budget_releases_unsent_claims(
     outbox: Engine, clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = _queue(outbox, clock(), _mail(1), _mail(2))
-    monkeypatch.setattr("opencrm_horscompte.refhost.outbox._BATCH_TIME_BUDGET_SECONDS", -1.0)
+    monkeypatch.setattr(
+        "opencrm_horscompte.host_kit.refhost.outbox._BATCH_TIME_BUDGET_SECONDS", -1.0
+    )
     transport = SlowRecordingTransport(delay=0)
 
     assert deliver_due(outbox, transport, clock(), SENDER) == DeliveryReport()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from opencrm_horscompte.hookspecs.host import ScheduledTask, hookimpl
-from opencrm_horscompte.refhost.scheduler import TaskScheduler
+from opencrm_horscompte.host_kit.refhost.scheduler import TaskScheduler
 
 
 class Flaky:

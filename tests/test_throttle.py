@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
-from opencrm_horscompte.db import make_engine, writer
-from opencrm_horscompte.models import ThrottleCounter, utc
-from opencrm_horscompte.throttle import (
+from opencrm_horscompte.base.db import make_engine, writer
+from opencrm_horscompte.base.models import ThrottleCounter, utc
+from opencrm_horscompte.base.throttle import (
     Hit,
     Limit,
     hit,

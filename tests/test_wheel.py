@@ -189,7 +189,7 @@ CHECK_SCRIPT = textwrap.dedent(
         for entry in entries
     ]
 
-    from opencrm_horscompte.loader import load_plugins, make_plugin_manager
+    from opencrm_horscompte.host_kit.loader import load_plugins, make_plugin_manager
 
     records = load_plugins(make_plugin_manager(), host_version="2.6.0")
     report["loader"] = [[r.name, r.registered, r.error, r.dist_name] for r in records]
@@ -206,7 +206,7 @@ CHECK_SCRIPT = textwrap.dedent(
     )
     report["templates"] = sorted(environment.list_templates())
 
-    from opencrm_horscompte.manifest import load_manifest
+    from opencrm_horscompte.base.manifest import load_manifest
 
     manifest = load_manifest()
     length = manifest.setting("tracking_code_length")

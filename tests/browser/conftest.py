@@ -24,8 +24,8 @@ from playwright.sync_api import sync_playwright
 from smtp_server import Collector, free_port, start_smtp
 from werkzeug.serving import make_server
 
-from opencrm_horscompte.refhost.app import create_app
-from opencrm_horscompte.refhost.outbox import SmtpTransport, deliver_due
+from opencrm_horscompte.host_kit.refhost.app import create_app
+from opencrm_horscompte.host_kit.refhost.outbox import SmtpTransport, deliver_due
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

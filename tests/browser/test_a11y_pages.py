@@ -12,8 +12,8 @@ from playwright.sync_api import expect
 from smtp_server import free_port
 from sqlmodel import Session, select
 
-from opencrm_horscompte.refhost.models import Dossier
-from opencrm_horscompte.refhost.outbox import SmtpTransport, deliver_due, pending_summary
+from opencrm_horscompte.host_kit.refhost.models import Dossier
+from opencrm_horscompte.host_kit.refhost.outbox import SmtpTransport, deliver_due, pending_summary
 
 from .helpers import (
     deposit_without_account,

@@ -11,8 +11,8 @@ from conftest import ADMIN, CITIZEN
 from playwright.sync_api import expect
 from sqlmodel import Session, select
 
-from opencrm_horscompte.models import TrackingCode
-from opencrm_horscompte.refhost.models import Dossier
+from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.host_kit.refhost.models import Dossier
 
 from .helpers import (
     DEMARCHE,

@@ -12,7 +12,7 @@ from conftest import ADMIN, CITIZEN
 from playwright.sync_api import expect
 from sqlmodel import Session
 
-from opencrm_horscompte.settings_store import load_settings
+from opencrm_horscompte.settings.store import load_settings
 
 from .helpers import DEMARCHE, SUBJECT, tracking_code_on, validation_code
 

@@ -1,0 +1,24 @@
+"""The plugin's default audit sink: events stored in ``horscompte_audit_event``."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import bindparam, insert
+from sqlmodel import Session
+
+from opencrm_horscompte.base.models import AuditRecord
+from opencrm_horscompte.hookspecs.horscompte import AuditEvent
+
+_COLUMNS = ("kind", "actor", "at", "details_json")
+_TABLE = AuditRecord.__table__
+_INSERT = insert(_TABLE).values(
+    {column: bindparam(column, type_=_TABLE.c[column].type) for column in _COLUMNS}
+)
+
+
+def store_event(session: Session, event: AuditEvent) -> None:
+    """One Core ``INSERT`` in the session's transaction (a lookup miss writes one)."""
+    details = json.dumps(event.details, ensure_ascii=False, default=str)
+    values = {"kind": event.kind, "actor": event.actor, "at": event.at, "details_json": details}
+    session.connection().execute(_INSERT, values)

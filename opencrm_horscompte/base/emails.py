@@ -1,0 +1,95 @@
+"""Email addresses as typed by citizens: validation and the key under which they match.
+
+Matching is trimmed and case-insensitive for ASCII letters, and nothing else is folded:
+Unicode case folding and compatibility forms could make two *different* addresses match
+(``ß`` case-folds to ``ss``; the ligature U+FB01 and a fullwidth U+FF41 fold to ``fi`` and
+``a``). Addresses are kept in NFC, canonical composition, which only joins texts Unicode
+defines as the same; an address whose compatibility form differs (fullwidth letters,
+ligatures, superscripts) is refused rather than matched. Domains are compared in their IDNA
+(punycode) form.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from opencrm_horscompte.base.i18n import N_, Message
+
+MAX_LENGTH = 254
+MAX_LOCAL_LENGTH = 64
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_LOCAL_FORBIDDEN = set(' "(),:;<>[\\]')
+_DOMAIN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+NOT_AN_ADDRESS = N_("Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr.")
+NOT_ALLOWED = N_("L'adresse e-mail contient des caractères non autorisés.")
+TOO_LONG = N_("L'adresse e-mail est trop longue (%(max)s caractères au plus).", max=MAX_LENGTH)
+BAD_DOMAIN = N_("Le nom de domaine de l'adresse e-mail n'est pas valide.")
+
+
+class InvalidEmail(ValueError):
+    """The address can't be valid; ``message`` is for the field's error."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(str(message))
+        self.message = message
+
+
+def _ascii_domain(domain: str) -> str:
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError as error:
+        raise InvalidEmail(BAD_DOMAIN) from error
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+        raise InvalidEmail(BAD_DOMAIN)
+    return ascii_domain
+
+
+def _plausible_local_part(local: str) -> bool:
+    return (
+        0 < len(local) <= MAX_LOCAL_LENGTH
+        and "@" not in local
+        and not _LOCAL_FORBIDDEN & set(local)
+        and not local.startswith(".")
+        and not local.endswith(".")
+        and ".." not in local
+    )
+
+
+def normalize_email(raw: str) -> str:
+    """The address to store: trimmed, NFC. Raises :class:`InvalidEmail` saying what is wrong."""
+    if len(raw) > 4 * MAX_LENGTH:
+        raise InvalidEmail(TOO_LONG)
+    address = unicodedata.normalize("NFC", raw.strip())
+    if not address:
+        raise InvalidEmail(N_("Saisissez votre adresse e-mail."))
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in address):
+        raise InvalidEmail(NOT_ALLOWED)
+    if len(address) > MAX_LENGTH:
+        raise InvalidEmail(TOO_LONG)
+    if unicodedata.normalize("NFKC", address) != address:
+        raise InvalidEmail(NOT_ALLOWED)
+    local, at, domain = address.rpartition("@")
+    if not (at and domain and _plausible_local_part(local)) or any(c.isspace() for c in address):
+        raise InvalidEmail(NOT_AN_ADDRESS)
+    _ascii_domain(domain)
+    return address
+
+
+def email_key(address: str) -> str:
+    """The form under which two addresses are the same: ASCII letters of the local part
+    lower-cased, the domain in lower-case IDNA. ``address`` must be normalised already."""
+    local, _, domain = address.rpartition("@")
+    return f"{local.translate(_ASCII_LOWER)}@{_ascii_domain(domain)}"
+
+
+def email_key_or_blank(raw: str) -> str:
+    """:func:`email_key` of ``raw`` as typed, or ``""`` when it can't be valid (it then
+    matches nothing)."""
+    try:
+        return email_key(normalize_email(raw))
+    except InvalidEmail:
+        return ""

@@ -1,0 +1,67 @@
+"""Every rate limit and lifetime the plugin enforces, in one place (the admin page's
+strength estimates and the README read them from here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from opencrm_horscompte.base.throttle import Limit, hit_many, throttle_key
+from opencrm_horscompte.hookspecs.horscompte import AuditEvent
+from opencrm_horscompte.hookspecs.host import Host
+
+THROTTLE_REFUSED = "throttle.refused"
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+# Identity step (an account-existence oracle by design): per client address, per browser
+# session, and invitation mails per address in discreet mode.
+IDENTITY_CLIENT = Limit("identity.client", 30, HOUR)
+IDENTITY_SESSION = Limit("identity.session", 10, HOUR)
+IDENTITY_INVITATION = Limit("identity.invitation", 3, DAY)
+
+# Lookup (email + tracking code): per client address, per typed email; validation mails
+# per dossier (first code and resends together: the hourly cap).
+LOOKUP_CLIENT = Limit("lookup.client", 30, HOUR)
+LOOKUP_EMAIL = Limit("lookup.email", 10, HOUR)
+LOOKUP_DOSSIER_MAILS = Limit("lookup.dossier", 5, HOUR)
+
+# "Code de suivi oublié": per client address, and mails per address.
+FORGOTTEN_CLIENT = Limit("forgotten.client", 10, HOUR)
+FORGOTTEN_EMAIL = Limit("forgotten.email", 3, DAY)
+
+# Validation codes: wrong tries per code, then a failure counter per dossier that survives
+# resends: exponential backoff from BACKOFF_AFTER_FAILURES, lock at LOCK_AFTER_FAILURES.
+ATTEMPTS_PER_CODE = 5
+RESEND_COOLDOWN = timedelta(seconds=60)
+LOOKUP_RESEND = Limit("lookup.resend", 1, RESEND_COOLDOWN)
+BACKOFF_AFTER_FAILURES = 5
+MAX_BACKOFF = timedelta(minutes=15)
+LOCK_AFTER_FAILURES = 20
+LOCK_DURATION = DAY
+
+# Signed carriers.
+CHALLENGE_TOKEN_MAX_AGE = timedelta(hours=2)
+GRANT_MAX_AGE = timedelta(minutes=30)
+
+
+def counted(host: Host, session: Session, limit: Limit, value: str) -> bool:
+    """Count one event of ``value`` against ``limit``; False past the limit."""
+    return counted_all(host, session, [(limit, value)])
+
+
+def counted_all(host: Host, session: Session, events: Sequence[tuple[Limit, str]]) -> bool:
+    """Count each event against its limit, all in one statement; False if any is past its
+    limit. The first refusal of each window is audited (once, not on every request)."""
+    secret = host.secret_keys[-1]
+    keyed = [(throttle_key(secret, limit.scope, value), limit) for limit, value in events]
+    allowed = True
+    for (_, limit), result in zip(keyed, hit_many(session, keyed, host.now()), strict=True):
+        if result.first_refusal:
+            event = AuditEvent(THROTTLE_REFUSED, "system", host.now(), {"scope": limit.scope})
+            host.hook.horscompte_audit_event(host=host, session=session, event=event)
+        allowed = allowed and result.allowed
+    return allowed

@@ -1,0 +1,74 @@
+"""Jinja2 environments for the plugin's pages and mails (host templates searched first)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from opencrm_horscompte.base.i18n import DEFAULT_LOCALE, localized, supported, translations
+from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request
+
+PLUGIN_TEMPLATES = jinja2.PackageLoader("opencrm_horscompte.templates", "")
+
+
+@cache
+def _environment(host_loader: jinja2.BaseLoader | None, locale: str) -> jinja2.Environment:
+    loaders = [host_loader, PLUGIN_TEMPLATES] if host_loader else [PLUGIN_TEMPLATES]
+    environment = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.install_gettext_translations(  # type: ignore[attr-defined]
+        translations(locale), newstyle=True
+    )
+    return environment
+
+
+def environment(host: Host, locale: str = DEFAULT_LOCALE) -> jinja2.Environment:
+    """The plugin's templates (host's first) with the catalog of ``locale``."""
+    return _environment(host.template_loader, supported(locale))
+
+
+def render_page(host: Host, request: Request, name: str, **context: Any) -> str:
+    """Render a plugin page: the host's layout context, then the page's own."""
+    merged: dict[str, Any] = {**host.layout_context(request), "request": request, **context}
+    template = environment(host, request.locale).get_template(name)
+    return template.render(localized(merged, request.locale))
+
+
+def render_fragment(
+    host: Host, name: str, context: Mapping[str, Any], locale: str = DEFAULT_LOCALE
+) -> str:
+    """Render a template with exactly ``context`` (mail parts, receipt fragments)."""
+    template = environment(host, locale).get_template(name)
+    return template.render(localized(context, locale))
+
+
+def render_mail(
+    host: Host,
+    to: str,
+    template: MailTemplate,
+    context: Mapping[str, Any],
+    locale: str = DEFAULT_LOCALE,
+) -> MailMessage:
+    """A mail from ``template``'s subject, text and HTML parts (HTML autoescaped)."""
+    subject = render_fragment(host, template.subject, context, locale)
+    return MailMessage(
+        to=to,
+        subject=" ".join(subject.split()),
+        text=render_fragment(host, template.text, context, locale),
+        html=render_fragment(host, template.html, context, locale) if template.html else None,
+    )
+
+
+def plugin_mail(name: str, label: str) -> MailTemplate:
+    """The plugin's mail ``horscompte/mail/<name>`` (``_subject.txt``, ``.txt``, ``.html``)."""
+    base = f"horscompte/mail/{name}"
+    return MailTemplate(name, label, f"{base}_subject.txt", f"{base}.txt", f"{base}.html")

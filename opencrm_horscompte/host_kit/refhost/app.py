@@ -1,0 +1,429 @@
+"""The reference host's web app (Flask): démarches, the new-dossier flow, login, the admin's
+plugin page and menu, and every enabled plugin's routes."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+import flask
+import jinja2
+from sqlmodel import Session, col, select
+from werkzeug.exceptions import HTTPException
+
+from opencrm_horscompte.base.i18n import (
+    DEFAULT_LOCALE,
+    LOCALES,
+    N_,
+    Message,
+    localized,
+    translations,
+)
+from opencrm_horscompte.hookspecs.host import Request, User
+from opencrm_horscompte.host_kit.refhost import outbox
+from opencrm_horscompte.host_kit.refhost.accounts import authenticate
+from opencrm_horscompte.host_kit.refhost.adapter import to_flask, to_request
+from opencrm_horscompte.host_kit.refhost.dossiers import (
+    AlreadyDeposited,
+    attach_to_account,
+    create_draft,
+    deposit,
+    find_dossier,
+    save_answers,
+    update_identity,
+)
+from opencrm_horscompte.host_kit.refhost.forms import answers_form, identity_form
+from opencrm_horscompte.host_kit.refhost.host import (
+    TEMPLATES,
+    OwnedRoute,
+    ReferenceHost,
+    account_user,
+    has_permission,
+)
+from opencrm_horscompte.host_kit.refhost.models import Account, Demarche, Dossier
+
+log = logging.getLogger(__name__)
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+ADMINS_ONLY = N_("Cette page est réservée aux administrateurs.")
+
+
+@functools.cache
+def _environment(locale: str) -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=TEMPLATES,
+        autoescape=jinja2.select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.install_gettext_translations(  # type: ignore[attr-defined]
+        translations(locale), newstyle=True
+    )
+    return environment
+
+
+def create_app(host: ReferenceHost) -> flask.Flask:
+    app = flask.Flask(__name__)
+    app.config.update(
+        SECRET_KEY=host.secret_keys[-1],
+        SECRET_KEY_FALLBACKS=list(host.secret_keys[:-1]),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+
+    def current_user() -> User | None:
+        if "account_id" not in flask.g:
+            account_id = flask.session.get("account_id")
+            account = None
+            if isinstance(account_id, int):
+                with Session(host.engine) as session:
+                    account = session.get(Account, account_id)
+            flask.g.account_id = account_id
+            flask.g.user = account_user(account) if account else None
+        return flask.g.user
+
+    def csrf_token() -> str:
+        if "csrf" not in flask.session:
+            flask.session["csrf"] = secrets.token_urlsafe(32)
+        return flask.session["csrf"]
+
+    def current_locale() -> str:
+        chosen = flask.session.get("locale")
+        if chosen in LOCALES:
+            return str(chosen)
+        return flask.request.accept_languages.best_match(LOCALES) or DEFAULT_LOCALE
+
+    def contract_request() -> Request:
+        return to_request(current_user(), csrf_token(), current_locale())
+
+    def render(name: str, status: int = 200, **context: Any) -> flask.Response:
+        request = contract_request()
+        context = localized({**host.layout_context(request), **context}, request.locale)
+        body = _environment(request.locale).get_template(name).render(request=request, **context)
+        return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
+
+    def error_page(status: int, message: Message) -> flask.Response:
+        return render("error.html", status=status, status_code=status, message=message)
+
+    @app.before_request
+    def check_csrf() -> flask.Response | None:
+        if flask.request.method not in UNSAFE_METHODS:
+            return None
+        sent = flask.request.form.get("csrf_token", "")
+        expected = flask.session.get("csrf", "")
+        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+            return error_page(
+                400,
+                N_(
+                    "Ce formulaire a expiré ou ne vient pas de ce site. "
+                    "Rechargez la page et recommencez."
+                ),
+            )
+        return None
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> flask.Response:
+        messages = {
+            404: N_("Cette page n'existe pas."),
+            405: N_("Cette action n'est pas possible sur cette page."),
+            413: N_("Les données envoyées sont trop volumineuses."),
+        }
+        status = error.code or 500
+        return error_page(status, messages.get(status, N_("Une erreur est survenue.")))
+
+    # ---------------------------------------------------------------- public pages
+
+    @app.get("/")
+    def home() -> flask.Response:
+        with Session(host.engine) as session:
+            demarches = list(session.exec(select(Demarche).order_by(col(Demarche.title))))
+        return render(
+            "home.html",
+            demarches=demarches,
+        )
+
+    @app.route("/demarches/<slug>/nouveau", methods=["GET", "POST"])
+    def identity_screen(slug: str) -> flask.Response:
+        with Session(host.engine, expire_on_commit=False) as session:
+            demarche = session.exec(select(Demarche).where(Demarche.slug == slug)).first()
+        if demarche is None:
+            flask.abort(404)
+        user = current_user()
+        if not demarche.open_without_account and user is None:
+            return flask.redirect(host.login_url(flask.request.path))
+        editing = editable_draft(flask.request.args.get("brouillon", ""), demarche)
+        if flask.request.method == "GET":
+            initial = (
+                {k: getattr(editing, k) for k in ("email", "first_name", "last_name")}
+                if editing
+                else {"email": user.email if user else "", "first_name": "", "last_name": ""}
+            )
+            return render("identity.html", demarche=demarche, values=initial, errors={})
+        values, errors = identity_form(flask.request.form)
+        if errors:
+            return render(
+                "identity.html", status=400, demarche=demarche, values=values, errors=errors
+            )
+        if editing:
+            draft = update_identity(host, editing.draft_key, values)
+        else:
+            account_id = user.id if user else None
+            draft = create_draft(host, demarche, values, account_id, current_locale())
+            flask.session["drafts"] = [*flask.session.get("drafts", [])[-19:], draft.draft_key]
+        continue_url = flask.url_for("draft_form", draft_key=draft.draft_key)
+        decision = host.hook.opencrm_identity_step(
+            host=host,
+            request=contract_request(),
+            demarche=demarche,
+            identity={**values, "draft": draft.draft_key, "continue_url": continue_url},
+        )
+        if decision is not None and decision.action == "propose_login" and decision.response:
+            return to_flask(decision.response)
+        return flask.redirect(continue_url, 303)
+
+    def editable_draft(draft_key: str, demarche: Demarche) -> Dossier | None:
+        """The session's own draft of this démarche named by ``?brouillon=``, if any."""
+        if not draft_key or draft_key not in flask.session.get("drafts", []):
+            return None
+        dossier = find_dossier(host, draft_key)
+        if dossier is None or dossier.status != "draft" or dossier.demarche_id != demarche.id:
+            return None
+        return dossier
+
+    def owned_draft(draft_key: str) -> Dossier:
+        dossier = find_dossier(host, draft_key)
+        user = current_user()
+        in_session = draft_key in flask.session.get("drafts", [])
+        owner = user is not None and dossier is not None and dossier.account_id == user.id
+        if dossier is None or not (in_session or owner):
+            flask.abort(404)
+        return dossier
+
+    @app.route("/brouillons/<draft_key>", methods=["GET", "POST"])
+    def draft_form(draft_key: str) -> flask.Response:
+        dossier = owned_draft(draft_key)
+        if dossier.status != "draft":
+            return flask.redirect(flask.url_for("receipt", draft_key=draft_key), 303)
+        if flask.request.method == "GET":
+            return render("form.html", dossier=dossier, values=dossier.answers, errors={})
+        saving = flask.request.form.get("action") == "save"
+        values, errors = answers_form(flask.request.form, complete=not saving)
+        if saving and not errors:
+            save_answers(host, draft_key, values)
+            return render(
+                "form.html",
+                dossier=dossier,
+                values=values,
+                errors={},
+                notice=N_("Brouillon enregistré."),
+            )
+        if errors:
+            return render("form.html", status=400, dossier=dossier, values=values, errors=errors)
+        try:
+            deposit(host, draft_key, values)
+        except AlreadyDeposited:
+            pass
+        except Exception:
+            log.exception("deposit of draft %s failed", draft_key)
+            save_answers(host, draft_key, values)
+            return render(
+                "form.html",
+                status=503,
+                dossier=dossier,
+                values=values,
+                errors={},
+                failure=N_(
+                    "Le dépôt n'a pas pu aboutir. Votre brouillon est conservé "
+                    "avec vos réponses : réessayez dans quelques instants."
+                ),
+            )
+        return flask.redirect(flask.url_for("receipt", draft_key=draft_key), 303)
+
+    @app.get("/brouillons/<draft_key>/coordonnees")
+    def edit_identity(draft_key: str) -> flask.Response:
+        dossier = owned_draft(draft_key)
+        with Session(host.engine) as session:
+            demarche = session.get(Demarche, dossier.demarche_id)
+        assert demarche is not None
+        url = flask.url_for("identity_screen", slug=demarche.slug, brouillon=draft_key)
+        return flask.redirect(url, 303)
+
+    @app.get("/brouillons/<draft_key>/recu")
+    def receipt(draft_key: str) -> flask.Response:
+        dossier = owned_draft(draft_key)
+        if dossier.status == "draft":
+            return flask.redirect(flask.url_for("draft_form", draft_key=draft_key), 303)
+        fragments = host.hook.opencrm_dossier_receipt(
+            host=host, request=contract_request(), dossier=dossier
+        )
+        return render(
+            "receipt.html",
+            dossier=dossier,
+            fragments=[jinja2.utils.markupsafe.Markup(f) for fs in fragments for f in fs],
+        )
+
+    @app.get("/dossiers/<int:dossier_id>")
+    def dossier_page(dossier_id: int) -> flask.Response:
+        """A deposited dossier: for its account, or a visitor a plugin admits."""
+        with Session(host.engine) as session:
+            dossier = session.get(Dossier, dossier_id)
+        user = current_user()
+        if dossier is None or dossier.status == "draft":
+            flask.abort(404)
+        owner = user is not None and dossier.account_id == user.id
+        admitted = owner or host.hook.opencrm_dossier_access(
+            host=host, request=contract_request(), dossier=dossier
+        )
+        if not admitted:
+            return error_page(403, N_("Vous n'avez pas accès à ce dossier."))
+        return render("dossier.html", dossier=dossier)
+
+    # ---------------------------------------------------------------- accounts
+
+    @app.route("/connexion", methods=["GET", "POST"])
+    def login() -> flask.Response:
+        next_url = _safe_next(flask.request.values.get("suivant", "/"))
+        if flask.request.method == "GET":
+            return render("login.html", next_url=next_url, email="", error=None)
+        email = flask.request.form.get("email", "")[:320]
+        with Session(host.engine) as session:
+            account = authenticate(session, email, flask.request.form.get("password", "")[:1024])
+        if account is None:
+            return render(
+                "login.html",
+                status=400,
+                next_url=next_url,
+                email=email,
+                error=N_("Adresse e-mail ou mot de passe incorrect."),
+            )
+        drafts = flask.session.get("drafts", [])
+        assert account.id is not None
+        attach_to_account(host, drafts, account.id)
+        flask.session.clear()
+        flask.session["account_id"] = account.id
+        flask.session["drafts"] = drafts
+        return flask.redirect(next_url, 303)
+
+    @app.get("/langue/<locale>")
+    def choose_language(locale: str) -> flask.Response:
+        """The language switcher: remembered in the session, back to the same page."""
+        if locale in LOCALES:
+            flask.session["locale"] = locale
+        return flask.redirect(_safe_next(flask.request.args.get("suivant", "/")), 303)
+
+    @app.post("/deconnexion")
+    def logout() -> flask.Response:
+        flask.session.clear()
+        return flask.redirect("/", 303)
+
+    @app.get("/mon-espace")
+    def my_space() -> flask.Response:
+        user = current_user()
+        if user is None:
+            return flask.redirect(host.login_url(flask.request.path))
+        with Session(host.engine) as session:
+            dossiers = list(
+                session.exec(
+                    select(Dossier)
+                    .where(Dossier.account_id == user.id)
+                    .order_by(col(Dossier.created_at).desc())
+                )
+            )
+        return render("my_space.html", dossiers=dossiers)
+
+    # ---------------------------------------------------------------- administration
+
+    def require_admin() -> User | flask.Response:
+        user = current_user()
+        if user is None:
+            return flask.redirect(host.login_url(flask.request.full_path.rstrip("?")))
+        if not user.is_admin:
+            return error_page(403, ADMINS_ONLY)
+        return user
+
+    @app.get("/admin")
+    def admin_home() -> flask.Response:
+        user = require_admin()
+        if isinstance(user, flask.Response):
+            return user
+        return render("admin.html")
+
+    @app.route("/admin/plugins", methods=["GET", "POST"])
+    def plugins_page() -> flask.Response:
+        user = require_admin()
+        if isinstance(user, flask.Response):
+            return user
+        notice = error = None
+        if flask.request.method == "POST":
+            name = flask.request.form.get("plugin", "")
+            enable = flask.request.form.get("action") == "enable"
+            try:
+                host.set_enabled(name, enable, actor=user.email)
+                notice = (
+                    N_("Module « %(name)s » activé.", name=name)
+                    if enable
+                    else N_("Module « %(name)s » désactivé.", name=name)
+                )
+            except KeyError:
+                error = N_("Ce module n'est pas installé ou n'a pas pu être chargé.")
+            except Exception as failure:  # setup refused the host: shown, not raised
+                error = N_("Le module n'a pas pu être activé : %(error)s", error=str(failure))
+        return render(
+            "plugins.html",
+            status=400 if error else 200,
+            plugins=host.plugins,
+            disabled=host.disabled_names(),
+            notice=notice,
+            error=error,
+        )
+
+    @app.get("/admin/courriels")
+    def outbox_page() -> flask.Response:
+        user = require_admin()
+        if isinstance(user, flask.Response):
+            return user
+        return render("outbox.html", pending=outbox.pending_summary(host.engine))
+
+    for owned in host.routes:
+        _mount(app, host, owned, contract_request, error_page, current_user)
+    return app
+
+
+def _mount(
+    app: flask.Flask,
+    host: ReferenceHost,
+    owned: OwnedRoute,
+    contract_request: Any,
+    error_page: Any,
+    current_user: Any,
+) -> None:
+    route = owned.route
+
+    def dispatch(**_: Any) -> flask.Response:
+        if not host.is_enabled(owned.plugin_name):
+            flask.abort(404)
+        user = current_user()
+        if route.permission and user is None:
+            return flask.redirect(host.login_url(flask.request.path))
+        if not has_permission(user, route.permission):
+            return error_page(403, ADMINS_ONLY)
+        return to_flask(route.handler(host, contract_request()))
+
+    app.add_url_rule(
+        route.path,
+        endpoint=f"plugin:{owned.plugin_name}:{route.path}",
+        view_func=dispatch,
+        methods=list(route.methods),
+    )
+
+
+def _safe_next(url: str) -> str:
+    """Only same-site paths: no scheme, no host, no ``//`` (open redirect)."""
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
+        return "/"
+    return url

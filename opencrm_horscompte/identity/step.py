@@ -1,0 +1,138 @@
+"""The identity step: when a new dossier's email has an account, propose logging in.
+
+The check is an account-existence oracle by design (the spec asks for it), so it is
+throttled per client address and per browser session, with counters in the database; past
+a limit it behaves exactly as "no account" and emits one audit event per window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+
+from sqlmodel import Session
+
+from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
+from opencrm_horscompte.base.i18n import N_
+from opencrm_horscompte.base.limits import (
+    IDENTITY_CLIENT,
+    IDENTITY_INVITATION,
+    IDENTITY_SESSION,
+    counted,
+    counted_all,
+)
+from opencrm_horscompte.base.models import IdentityChoice
+from opencrm_horscompte.base.paths import DECLINE_PATH
+from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
+from opencrm_horscompte.base.tokens import sign, unsign
+from opencrm_horscompte.hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
+from opencrm_horscompte.settings.store import load_settings
+
+DECLINE_PURPOSE = "identity-decline"
+DECLINE_MAX_AGE_SECONDS = 6 * 3600
+SESSION_ID_KEY = "horscompte.sid"
+INVITATION_MAIL = plugin_mail("invitation", "Invitation à se connecter (mode discret)")
+
+
+def _draft_ref(host: Host, draft: str) -> str:
+    return hmac.new(host.secret_keys[-1], b"draft\0" + draft.encode(), hashlib.sha256).hexdigest()
+
+
+def _session_id(request: Request) -> str:
+    if SESSION_ID_KEY not in request.session:
+        request.session[SESSION_ID_KEY] = secrets.token_urlsafe(18)
+    return str(request.session[SESSION_ID_KEY])
+
+
+def _within_limits(host: Host, session: Session, request: Request) -> bool:
+    """Count this check against the client address and the browser session (both)."""
+    events = [(IDENTITY_CLIENT, request.client_addr), (IDENTITY_SESSION, _session_id(request))]
+    return counted_all(host, session, events)
+
+
+def _invite_by_mail(
+    host: Host, session: Session, email: str, demarche: Demarche, locale: str
+) -> None:
+    """Discreet mode: the address, not the screen, learns that an account exists."""
+    if not counted(host, session, IDENTITY_INVITATION, email_key(email)):
+        return
+    context = {
+        "demarche_title": demarche.title,
+        "login_url": host.absolute_url(host.login_url("/")),
+    }
+    host.queue_mail(session, render_mail(host, email, INVITATION_MAIL, context, locale))
+
+
+def _proposal(
+    host: Host, request: Request, demarche: Demarche, draft: str, next_url: str
+) -> Response:
+    token = sign(host, DECLINE_PURPOSE, {"draft": draft, "next": next_url})
+    body = render_page(
+        host,
+        request,
+        "horscompte/identity_proposal.html",
+        demarche=demarche,
+        login_url=host.login_url(next_url),
+        decline_url=DECLINE_PATH,
+        decline_token=token,
+    )
+    return Response.html(body)
+
+
+def identity_step(
+    host: Host, request: Request, demarche: Demarche, identity: Mapping[str, str]
+) -> IdentityDecision | None:
+    """What ``opencrm_identity_step`` decides; None means "continue" in every quiet case
+    (setting off, logged in, declined, no account, throttled, unusable address)."""
+    draft, next_url = identity.get("draft", ""), identity.get("continue_url", "")
+    if request.user is not None or not demarche.open_without_account or not draft:
+        return None
+    if not next_url.startswith("/") or next_url.startswith("//"):
+        return None
+    try:
+        email = normalize_email(identity.get("email", ""))
+    except InvalidEmail:
+        return None
+    with Session(host.engine) as session:
+        settings = load_settings(session)
+        if not settings.check_account_exists:
+            return None
+        if session.get(IdentityChoice, _draft_ref(host, draft)) is not None:
+            return None
+    with Session(writer(host.engine)) as session, session.begin():
+        if not _within_limits(host, session, request):
+            return None
+    # Outside any transaction: the account source may be a slow directory (LDAP...).
+    if not host.hook.horscompte_account_exists(host=host, email=email):
+        return None
+    if settings.identity_discreet_mode:
+        with Session(writer(host.engine)) as session, session.begin():
+            _invite_by_mail(host, session, email, demarche, request.locale)
+        return None
+    return IdentityDecision("propose_login", _proposal(host, request, demarche, draft, next_url))
+
+
+def decline(host: Host, request: Request) -> Response:
+    """ "Continuer sans compte": remember it for the draft, then go on with the form."""
+    carried = unsign(host, DECLINE_PURPOSE, request.form.get("token", ""), DECLINE_MAX_AGE_SECONDS)
+    if not isinstance(carried, dict):
+        body = render_page(
+            host,
+            request,
+            "horscompte/message.html",
+            title=N_("Ce lien a expiré"),
+            message=N_(
+                "Reprenez votre démarche depuis la page d'accueil : vos saisies sont "
+                "conservées dans votre brouillon."
+            ),
+        )
+        return Response.html(body, status=400)
+    draft, next_url = str(carried["draft"]), str(carried["next"])
+    with Session(writer(host.engine)) as session, session.begin():
+        ref = _draft_ref(host, draft)
+        if session.get(IdentityChoice, ref) is None:
+            session.add(IdentityChoice(draft_ref=ref, choice="declined", at=host.now()))
+    return Response.redirect(next_url)

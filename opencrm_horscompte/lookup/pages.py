@@ -1,0 +1,210 @@
+"""The citizen's pages: find a dossier (``/hors-compte/suivi``), enter the validation code
+(``/hors-compte/validation``), and "tracking code forgotten" (``/hors-compte/code-oublie``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
+from opencrm_horscompte.base.i18n import N_, Message
+from opencrm_horscompte.base.limits import (
+    CHALLENGE_TOKEN_MAX_AGE,
+    FORGOTTEN_CLIENT,
+    FORGOTTEN_EMAIL,
+    counted,
+)
+from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.base.paths import FORGOTTEN_PATH, VALIDATE_PATH
+from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
+from opencrm_horscompte.base.tokens import sign, unsign
+from opencrm_horscompte.hookspecs.horscompte import AuditEvent
+from opencrm_horscompte.hookspecs.host import Host, Request, Response
+from opencrm_horscompte.lookup.grants import grant
+from opencrm_horscompte.lookup.start import LOOKUP_PATH, LookupInputError, read_input, start_lookup
+from opencrm_horscompte.lookup.validation import Outcome, resend, verify
+from opencrm_horscompte.settings.store import load_settings
+from opencrm_horscompte.tracking.codes import format_tracking_code
+
+CHALLENGE_PURPOSE = "challenge"
+FORGOTTEN_MAIL = plugin_mail("forgotten", "Rappel des codes de suivi")
+FORGOTTEN_MISS = "forgotten.miss"
+
+SENT = N_(
+    "Si ces informations correspondent à un dossier, un code de validation vient d'être "
+    "envoyé à l'adresse e-mail indiquée lors du dépôt."
+)
+RESENT = N_(
+    "Si un dossier correspond, un nouveau code vient d'être envoyé ; l'ancien ne sert plus."
+)
+EXPIRED = N_("Votre demande a expiré : saisissez à nouveau votre e-mail et code.")
+FAILURES: dict[str, Message] = {
+    "wrong": N_("Ce code n'est pas le bon. Vérifiez le dernier e-mail reçu et recommencez."),
+    "malformed": N_("Saisissez le code à chiffres reçu par e-mail."),
+    "dead": N_(
+        "Ce code n'est plus valable : il a expiré, a déjà servi, a été remplacé par un "
+        "plus récent ou a reçu trop d'essais. Demandez un nouveau code."
+    ),
+}
+
+
+def _duration(seconds: float) -> Message:
+    if seconds < 90:
+        return N_("%(count)s secondes", count=int(seconds) + 1)
+    minutes = max(1, round(seconds / 60))
+    if minutes < 2:
+        return N_("%(count)s minute", count=minutes)
+    return N_("%(count)s minutes", count=minutes)
+
+
+def _wait_message(outcome: Outcome) -> Message:
+    duration = _duration(outcome.wait.total_seconds())
+    if outcome.kind == "locked":
+        return N_(
+            "Trop de codes erronés : la recherche de ce dossier par code est bloquée "
+            "pendant %(duration)s. Vous pouvez aussi contacter la mairie.",
+            duration=duration,
+        )
+    return N_(
+        "Trop de codes erronés : patientez %(duration)s avant de réessayer.", duration=duration
+    )
+
+
+def _lookup_form(
+    host: Host, request: Request, values: dict[str, str], errors: dict[str, Message], status: int
+) -> Response:
+    body = render_page(
+        host,
+        request,
+        "horscompte/lookup.html",
+        action_url=LOOKUP_PATH,
+        values=values,
+        errors=errors,
+        forgotten_url=FORGOTTEN_PATH,
+    )
+    return Response.html(body, status=status)
+
+
+def _validation_form(
+    host: Host,
+    request: Request,
+    challenge_id: int,
+    *,
+    status: int = 200,
+    expiry: int | None = None,
+    **messages: Any,
+) -> Response:
+    """The code entry page; ``expiry`` (minutes) is told with a code just sent."""
+    body = render_page(
+        host,
+        request,
+        "horscompte/validate.html",
+        token=sign(host, CHALLENGE_PURPOSE, {"challenge": challenge_id}),
+        expiry_minutes=expiry,
+        action_url=VALIDATE_PATH,
+        restart_url=LOOKUP_PATH,
+        notice=messages.get("notice"),
+        error=messages.get("error"),
+    )
+    return Response.html(body, status=status)
+
+
+def lookup(host: Host, request: Request) -> Response:
+    if request.method != "POST":
+        return _lookup_form(host, request, {}, {}, 200)
+    try:
+        typed = read_input(request.form.get("email", ""), request.form.get("tracking_code", ""))
+    except LookupInputError as error:
+        shown = {"email": request.form.get("email", "")[:320]}
+        return _lookup_form(host, request, shown, error.errors, 400)
+    with Session(writer(host.engine)) as session, session.begin():
+        settings = load_settings(session)
+        challenge_id = start_lookup(host, session, settings, typed, request.client_addr)
+    expiry = settings.validation_code_expiry_minutes
+    return _validation_form(host, request, challenge_id, expiry=expiry, notice=SENT)
+
+
+def _challenge_id(host: Host, request: Request) -> int | None:
+    max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
+    carried = unsign(host, CHALLENGE_PURPOSE, request.form.get("token", ""), max_age)
+    value = carried.get("challenge") if isinstance(carried, dict) else None
+    return value if isinstance(value, int) else None
+
+
+def validate(host: Host, request: Request) -> Response:
+    if request.method != "POST":
+        return Response.redirect(LOOKUP_PATH)
+    challenge_id = _challenge_id(host, request)
+    if challenge_id is None:
+        return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
+    if request.form.get("action") == "resend":
+        resent = resend(host, challenge_id)
+        if resent.challenge_id is None:
+            return _lookup_form(host, request, {}, {}, 200)
+        if resent.wait:
+            error = N_(
+                "Un code vient d'être envoyé : patientez %(duration)s avant d'en demander "
+                "un autre.",
+                duration=_duration(resent.wait.total_seconds()),
+            )
+            return _validation_form(host, request, challenge_id, status=429, error=error)
+        return _validation_form(
+            host, request, resent.challenge_id, expiry=resent.expiry_minutes, notice=RESENT
+        )
+    outcome = verify(host, challenge_id, request.form.get("code", ""))
+    if outcome.kind == "granted" and outcome.dossier_id is not None:
+        grant(host, request, outcome.dossier_id)
+        return Response.redirect(host.dossier_url(outcome.dossier_id))
+    message = FAILURES.get(outcome.kind) or _wait_message(outcome)
+    status = 429 if outcome.kind in ("wait", "locked") else 400
+    return _validation_form(host, request, challenge_id, status=status, error=message)
+
+
+def _forgotten_form(host: Host, request: Request, **context: Any) -> Response:
+    context = {"values": {}, "errors": {}, "sent": False, **context}
+    status = 400 if context["errors"] else 200
+    template = "horscompte/forgotten.html"
+    body = render_page(host, request, template, lookup_url=LOOKUP_PATH, **context)
+    return Response.html(body, status=status)
+
+
+def forgotten(host: Host, request: Request) -> Response:
+    """Email in, neutral reply; the mailbox gets the list of its dossiers and their codes."""
+    if request.method != "POST":
+        return _forgotten_form(host, request)
+    try:
+        email = normalize_email(request.form.get("email", ""))
+    except InvalidEmail as error:
+        shown = {"email": request.form.get("email", "")[:320]}
+        return _forgotten_form(host, request, values=shown, errors={"email": error.message})
+    key = email_key(email)
+    with Session(writer(host.engine)) as session, session.begin():
+        rows = list(
+            session.exec(
+                select(TrackingCode)
+                .where(TrackingCode.email_key == key)
+                .order_by(col(TrackingCode.issued_at))
+            )
+        )
+        allowed = counted(host, session, FORGOTTEN_CLIENT, request.client_addr) & counted(
+            host, session, FORGOTTEN_EMAIL, key
+        )
+        if allowed and rows:
+            dossiers = [
+                {
+                    "demarche_title": row.demarche_title,
+                    "date": row.issued_at.strftime("%d/%m/%Y"),
+                    "tracking_code": format_tracking_code(row.code),
+                }
+                for row in rows
+            ]
+            context = {"dossiers": dossiers, "lookup_url": host.absolute_url(LOOKUP_PATH)}
+            mail = render_mail(host, rows[-1].email, FORGOTTEN_MAIL, context, request.locale)
+            host.queue_mail(session, mail)
+        else:
+            event = AuditEvent(FORGOTTEN_MISS, "system", host.now(), {})
+            host.hook.horscompte_audit_event(host=host, session=session, event=event)
+    return _forgotten_form(host, request, sent=True)

@@ -1,0 +1,160 @@
+"""CRM > Administration > Hors-compte: view, preview and save the settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.i18n import N_
+from opencrm_horscompte.base.manifest import load_manifest
+from opencrm_horscompte.base.models import AuditRecord
+from opencrm_horscompte.base.paths import ADMIN_PATH
+from opencrm_horscompte.base.rendering import render_mail, render_page
+from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
+from opencrm_horscompte.lookup.start import LOOKUP_PATH
+from opencrm_horscompte.settings.mail_templates import available_templates
+from opencrm_horscompte.settings.schema import Settings, SettingsError, parse_form
+from opencrm_horscompte.settings.store import SETTINGS_CHANGED, load_settings, save_settings
+from opencrm_horscompte.settings.strength import tracking_strength, validation_strength
+from opencrm_horscompte.tracking.codes import (
+    CodePolicy,
+    generate_tracking_code,
+    generate_validation_code,
+)
+
+PATH = ADMIN_PATH
+TEMPLATE = "horscompte/admin.html"
+FLASH_KEY = "horscompte.flash"
+HISTORY_SIZE = 10
+FLASHES = {
+    "saved": N_("Paramètres enregistrés. Ils s'appliquent aux codes émis à partir de maintenant."),
+    "unchanged": N_("Aucune modification."),
+}
+SAMPLE_ADDRESS = "usager@exemple.fr"
+
+
+def _preview(settings: Settings) -> dict[str, Any]:
+    policy = CodePolicy.from_settings(settings)
+    tracking = tracking_strength(policy)
+    validation = validation_strength(settings.validation_code_length)
+    return {
+        "tracking_sample": generate_tracking_code(policy),
+        "validation_sample": generate_validation_code(settings.validation_code_length),
+        "tracking": tracking,
+        "validation": validation,
+        # Messages at the top of a dict, where the page's locale translates them.
+        "tracking_summary": tracking.summary,
+        "validation_summary": validation.summary,
+    }
+
+
+@dataclass(frozen=True)
+class MailPreview:
+    template: MailTemplate
+    mail: MailMessage | None
+    error: str | None = None
+
+
+def _mail_previews(
+    host: Host, templates: list[MailTemplate], settings: Settings, locale: str
+) -> list[MailPreview]:
+    """Each template rendered with sample values; a broken one shows its error, not a 500."""
+    context = {
+        "code": generate_validation_code(settings.validation_code_length),
+        "expiry_minutes": settings.validation_code_expiry_minutes,
+        "demarche_title": N_("Signaler un problème de voirie (exemple)"),
+        "lookup_url": host.absolute_url(LOOKUP_PATH),
+    }
+    previews = []
+    for template in templates:
+        try:
+            previews.append(
+                MailPreview(template, render_mail(host, SAMPLE_ADDRESS, template, context, locale))
+            )
+        except Exception as error:  # a host or third-party template: report, don't crash
+            previews.append(MailPreview(template, None, f"{type(error).__name__}: {error}"))
+    return previews
+
+
+def _history(session: Session) -> list[dict[str, Any]]:
+    records = session.exec(
+        select(AuditRecord)
+        .where(AuditRecord.kind == SETTINGS_CHANGED)
+        .order_by(col(AuditRecord.id).desc())
+        .limit(HISTORY_SIZE)
+    )
+    return [{"actor": r.actor, "at": r.at, "changes": json.loads(r.details_json)} for r in records]
+
+
+def _page(
+    host: Host,
+    request: Request,
+    session: Session,
+    values: dict[str, Any],
+    *,
+    errors: dict[str, str] | None = None,
+    preview_of: Settings | None = None,
+    previewing: bool = False,
+    status: int = 200,
+) -> Response:
+    templates = available_templates(host)
+    shown = preview_of or load_settings(session)
+    body = render_page(
+        host,
+        request,
+        TEMPLATE,
+        action_url=ADMIN_PATH,
+        manifest=load_manifest(),
+        labels={spec.key: spec.label for spec in load_manifest().settings},
+        values=values,
+        errors=errors or {},
+        templates=templates,
+        mail_previews=_mail_previews(host, templates, shown, request.locale),
+        preview=_preview(preview_of) if preview_of else None,
+        previewing=previewing,
+        history=_history(session),
+        flash=FLASHES.get(request.session.pop(FLASH_KEY, None) or ""),
+    )
+    return Response.html(body, status=status)
+
+
+def _submitted_values(form: dict[str, str] | Any) -> dict[str, Any]:
+    """What the admin typed, to show it back untouched next to the errors."""
+    return {
+        spec.key: (spec.key in form) if spec.type == "bool" else form.get(spec.key, "")
+        for spec in load_manifest().settings
+    }
+
+
+def handle(host: Host, request: Request) -> Response:
+    if request.user is None or not request.user.is_admin:
+        body = render_page(
+            host,
+            request,
+            "horscompte/message.html",
+            title=N_("Accès refusé"),
+            message=N_("Cette page est réservée aux administrateurs."),
+        )
+        return Response.html(body, status=403)
+    with Session(host.engine) as session:
+        if request.method != "POST":
+            current = load_settings(session)
+            return _page(host, request, session, current.as_dict(), preview_of=current)
+        template_keys = [template.key for template in available_templates(host)]
+        try:
+            submitted = parse_form(request.form, template_keys)
+        except SettingsError as error:
+            values = _submitted_values(request.form)
+            return _page(host, request, session, values, errors=error.errors, status=400)
+        if request.form.get("action") == "preview":
+            return _page(
+                host, request, session, submitted.as_dict(), preview_of=submitted, previewing=True
+            )
+    with Session(writer(host.engine)) as session, session.begin():
+        changes = save_settings(host, session, submitted, actor=request.user.email)
+    request.session[FLASH_KEY] = "saved" if changes else "unchanged"
+    return Response.redirect(PATH)

@@ -1,0 +1,27 @@
+"""The mail templates an admin can choose for "Mail de validation"."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from opencrm_horscompte.base.rendering import plugin_mail
+from opencrm_horscompte.hookspecs.host import Host, MailTemplate
+
+DEFAULT_VALIDATION_TEMPLATE = replace(
+    plugin_mail("validation", "Code de validation (modèle par défaut du module Hors-compte)"),
+    key="horscompte.validation",
+)
+
+
+def available_templates(host: Host) -> list[MailTemplate]:
+    """Templates from ``opencrm_mail_templates`` then ``horscompte_validation_mail_templates``,
+    first contribution of a key wins."""
+    contributed = [
+        *host.hook.opencrm_mail_templates(host=host),
+        *host.hook.horscompte_validation_mail_templates(host=host),
+    ]
+    by_key: dict[str, MailTemplate] = {}
+    for templates in contributed:
+        for template in templates or ():
+            by_key.setdefault(template.key, template)
+    return list(by_key.values())

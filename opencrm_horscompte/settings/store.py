@@ -1,0 +1,79 @@
+"""Load and save the settings in the database; every change is audited."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from opencrm_horscompte.base.models import SettingRow
+from opencrm_horscompte.hookspecs.horscompte import AuditEvent
+from opencrm_horscompte.hookspecs.host import Host
+from opencrm_horscompte.settings.schema import (
+    TRACKING_CLASS_KEYS,
+    Settings,
+    SettingsError,
+    check_values,
+    setting_keys,
+)
+
+SETTINGS_CHANGED = "settings.changed"
+
+
+_SAVED = select(SettingRow.__table__.c.key, SettingRow.__table__.c.value_json)
+
+
+def load_settings(session: Session, template_keys: list[str] | None = None) -> Settings:
+    """The settings in force: saved values over the manifest defaults.
+
+    A saved value the current manifest no longer accepts (bounds narrowed by an upgrade)
+    falls back to its default rather than breaking deposits. Read on every use (workers
+    share them through the database); parsing is cached per distinct saved content.
+    """
+    saved = tuple(sorted((key, value) for key, value in session.connection().execute(_SAVED)))
+    return _settings_from(saved, tuple(template_keys) if template_keys is not None else None)
+
+
+@lru_cache(maxsize=16)
+def _settings_from(
+    saved: tuple[tuple[str, str], ...], template_keys: tuple[str, ...] | None
+) -> Settings:
+    defaults = Settings.defaults()
+    values: dict[str, Any] = defaults.as_dict()
+    keys = set(setting_keys())
+    for key, value_json in saved:
+        if key in keys:
+            values[key] = json.loads(value_json)
+    choices = template_keys if template_keys is not None else [values["validation_mail_template"]]
+    try:
+        return check_values(values, choices)
+    except SettingsError as error:
+        broken = set(error.errors)
+        if "tracking_code_classes" in broken:
+            broken |= set(TRACKING_CLASS_KEYS)
+        return defaults.replace(**{k: v for k, v in values.items() if k not in broken})
+
+
+def save_settings(host: Host, session: Session, new: Settings, actor: str) -> dict[str, list[Any]]:
+    """Persist what changed in ``session``'s transaction and emit one audit event.
+
+    :return: ``{key: [old, new]}`` for each changed key (empty when nothing changed).
+    """
+    current = load_settings(session, template_keys=[new.validation_mail_template])
+    now = host.now()
+    changes: dict[str, list[Any]] = {}
+    for key, value in new.as_dict().items():
+        old = getattr(current, key)
+        if old == value:
+            continue
+        changes[key] = [old, value]
+        session.merge(
+            SettingRow(key=key, value_json=json.dumps(value), updated_at=now, updated_by=actor)
+        )
+    if changes:
+        event = AuditEvent(kind=SETTINGS_CHANGED, actor=actor, at=now, details=changes)
+        host.hook.horscompte_audit_event(host=host, session=session, event=event)
+    return changes

@@ -1,0 +1,1 @@
+"""Tracking codes (generation, normalisation, display) and the deposit pipeline."""
