@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
+from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.throttle import Limit, hit_many, throttle_key
-from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import Host
 
 THROTTLE_REFUSED = "throttle.refused"
@@ -61,7 +61,6 @@ def counted_all(host: Host, session: Session, events: Sequence[tuple[Limit, str]
     allowed = True
     for (_, limit), result in zip(keyed, hit_many(session, keyed, host.now()), strict=True):
         if result.first_refusal:
-            event = AuditEvent(THROTTLE_REFUSED, "system", host.now(), {"scope": limit.scope})
-            host.hook.horscompte_audit_event(host=host, session=session, event=event)
+            PluginHooks(host).audit(session, THROTTLE_REFUSED, {"scope": limit.scope})
         allowed = allowed and result.allowed
     return allowed

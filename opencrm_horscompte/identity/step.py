@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
+from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.limits import (
     IDENTITY_CLIENT,
@@ -106,7 +107,7 @@ def identity_step(
         if not _within_limits(host, session, request):
             return None
     # Outside any transaction: the account source may be a slow directory (LDAP...).
-    if not host.hook.horscompte_account_exists(host=host, email=email):
+    if not PluginHooks(host).account_exists(email):
         return None
     if settings.identity_discreet_mode:
         with Session(writer(host.engine)) as session, session.begin():

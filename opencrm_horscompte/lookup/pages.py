@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
+from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import N_, Message
 from opencrm_horscompte.base.limits import (
     CHALLENGE_TOKEN_MAX_AGE,
@@ -21,7 +22,6 @@ from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.paths import FORGOTTEN_PATH, VALIDATE_PATH
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
-from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import Host, Request, Response
 from opencrm_horscompte.lookup.grants import grant
 from opencrm_horscompte.lookup.start import LOOKUP_PATH, LookupInputError, read_input, start_lookup
@@ -205,6 +205,5 @@ def forgotten(host: Host, request: Request) -> Response:
             mail = render_mail(host, rows[-1].email, FORGOTTEN_MAIL, context, request.locale)
             host.queue_mail(session, mail)
         else:
-            event = AuditEvent(FORGOTTEN_MISS, "system", host.now(), {})
-            host.hook.horscompte_audit_event(host=host, session=session, event=event)
+            PluginHooks(host).audit(session, FORGOTTEN_MISS)
     return _forgotten_form(host, request, sent=True)

@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
+from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import N_, Message
 from opencrm_horscompte.base.limits import (
     LOOKUP_CLIENT,
@@ -32,7 +33,6 @@ from opencrm_horscompte.base.models import Challenge, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import render_mail
 from opencrm_horscompte.base.throttle import throttle_key
-from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import Host, MailTemplate
 from opencrm_horscompte.settings.mail_templates import (
     DEFAULT_VALIDATION_TEMPLATE,
@@ -205,8 +205,7 @@ def send_code(
         mail = render_mail(host, target.email, template, context, target.locale)
         host.queue_mail(session, mail)
     else:
-        event = AuditEvent(LOOKUP_MISS, "system", host.now(), {"challenge": challenge_id})
-        host.hook.horscompte_audit_event(host=host, session=session, event=event)
+        PluginHooks(host).audit(session, LOOKUP_MISS, {"challenge": challenge_id})
     return challenge_id
 
 

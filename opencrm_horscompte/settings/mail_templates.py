@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.rendering import plugin_mail
 from opencrm_horscompte.hookspecs.host import Host, MailTemplate
 
@@ -16,12 +17,7 @@ DEFAULT_VALIDATION_TEMPLATE = replace(
 def available_templates(host: Host) -> list[MailTemplate]:
     """Templates from ``opencrm_mail_templates`` then ``horscompte_validation_mail_templates``,
     first contribution of a key wins."""
-    contributed = [
-        *host.hook.opencrm_mail_templates(host=host),
-        *host.hook.horscompte_validation_mail_templates(host=host),
-    ]
     by_key: dict[str, MailTemplate] = {}
-    for templates in contributed:
-        for template in templates or ():
-            by_key.setdefault(template.key, template)
+    for template in PluginHooks(host).mail_templates():
+        by_key.setdefault(template.key, template)
     return list(by_key.values())

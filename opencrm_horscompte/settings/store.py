@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
+from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import SettingRow
-from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import Host
 from opencrm_horscompte.settings.schema import (
     TRACKING_CLASS_KEYS,
@@ -74,6 +74,5 @@ def save_settings(host: Host, session: Session, new: Settings, actor: str) -> di
             SettingRow(key=key, value_json=json.dumps(value), updated_at=now, updated_by=actor)
         )
     if changes:
-        event = AuditEvent(kind=SETTINGS_CHANGED, actor=actor, at=now, details=changes)
-        host.hook.horscompte_audit_event(host=host, session=session, event=event)
+        PluginHooks(host).audit(session, SETTINGS_CHANGED, changes, actor=actor)
     return changes

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.base.db import upsert_insert
 from opencrm_horscompte.base.emails import email_key_or_blank
+from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
@@ -33,7 +34,7 @@ class TrackingCodeSpaceExhausted(RuntimeError):
 
 
 def _candidate(host: Host, settings: Settings) -> str:
-    code = host.hook.horscompte_generate_tracking_code(host=host, settings=settings)
+    code = PluginHooks(host).generate_tracking_code(settings)
     if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_LENGTH:
         raise ValueError(f"tracking code generator returned an unusable value: {code!r}")
     return code

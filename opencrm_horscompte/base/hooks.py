@@ -1,0 +1,60 @@
+"""Typed calls of the hooks the plugin itself calls, over ``host.hook`` (in the manner of
+tox's plugin manager): one place states each hook's arguments and what comes back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from opencrm_horscompte.hookspecs.horscompte import AuditEvent
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from opencrm_horscompte.hookspecs.host import Host, MailTemplate
+    from opencrm_horscompte.settings.schema import Settings
+
+SYSTEM_ACTOR = "system"
+
+
+class PluginHooks:
+    """``PluginHooks(host).audit(...)`` instead of ``host.hook.horscompte_audit_event(...)``."""
+
+    __slots__ = ("_host",)
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def audit(
+        self,
+        session: Session,
+        kind: str,
+        details: Mapping[str, Any] | None = None,
+        actor: str = SYSTEM_ACTOR,
+    ) -> None:
+        """Record an :class:`AuditEvent` at the host's ``now()`` in ``session``'s
+        transaction (``horscompte_audit_event``, every implementation)."""
+        host = self._host
+        event = AuditEvent(kind, actor, host.now(), dict(details or {}))
+        host.hook.horscompte_audit_event(host=host, session=session, event=event)
+
+    def generate_tracking_code(self, settings: Settings) -> object:
+        """A candidate tracking code (``horscompte_generate_tracking_code``, firstresult);
+        the caller checks it."""
+        host = self._host
+        return host.hook.horscompte_generate_tracking_code(host=host, settings=settings)
+
+    def account_exists(self, email: str) -> bool:
+        """``horscompte_account_exists`` (firstresult); no answer means no account."""
+        host = self._host
+        return bool(host.hook.horscompte_account_exists(host=host, email=email))
+
+    def mail_templates(self) -> list[MailTemplate]:
+        """``opencrm_mail_templates`` then ``horscompte_validation_mail_templates``, every
+        contribution flattened in hook order."""
+        host = self._host
+        contributed = [
+            *host.hook.opencrm_mail_templates(host=host),
+            *host.hook.horscompte_validation_mail_templates(host=host),
+        ]
+        return [template for templates in contributed for template in templates or ()]
