@@ -13,9 +13,14 @@ from sqlmodel import Session, SQLModel
 
 from opencrm_horscompte.base.audit import store_event
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
-from opencrm_horscompte.base.models import PLUGIN_TABLES, TrackingCode
-from opencrm_horscompte.base.paths import ADMIN_PATH, LOOKUP_PATH
-from opencrm_horscompte.base.rendering import render_fragment
+from opencrm_horscompte.base.models import PLUGIN_TABLES
+from opencrm_horscompte.base.paths import (
+    ADMIN_PATH,
+    DECLINE_PATH,
+    FORGOTTEN_PATH,
+    LOOKUP_PATH,
+    VALIDATE_PATH,
+)
 from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import (
@@ -32,8 +37,7 @@ from opencrm_horscompte.hookspecs.host import (
     User,
     hookimpl,
 )
-from opencrm_horscompte.identity import step as identity
-from opencrm_horscompte.identity.step import identity_step
+from opencrm_horscompte.identity.step import decline, identity_step
 from opencrm_horscompte.lookup import pages as lookup_pages
 from opencrm_horscompte.lookup.grants import has_grant
 from opencrm_horscompte.lookup.purge import PURGE_EVERY_SECONDS, purge_expired_state
@@ -43,9 +47,9 @@ from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.tracking import deposit
 from opencrm_horscompte.tracking.codes import (
     CodePolicy,
-    format_tracking_code,
     generate_tracking_code,
 )
+from opencrm_horscompte.tracking.receipt import receipt_fragments
 
 
 @hookimpl
@@ -71,11 +75,11 @@ def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
 @hookimpl
 def opencrm_routes(host: Host) -> list[Route]:
     return [
-        Route(("GET", "POST"), admin_page.PATH, admin_page.handle, permission="admin"),
-        Route(("POST",), identity.DECLINE_PATH, identity.decline),
-        Route(("GET", "POST"), lookup_pages.LOOKUP_PATH, lookup_pages.lookup),
-        Route(("GET", "POST"), lookup_pages.VALIDATE_PATH, lookup_pages.validate),
-        Route(("GET", "POST"), lookup_pages.FORGOTTEN_PATH, lookup_pages.forgotten),
+        Route(("GET", "POST"), ADMIN_PATH, admin_page.handle, permission="admin"),
+        Route(("POST",), DECLINE_PATH, decline),
+        Route(("GET", "POST"), LOOKUP_PATH, lookup_pages.lookup),
+        Route(("GET", "POST"), VALIDATE_PATH, lookup_pages.validate),
+        Route(("GET", "POST"), FORGOTTEN_PATH, lookup_pages.forgotten),
     ]
 
 
@@ -93,15 +97,7 @@ def opencrm_deposit(host: Host, session: Session, dossier: Dossier) -> None:
 
 @hookimpl
 def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> list[str]:
-    with Session(host.engine) as session:
-        row = session.get(TrackingCode, dossier.id)
-    if row is None:
-        return []
-    context = {
-        "tracking_code": format_tracking_code(row.code),
-        "lookup_url": lookup_pages.LOOKUP_PATH,
-    }
-    return [render_fragment(host, "horscompte/receipt.html", context, request.locale)]
+    return receipt_fragments(host, request, dossier)
 
 
 @hookimpl

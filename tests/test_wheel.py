@@ -127,14 +127,14 @@ def test_wheel_ships_the_reference_host_templates_and_static(
     wheel_names: set[str], source: Path
 ) -> None:
     package = source / "opencrm_horscompte"
-    refhost = package / "refhost"
+    refhost = package / "host_kit" / "refhost"
     for folder in ("templates", "static"):
         files = [path for path in (refhost / folder).rglob("*") if path.is_file()]
         assert files, folder
         for path in files:
             name = "opencrm_horscompte/" + path.relative_to(package).as_posix()
             assert name in wheel_names, f"reference host file missing from the wheel: {name}"
-    assert "opencrm_horscompte/refhost/templates/opencrm/layout.html" in wheel_names
+    assert "opencrm_horscompte/host_kit/refhost/templates/opencrm/layout.html" in wheel_names
 
 
 def test_wheel_ships_every_module_the_entry_point_and_no_tests(

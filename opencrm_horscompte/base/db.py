@@ -11,10 +11,11 @@ PostgreSQL :func:`writer` changes nothing.
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Column, DateTime, Dialect, Table, TypeDecorator, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import create_engine
@@ -66,3 +67,29 @@ def upsert_insert(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
             raise RuntimeError(f"SQLite >= 3.35 is needed (RETURNING), {sqlite3.sqlite_version}")
         return sqlite.insert(table)
     raise NotImplementedError(f"the plugin supports SQLite and PostgreSQL, not {name}")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """The one timestamp column type of the plugin and the reference host:
+    ``DateTime(timezone=True)`` that refuses naive datetimes (their zone is unknown) and
+    always reads back aware UTC (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def timestamp_column(*, nullable: bool = False, index: bool = False) -> Column[datetime]:
+    """A :class:`UTCDateTime` column for a table model (``Field(sa_column=...)``)."""
+    return Column(UTCDateTime, nullable=nullable, index=index)

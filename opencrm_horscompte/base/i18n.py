@@ -91,10 +91,6 @@ def translate(value: Any, locale: str) -> str:
     return translations(locale).gettext(str(value))
 
 
-def translate_all(messages: Mapping[str, Any], locale: str) -> dict[str, str]:
-    return {key: translate(value, locale) for key, value in messages.items()}
-
-
 def localized(context: Mapping[str, Any], locale: str) -> dict[str, Any]:
     """``context`` for a template: messages translated, also inside dicts (form errors)."""
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Text
+from sqlalchemy import Column, Text
 from sqlmodel import Field, SQLModel
+
+from opencrm_horscompte.base.db import timestamp_column
 
 
 def utc(value: datetime) -> datetime:
     """``value`` as an aware UTC datetime (SQLite hands back naive ones)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _timestamp() -> Column:  # type: ignore[type-arg]
-    return Column(DateTime(timezone=True), nullable=False)
 
 
 class SettingRow(SQLModel, table=True):
@@ -24,7 +22,7 @@ class SettingRow(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     value_json: str = Field(sa_column=Column(Text, nullable=False))
-    updated_at: datetime = Field(sa_column=_timestamp())
+    updated_at: datetime = Field(sa_column=timestamp_column())
     updated_by: str = Field(max_length=320)
 
 
@@ -39,7 +37,7 @@ class TrackingCode(SQLModel, table=True):
     dossier_id: int = Field(primary_key=True)
     code: str = Field(max_length=64, unique=True)
     policy_json: str = Field(sa_column=Column(Text, nullable=False))
-    issued_at: datetime = Field(sa_column=_timestamp())
+    issued_at: datetime = Field(sa_column=timestamp_column())
     email: str = Field(max_length=320)
     email_key: str = Field(max_length=320, index=True)
     demarche_title: str = Field(max_length=200)
@@ -54,7 +52,7 @@ class AuditRecord(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=64, index=True)
     actor: str = Field(max_length=320)
-    at: datetime = Field(sa_column=_timestamp())
+    at: datetime = Field(sa_column=timestamp_column())
     details_json: str = Field(sa_column=Column(Text, nullable=False))
 
 
@@ -65,8 +63,8 @@ class ThrottleCounter(SQLModel, table=True):
     __tablename__ = "horscompte_throttle"
 
     key: str = Field(primary_key=True, max_length=64)
-    window_start: datetime = Field(sa_column=_timestamp())
-    expires_at: datetime = Field(sa_column=_timestamp())
+    window_start: datetime = Field(sa_column=timestamp_column())
+    expires_at: datetime = Field(sa_column=timestamp_column())
     count: int
 
 
@@ -78,7 +76,7 @@ class IdentityChoice(SQLModel, table=True):
 
     draft_ref: str = Field(primary_key=True, max_length=64)
     choice: str = Field(max_length=16)
-    at: datetime = Field(sa_column=_timestamp())
+    at: datetime = Field(sa_column=timestamp_column())
 
 
 class Challenge(SQLModel, table=True):
@@ -92,12 +90,10 @@ class Challenge(SQLModel, table=True):
     dossier_id: int | None = Field(default=None, index=True)
     guard_key: str = Field(max_length=64, index=True)
     code_hmac: str = Field(max_length=64)
-    created_at: datetime = Field(sa_column=_timestamp())
-    expires_at: datetime = Field(sa_column=_timestamp())
+    created_at: datetime = Field(sa_column=timestamp_column())
+    expires_at: datetime = Field(sa_column=timestamp_column())
     attempts: int = 0
-    consumed_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
-    )
+    consumed_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
 class FailureGuard(SQLModel, table=True):
@@ -108,7 +104,7 @@ class FailureGuard(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     failures: int = 0
-    not_before: datetime = Field(sa_column=_timestamp())
+    not_before: datetime = Field(sa_column=timestamp_column())
 
 
 PLUGIN_TABLES = [

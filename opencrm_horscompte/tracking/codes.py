@@ -59,7 +59,6 @@ as typed, so the code simply does not match.
 
 from __future__ import annotations
 
-import math
 import secrets
 import string
 import unicodedata
@@ -238,11 +237,6 @@ def count_covering_strings(class_sizes: tuple[int, ...], length: int) -> int:
 def count_valid_codes(policy: CodePolicy) -> int:
     """The exact number of codes :func:`generate_tracking_code` can return."""
     return count_covering_strings(tuple(len(chars) for chars in policy.classes()), policy.length)
-
-
-def strength_bits(policy: CodePolicy) -> float:
-    count = count_valid_codes(policy)
-    return math.log2(count) if count > 0 else 0.0
 
 
 def generate_validation_code(length: int) -> str:

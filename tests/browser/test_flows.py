@@ -163,7 +163,7 @@ def test_lookup_with_the_validation_code_from_the_mail(
     live.deliver()  # the acknowledgment
 
     page.goto("/")
-    page.get_by_role("link", name="Suivre un dossier avec votre code de suivi").click()
+    page.get_by_role("main").get_by_role("link", name="Suivre un dossier", exact=True).click()
     expect(h1(page)).to_have_text("Suivre un dossier déposé sans compte")
     check_a11y(page)
     shoot(page, "lookup")

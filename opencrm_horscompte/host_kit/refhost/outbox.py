@@ -15,8 +15,9 @@ A transport failure never raises out of :func:`deliver_due`: the mail stays queu
 error (shown to admins through :func:`pending_summary`) and is retried later. Delivery is
 at-least-once: a worker that dies between sending and recording resends after the lease.
 
-All datetimes are timezone-aware UTC. SQLite stores them without an offset; the
-:class:`UTCDateTime` column type converts to UTC on write and re-attaches UTC on read.
+All datetimes are timezone-aware UTC. SQLite stores them without an offset; the column
+type ``opencrm_horscompte.base.db.UTCDateTime`` converts to UTC on write and re-attaches
+UTC on read.
 """
 
 import logging
@@ -33,12 +34,12 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import Column, DateTime, Dialect, Text, TypeDecorator, bindparam, insert, update
+from sqlalchemy import Column, Text, bindparam, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.db import timestamp_column, writer
 from opencrm_horscompte.hookspecs.host import HEADER_FORBIDDEN, MailMessage
 
 logger = logging.getLogger(__name__)
@@ -55,23 +56,6 @@ _BATCH_TIME_BUDGET_SECONDS = CLAIM_LEASE.total_seconds() / 2
 # --------------------------------------------------------------------------- table
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """``DateTime(timezone=True)`` that only accepts aware datetimes and always reads UTC."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else as_utc(value)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
 class OutboxMail(SQLModel, table=True):
     """One queued mail; ``sent_at`` is set once delivered, ``last_error`` while it fails."""
 
@@ -82,11 +66,11 @@ class OutboxMail(SQLModel, table=True):
     subject: str = Field(sa_column=Column(Text, nullable=False))
     text: str = Field(sa_column=Column(Text, nullable=False))
     html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
-    next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
+    created_at: datetime = Field(sa_column=timestamp_column())
+    next_attempt_at: datetime = Field(sa_column=timestamp_column(index=True))
     attempts: int = Field(default=0, nullable=False)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    sent_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
 def as_utc(moment: datetime) -> datetime:
