@@ -33,6 +33,22 @@ def test_every_user_facing_string_is_in_the_catalog(locale: str) -> None:
     assert catalogs.missing(catalogs.extract(), locale) == []
 
 
+def test_extraction_reads_every_template_that_has_text() -> None:
+    """A template moved out of the extractor's paths would silently leave the catalogs."""
+    extracted = {location for message in catalogs.extract() for location, _ in message.locations}
+    templates = [
+        path
+        for path in ROOT.glob("**/templates/**/*")
+        if path.suffix in (".html", ".txt")
+        and ".venv" not in path.parts
+        and "examples" not in path.parts
+        and re.search(r"\b_\(|\{% trans", path.read_text("utf-8"))
+    ]
+    assert len(templates) > 10
+    for path in templates:
+        assert str(path.relative_to(ROOT)) in extracted, path
+
+
 def test_compiled_catalogs_match_their_sources() -> None:
     for message in catalogs.load("en"):
         if message.id and message.string:
