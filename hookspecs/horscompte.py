@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import jinja2
     from sqlalchemy.orm import Session
 
     from opencrm_horscompte.hookspecs.host import Host, MailTemplate
@@ -86,9 +87,27 @@ def horscompte_validation_mail_templates(host: Host) -> list[MailTemplate]:
     """Mail templates meant for the validation code mail, besides the host's.
 
     :param host: the host.
-    :return: a list of ``MailTemplate``. Their text is rendered with ``code``,
-        ``expiry_minutes``, ``demarche_title`` and ``lookup_url``.
+    :return: a list of ``MailTemplate``. Their subject, text and HTML parts are rendered
+        with ``code``, ``expiry_minutes``, ``demarche_title`` and ``lookup_url``
+        (autoescaped in the HTML part), with Jinja2's i18n extension in the dossier's
+        language. Their template names must be found by a loader: ship them with
+        ``horscompte_template_loader``.
 
     Not firstresult: the "Mail de validation" select lists every implementation's templates
     after those of ``opencrm_mail_templates``.
+    """
+
+
+@hookspec
+def horscompte_template_loader(host: Host) -> jinja2.BaseLoader | None:
+    """A Jinja2 loader for another plugin's templates (the mail templates it offers...).
+
+    :param host: the host.
+    :return: a ``jinja2.BaseLoader``, or None. Return the same object on every call (a
+        module-level ``jinja2.PackageLoader``, say): environments are cached per set of
+        loaders.
+
+    Not firstresult: every loader returned is searched, after the host's
+    ``template_loader`` (so a host still overrides any template) and before the plugin's
+    own templates. Called whenever the plugin renders a page or a mail.
     """

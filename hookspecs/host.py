@@ -54,6 +54,11 @@ class User:
 class Request:
     """One HTTP request, framework-free.
 
+    ``query`` and ``form`` hold one value per name (the first, when a name repeats: the
+    plugin's forms never repeat one). ``headers`` may use any case for its keys (WSGI,
+    ASGI and frameworks differ): read them with :meth:`header`. ``client_addr`` is the
+    client's address as the host trusts it (behind a proxy: the address the trusted proxy
+    reports, not the raw ``X-Forwarded-For``); the plugin's throttles count per address.
     ``session`` is the host's signed session mapping (writes persist with the response).
     ``csrf_token`` is the token the host expects in the ``csrf_token`` field of any unsafe
     request: the host rejects a POST whose token does not match *before* calling a handler,
@@ -70,6 +75,14 @@ class Request:
     user: User | None = None
     locale: str = "fr"
     csrf_token: str = ""
+
+    def header(self, name: str, default: str = "") -> str:
+        """The value of header ``name``, whatever the case of the host's keys."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return default
 
 
 @dataclass(frozen=True)
@@ -95,12 +108,20 @@ Handler = Callable[["Host", Request], Response]
 @dataclass(frozen=True)
 class Route:
     """A page a plugin serves. ``permission`` is enforced by the host before dispatch:
-    ``None`` (anyone), ``"user"`` (any logged-in user) or ``"admin"``."""
+    ``None`` (anyone), ``"user"`` (any logged-in user) or ``"admin"``.
+
+    ``plugin`` is the name of the plugin that serves the route (its registered name, which
+    the loader makes the entry point's name). A plugin may leave it ``None``: a host
+    collects routes with :func:`opencrm_horscompte.host_kit.loader.collect_routes`, which
+    fills it in from the hook implementation, so that a request to a disabled plugin's
+    route can answer 404 without asking pluggy.
+    """
 
     methods: tuple[str, ...]
     path: str
     handler: Handler
     permission: Literal["user", "admin"] | None = None
+    plugin: str | None = None
 
 
 @dataclass(frozen=True)

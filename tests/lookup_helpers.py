@@ -1,5 +1,6 @@
-"""Helpers for the dossier-lookup tests (``/hors-compte/suivi`` and what follows), driven
-through the reference host over HTTP."""
+"""Test helpers shared by the HTTP tests of the reference host: deposit a dossier through
+its pages, read rows and mails, find the validation code in a mail, drive the lookup
+(``/hors-compte/suivi`` and what follows). One copy of each, for every test module."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ EMAIL = "lea.dupont@exemple.fr"
 STRANGER = "personne.inconnue@exemple.fr"
 ANSWERS = {"subject": "Lampadaire éteint rue des Lilas", "message": "Depuis lundi."}
 
-# A validation code stands alone on its line in the default template (and in the test one).
-_CODE_LINE = re.compile(r"^\s*(\d{6,14})\s*$", re.MULTILINE)
+# A validation code stands alone on its line (indented) in the default template and in the
+# test ones; a grouped tracking code has dashes, so it never matches.
+CODE_LINE = re.compile(r"^[ \t]*(\d{6,14})[ \t]*\r?$", re.MULTILINE)
 _HIDDEN_VALUE = re.compile(r'(<input type="hidden" name="[^"]+" value=")[^"]*(")')
 
 
@@ -33,28 +35,35 @@ _HIDDEN_VALUE = re.compile(r'(<input type="hidden" name="[^"]+" value=")[^"]*(")
 class Deposited:
     dossier_id: int
     code: str  # as stored, no separators
-    email: str
+    email: str  # as stored on the dossier
+    receipt: Any  # the receipt page the deposit led to
 
 
 def deposit(
-    client: Any, host: Any, email: str = EMAIL, slug: str = "signalement-voirie"
+    client: Any,
+    host: Any,
+    email: str = EMAIL,
+    slug: str = "signalement-voirie",
+    first_name: str = "Léa",
 ) -> Deposited:
-    """Deposit a dossier without an account through the host's pages."""
+    """Deposit a dossier without an account through the host's pages (identity screen, form,
+    receipt); its tracking code as stored."""
     start = f"/demarches/{slug}/nouveau"
     assert client.get(start).status_code == 200
-    identity = {"last_name": "Dupont", "first_name": "Léa", "email": email}
+    identity = {"last_name": "Dupont", "first_name": first_name, "email": email}
     response = post(client, start, identity)
     assert response.status_code == 303, response.text
     form_url = response.headers["Location"]
     response = post(client, form_url, {**ANSWERS, "action": "deposit"})
     assert response.status_code == 303, response.text
+    receipt = client.get(response.headers["Location"])
     draft_key = form_url.rsplit("/", 1)[-1]
     with Session(host.engine) as session:
         dossier = session.exec(select(Dossier).where(Dossier.draft_key == draft_key)).one()
         assert dossier.id is not None
         row = session.get(TrackingCode, dossier.id)
         assert row is not None
-        return Deposited(dossier.id, row.code, row.email)
+        return Deposited(dossier.id, row.code, row.email, receipt)
 
 
 def rows(host: Any, model: Any) -> list[Any]:
@@ -77,11 +86,11 @@ def mails(host: Any) -> list[OutboxMail]:
 
 
 def validation_mails(host: Any) -> list[OutboxMail]:
-    return [mail for mail in mails(host) if _CODE_LINE.search(mail.text)]
+    return [mail for mail in mails(host) if CODE_LINE.search(mail.text)]
 
 
 def code_in(text: str) -> str:
-    match = _CODE_LINE.search(text)
+    match = CODE_LINE.search(text)
     assert match, text
     return match.group(1)
 

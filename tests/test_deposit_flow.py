@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from conftest import ADMIN, login, post
-from sqlmodel import Session, select
+from lookup_helpers import deposit
+from lookup_helpers import rows as all_rows
+from sqlmodel import Session
 
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.hookspecs.host import hookimpl
@@ -33,20 +35,8 @@ def start_draft(client: Any, slug: str = "signalement-voirie") -> str:
     return response.headers["Location"]
 
 
-def deposit_through_http(client: Any) -> Any:
-    form_url = start_draft(client)
-    response = post(client, form_url, {**ANSWERS, "action": "deposit"})
-    assert response.status_code == 303, response.text
-    return client.get(response.headers["Location"])
-
-
-def all_rows(host: Any, model: Any) -> list[Any]:
-    with Session(host.engine) as session:
-        return list(session.exec(select(model)))
-
-
 def test_deposit_shows_and_mails_the_tracking_code(client: Any, host: Any) -> None:
-    receipt = deposit_through_http(client)
+    receipt = deposit(client, host).receipt
     assert receipt.status_code == 200
     [code_row] = all_rows(host, TrackingCode)
     [dossier] = all_rows(host, Dossier)
@@ -71,7 +61,7 @@ def test_code_follows_the_settings_in_force(client: Any, host: Any) -> None:
     )
     with Session(host.engine) as session, session.begin():
         save_settings(host, session, digits_only, actor=ADMIN[0])
-    deposit_through_http(client)
+    deposit(client, host)
     [row] = all_rows(host, TrackingCode)
     assert re.fullmatch(r"[0-9]{16}", row.code)
     policy = CodePolicy.from_settings(digits_only)
@@ -131,7 +121,9 @@ def test_failing_deposit_leaves_no_code_no_mail_and_keeps_the_draft(host_factory
 
 def test_disabled_plugin_gives_no_code_and_hides_its_pages(client: Any, host: Any) -> None:
     host.set_enabled("horscompte", False, actor=ADMIN[0])
-    receipt = deposit_through_http(client)
+    response = post(client, start_draft(client), {**ANSWERS, "action": "deposit"})
+    assert response.status_code == 303, response.text
+    receipt = client.get(response.headers["Location"])
     assert receipt.status_code == 200 and "code de suivi" not in receipt.text.lower()
     assert all_rows(host, TrackingCode) == []
     login(client, ADMIN)

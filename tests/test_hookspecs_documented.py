@@ -2,7 +2,10 @@
 
 A hook spec's docstring is its contract for host and plugin authors: each parameter
 (``:param name:``), the return (``:return:``), whether it is ``firstresult`` (stated either
-way, and matching the spec's option) and whether it is historic.
+way, and matching the spec's option) and whether it is historic. The README's hook table
+names every hook, and the integrator's guide (docs/integrating.md) gives each one a section
+with a runnable example, which these tests run and register beside the plugin. A missing
+README or guide fails, never skips.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ PROJECT = "opencrm"
 SPEC_ATTR = f"{PROJECT}_spec"
 IMPL_ATTR = f"{PROJECT}_impl"
 SPEC_MODULES = (host_specs, horscompte_specs)
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "integrating.md"
 
 _NOT_FIRSTRESULT = re.compile(r"\bnot\s+firstresult\b", re.IGNORECASE)
 _FIRSTRESULT = re.compile(r"\bfirstresult\b", re.IGNORECASE)
@@ -107,6 +112,7 @@ _README_ROW = re.compile(r"^\|\s*`(?P<name>\w+)\((?P<args>[^)]*)\)`\s*\|\s*(?P<f
 
 def readme_hook_reference() -> str:
     """The ``## Hook reference`` section of README.md (up to the next ``## `` heading)."""
+    assert README.is_file(), f"{README} is missing: the hook reference can't be checked"
     text = README.read_text("utf-8")
     match = re.search(r"^## Hook reference\s*$(?P<body>.*?)(?=^## |\Z)", text, re.M | re.S)
     assert match, "README.md has no '## Hook reference' section"
@@ -114,8 +120,6 @@ def readme_hook_reference() -> str:
 
 
 def test_readme_hook_reference_names_every_hook() -> None:
-    if not README.exists():
-        pytest.skip("README.md does not exist yet (being written): hook reference not checked")
     section = readme_hook_reference()
     missing = [name for name in sorted(ALL_SPECS) if not re.search(rf"\b{name}\b", section)]
     assert missing == [], f"hooks missing from the README hook reference: {missing}"
@@ -123,8 +127,6 @@ def test_readme_hook_reference_names_every_hook() -> None:
 
 def test_readme_hook_table_rows_match_the_specs() -> None:
     """Rows ``| `hook(args)` | yes/no ... |`` give the spec's arguments and firstresult."""
-    if not README.exists():
-        pytest.skip("README.md does not exist yet (being written): hook table not checked")
     rows = [m for line in readme_hook_reference().splitlines() if (m := _README_ROW.match(line))]
     assert rows, "no '| `hook(args)` | firstresult | ...' row in the README hook reference"
     for row in rows:
@@ -320,3 +322,65 @@ def test_every_hookimpl_of_the_plugin_has_a_spec() -> None:
         spec_args = set(inspect.signature(ALL_SPECS[hook]).parameters)
         impl_args = set(inspect.signature(getattr(plugin_module, attribute)).parameters)
         assert impl_args <= spec_args, f"{hook}: {impl_args - spec_args} not in the spec"
+
+
+# --------------------------------------------------------------------------- the guide
+
+_PYTHON_BLOCK = re.compile(r"^```python\n(?P<code>.*?)^```$", re.M | re.S)
+
+
+def guide_text() -> str:
+    assert GUIDE.is_file(), f"{GUIDE} is missing: the integrator's guide can't be checked"
+    return GUIDE.read_text("utf-8")
+
+
+def guide_hook_sections() -> dict[str, str]:
+    """``#### hook_name`` sections of the guide's hook reference, by hook name."""
+    reference = guide_text().partition("\n## Hook reference\n")[2]
+    assert reference, "docs/integrating.md has no '## Hook reference' section"
+    parts = re.split(r"^#### (\w+)\s*$", reference, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def run_example(code: str, name: str) -> types.ModuleType:
+    """Execute a guide example as a module of its own."""
+    module = types.ModuleType(f"guide_example_{name}")
+    exec(compile(code, f"docs/integrating.md ({name})", "exec"), module.__dict__)
+    return module
+
+
+def test_the_guide_gives_every_hook_a_section_with_an_example() -> None:
+    sections = guide_hook_sections()
+    assert sorted(sections) == sorted(ALL_SPECS)
+    for name, section in sections.items():
+        spec = ALL_SPECS[name]
+        signature = f"`{name}({', '.join(inspect.signature(spec).parameters)})`"
+        assert signature in section, f"{name}: the section must give {signature}"
+        first = "firstresult" if getattr(spec, SPEC_ATTR)["firstresult"] else "not firstresult"
+        assert f"`, {first}" in section or f"`, historic, {first}" in section, name
+        assert "Called:" in section and "Returns" in section, name
+        assert _PYTHON_BLOCK.search(section), f"{name}: no example"
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SPECS))
+def test_the_guide_example_of_each_hook_registers_beside_the_plugin(name: str) -> None:
+    section = guide_hook_sections()[name]
+    [block] = _PYTHON_BLOCK.findall(section)
+    example = run_example(block, name)
+    pm = _plugin_manager_with_plugin()
+    pm.register(example, name="example")
+    pm.check_pending()
+    assert unknown_hooks(pm, example) == []
+    assert any(impl.plugin is example for impl in getattr(pm.hook, name).get_hookimpls())
+
+
+def test_every_other_guide_example_runs() -> None:
+    reference_start = guide_text().index("\n## Hook reference\n")
+    blocks = [
+        match["code"]
+        for match in _PYTHON_BLOCK.finditer(guide_text())
+        if match.start() < reference_start
+    ]
+    assert len(blocks) >= 4, "the guide's setup, register_plugin, routes and db examples"
+    for index, block in enumerate(blocks):
+        run_example(block, f"block{index}")

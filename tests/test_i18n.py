@@ -26,11 +26,30 @@ def _catalogs_script() -> Any:
 catalogs = _catalogs_script()
 
 
+# The catalogs hold well over a hundred strings: a loop over an empty or unreadable catalog
+# (a wrong path, an extraction that finds nothing) must fail, not pass having checked nothing.
+MIN_MESSAGES = 100
+
+
+def translated_messages(locale: str) -> list[Any]:
+    """The entries of ``locale``'s catalog that have an id and a translation (never few)."""
+    messages = [message for message in catalogs.load(locale) if message.id and message.string]
+    assert len(messages) >= MIN_MESSAGES, f"only {len(messages)} translated entries in {locale}"
+    return messages
+
+
+def test_both_catalogs_are_checked() -> None:
+    """The parametrised tests below would run for no locale at all on an empty list."""
+    assert set(catalogs.LOCALES) == {"fr", "en"}
+
+
 @pytest.mark.parametrize("locale", catalogs.LOCALES)
 def test_every_user_facing_string_is_in_the_catalog(locale: str) -> None:
     """Fails when a string shown to a user (template, N_() message, plugin.toml label) is
     missing from a catalog or, in English, untranslated: run scripts/catalogs.py."""
-    assert catalogs.missing(catalogs.extract(), locale) == []
+    extracted = catalogs.extract()
+    assert len(extracted) >= MIN_MESSAGES, f"extraction found only {len(extracted)} strings"
+    assert catalogs.missing(extracted, locale) == []
 
 
 def test_extraction_reads_every_template_that_has_text() -> None:
@@ -50,16 +69,14 @@ def test_extraction_reads_every_template_that_has_text() -> None:
 
 
 def test_compiled_catalogs_match_their_sources() -> None:
-    for message in catalogs.load("en"):
-        if message.id and message.string:
-            assert translations("en").gettext(message.id) == message.string, message.id
+    for message in translated_messages("en"):
+        assert translations("en").gettext(message.id) == message.string, message.id
 
 
 def test_placeholders_survive_translation() -> None:
-    for message in catalogs.load("en"):
-        if message.id and message.string:
-            names = sorted(re.findall(r"%\((\w+)\)s", message.id))
-            assert sorted(re.findall(r"%\((\w+)\)s", message.string)) == names, message.id
+    for message in translated_messages("en"):
+        names = sorted(re.findall(r"%\((\w+)\)s", message.id))
+        assert sorted(re.findall(r"%\((\w+)\)s", message.string)) == names, message.id
 
 
 def test_locale_fallback_and_number_formats() -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from conftest import ADMIN, CITIZEN, post
-from sqlmodel import Session, select
+from lookup_helpers import rows
+from sqlmodel import Session
 
 from opencrm_horscompte.base import limits
 from opencrm_horscompte.base.models import (
@@ -44,11 +45,6 @@ def submit_identity(client: Any, email: str) -> Any:
 def change_settings(host: Any, **changes: Any) -> None:
     with Session(host.engine) as session, session.begin():
         save_settings(host, session, Settings.defaults().replace(**changes), actor=ADMIN[0])
-
-
-def rows(host: Any, model: Any) -> list[Any]:
-    with Session(host.engine) as session:
-        return list(session.exec(select(model)))
 
 
 def decline_token(page: str) -> str:

@@ -301,7 +301,9 @@ def test_invalid_manifest_is_recorded(pm: pluggy.PluginManager, make_plugin: Plu
 
     [record] = load_plugins(pm, HOST_VERSION, [entry_point])
 
-    assert record.error == "manifeste plugin.toml invalide : champ « display_name » manquant"
+    assert record.error == (
+        "manifeste plugin.toml invalide : champ « display_name » manquant ; champ « host » manquant"
+    )
     assert not record.registered
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import post, recorded_statements
+from lookup_helpers import CODE_LINE, deposit
 from lookup_workers import submit_codes
 from sqlmodel import Session, col, select
 
@@ -49,32 +50,11 @@ IDENTITY = {"last_name": "Dupont", "first_name": "Léa", "email": EMAIL}
 OTHER_IDENTITY = {**IDENTITY, "email": "autre.personne@exemple.fr"}
 ANSWERS = {"subject": "Lampadaire éteint rue des Lilas", "message": "Depuis lundi."}
 VALIDATION_SUBJECT = "Votre code de validation"
-CODE_LINE = re.compile(r"^ {4}(\d{6,14})\s*$", re.MULTILINE)
 TOKEN_FIELD = re.compile(r'name="token" value="([^"]+)"')
 MAIL_OR_AUDIT = re.compile(r"^INSERT INTO (host_mail_outbox|horscompte_audit_event) .*$")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def deposit_through_http(
-    host: Any, client: Any, identity: dict[str, str] = IDENTITY
-) -> TrackingCode:
-    """Deposit a dossier as a citizen without an account; its tracking code row."""
-    start = "/demarches/signalement-voirie/nouveau"
-    assert client.get(start).status_code == 200
-    response = post(client, start, identity)
-    assert response.status_code == 303, response.text
-    response = post(client, response.headers["Location"], {**ANSWERS, "action": "deposit"})
-    assert response.status_code == 303, response.text
-    with Session(host.engine) as session:
-        statement = select(TrackingCode).where(TrackingCode.email == identity["email"])
-        return session.exec(statement.order_by(col(TrackingCode.dossier_id).desc())).first()
-
-
-def rows(host: Any, model: Any) -> list[Any]:
-    with Session(host.engine) as session:
-        return list(session.exec(select(model)))
 
 
 def lookup_through_http(client: Any, email: str, tracking_code: str) -> Any:
@@ -166,7 +146,7 @@ class Pending:
 
 @pytest.fixture
 def pending(host: Any, client: Any) -> Pending:
-    tracking = deposit_through_http(host, client)
+    tracking = deposit(client, host)
     page = lookup_through_http(client, EMAIL, tracking.code)
     [token] = TOKEN_FIELD.findall(page.text)
     return Pending(challenge_of(host, page), last_code(host), tracking, token)
@@ -201,7 +181,7 @@ def test_four_worker_processes_submit_right_and_wrong_codes(
 ) -> None:
     """4 host processes x 5 threads submit the right code to one challenge while as many
     submit a wrong code to another dossier's challenge (40 at once, one spawn of workers)."""
-    other_tracking = deposit_through_http(host, client, OTHER_IDENTITY)
+    other_tracking = deposit(client, host, OTHER_IDENTITY["email"])
     other_page = lookup_through_http(client, OTHER_IDENTITY["email"], other_tracking.code)
     right_id, wrong_id = pending.challenge_id, challenge_of(host, other_page)
     jobs = [(right_id, pending.code), (wrong_id, wrong(last_code(host)))]
@@ -335,8 +315,8 @@ def test_lookup_statements_are_the_same_whatever_matches(
     quiet_host: Any, client: Any, record_property: Any
 ) -> None:
     host = quiet_host
-    tracking = deposit_through_http(host, client)
-    other = deposit_through_http(host, client, OTHER_IDENTITY)  # a real code, not EMAIL's
+    tracking = deposit(client, host)
+    other = deposit(client, host, OTHER_IDENTITY["email"])  # a real code, not EMAIL's
     lookup_through_http(client, "echauffement@exemple.fr", "AAAA-BBBB-CCCC")  # warm-up
 
     cases = {
@@ -364,7 +344,7 @@ def test_verify_statement_counts_are_recorded(
     quiet_host: Any, client: Any, record_property: Any
 ) -> None:
     host = quiet_host
-    tracking = deposit_through_http(host, client)
+    tracking = deposit(client, host)
     counts: dict[str, int] = {}
     for name in ("wrong code", "right code"):
         challenge_id = challenge_of(host, lookup_through_http(client, EMAIL, tracking.code))

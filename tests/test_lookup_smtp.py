@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from conftest import post
+from lookup_helpers import CODE_LINE, deposit
 from smtp_server import Collector, body_text, free_port, start_smtp
 from sqlmodel import Session, col, select
 
-from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.host_kit.refhost.models import Demarche
 from opencrm_horscompte.host_kit.refhost.outbox import (
     FIRST_RETRY_DELAY,
@@ -41,7 +41,6 @@ TYPED = "  lea.dupont@EXEMPLE.FR "  # as typed at lookup: the same address, anot
 IDENTITY = {"last_name": "Dupont", "first_name": "Léa", "email": STORED}
 ANSWERS = {"subject": "Lampadaire éteint rue des Lilas", "message": "Depuis lundi."}
 VALIDATION_SUBJECT = f"Votre code de validation pour « {TITLE} »"
-CODE_LINE = re.compile(r"^ {4}(\d{6,14})\s*$", re.MULTILINE)
 TOKEN_FIELD = re.compile(r'name="token" value="([^"]+)"')
 CARRIERS = re.compile(r'(name="(?:csrf_token|token)" value=")[^"]*(")')
 
@@ -67,17 +66,6 @@ def marked_up_host(host: Any) -> Any:
         demarche = session.exec(select(Demarche).where(Demarche.slug == DEMARCHE)).one()
         demarche.title = TITLE
     return host
-
-
-def deposit_through_http(host: Any, client: Any) -> TrackingCode:
-    start = f"/demarches/{DEMARCHE}/nouveau"
-    assert client.get(start).status_code == 200
-    response = post(client, start, IDENTITY)
-    assert response.status_code == 303, response.text
-    response = post(client, response.headers["Location"], {**ANSWERS, "action": "deposit"})
-    assert response.status_code == 303, response.text
-    with Session(host.engine) as session:
-        return session.exec(select(TrackingCode).where(TrackingCode.email == STORED)).one()
 
 
 def lookup(client: Any, tracking_code: str) -> Any:
@@ -124,7 +112,7 @@ def test_acknowledgment_mail_carries_the_grouped_tracking_code(
 ) -> None:
     host = marked_up_host
     port, collector = smtp
-    tracking = deposit_through_http(host, client)
+    tracking = deposit(client, host, STORED)
 
     assert deliver(host, port) == DeliveryReport(sent=1)
 
@@ -145,7 +133,7 @@ def test_validation_mail_read_back_from_smtp_opens_the_dossier(
 ) -> None:
     host = marked_up_host
     port, collector = smtp
-    tracking = deposit_through_http(host, client)
+    tracking = deposit(client, host, STORED)
     deliver(host, port)
     [ack] = collector.messages()
     grouped = re.search(r"[^\s:]{4}(?:-[^\s:]{4})+", body_text(ack, "plain"))
@@ -177,7 +165,7 @@ def test_smtp_down_same_page_mail_kept_then_delivered_once(
     host: Any, client: Any, clock: Any
 ) -> None:
     port = free_port()  # nothing listens there yet: SMTP is down
-    tracking = deposit_through_http(host, client)
+    tracking = deposit(client, host, STORED)
 
     down_page = lookup(client, tracking.code)
     report = deliver(host, port)

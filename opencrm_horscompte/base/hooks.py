@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 
 if TYPE_CHECKING:
+    import jinja2
     from sqlalchemy.orm import Session
 
     from opencrm_horscompte.hookspecs.host import Host, MailTemplate
@@ -58,3 +59,9 @@ class PluginHooks:
             *host.hook.horscompte_validation_mail_templates(host=host),
         ]
         return [template for templates in contributed for template in templates or ()]
+
+    def template_loaders(self) -> list[jinja2.BaseLoader]:
+        """``horscompte_template_loader``: every loader contributed, in hook order."""
+        host = self._host
+        loaders = host.hook.horscompte_template_loader(host=host)
+        return [loader for loader in loaders if loader is not None]

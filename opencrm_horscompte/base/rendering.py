@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import jinja2
 
+from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import DEFAULT_LOCALE, localized, supported, translations
 from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request
 
 PLUGIN_TEMPLATES = jinja2.PackageLoader("opencrm_horscompte.templates", "")
 
 
-@cache
-def _environment(host_loader: jinja2.BaseLoader | None, locale: str) -> jinja2.Environment:
-    loaders = [host_loader, PLUGIN_TEMPLATES] if host_loader else [PLUGIN_TEMPLATES]
+@lru_cache(maxsize=64)
+def _environment(
+    host_loader: jinja2.BaseLoader | None,
+    extra_loaders: tuple[jinja2.BaseLoader, ...],
+    locale: str,
+) -> jinja2.Environment:
+    loaders = [host_loader] if host_loader else []
+    loaders += [*extra_loaders, PLUGIN_TEMPLATES]
     environment = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
@@ -28,12 +34,17 @@ def _environment(host_loader: jinja2.BaseLoader | None, locale: str) -> jinja2.E
     environment.install_gettext_translations(  # type: ignore[attr-defined]
         translations(locale), newstyle=True
     )
+    # Other plugins' templates are not in the plugin's catalog: they branch on this.
+    environment.globals["locale"] = locale
     return environment
 
 
 def environment(host: Host, locale: str = DEFAULT_LOCALE) -> jinja2.Environment:
-    """The plugin's templates (host's first) with the catalog of ``locale``."""
-    return _environment(host.template_loader, supported(locale))
+    """The plugin's templates with the catalog of ``locale``: the host's loader first, then
+    the loaders other plugins contribute (``horscompte_template_loader``), then the
+    plugin's own templates."""
+    extra = tuple(PluginHooks(host).template_loaders())
+    return _environment(host.template_loader, extra, supported(locale))
 
 
 def render_page(host: Host, request: Request, name: str, **context: Any) -> str:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from importlib import metadata, resources
 from typing import Any
 
@@ -33,12 +33,14 @@ import pluggy
 from packaging.version import Version
 
 from opencrm_horscompte.base.manifest import (
+    InvalidManifest,
     Manifest,
     PluginRefused,
     check_manifest,
     parse_manifest,
 )
 from opencrm_horscompte.hookspecs import host as host_specs
+from opencrm_horscompte.hookspecs.host import Route
 
 log = logging.getLogger(__name__)
 
@@ -177,19 +179,24 @@ def _load_object(entry_point: metadata.EntryPoint) -> Any:
 
 
 def read_manifest(entry_point: metadata.EntryPoint) -> Manifest:
-    """The ``plugin.toml`` of the entry point's top-level package (imports that package)."""
+    """The ``plugin.toml`` of the entry point's top-level package (imports that package),
+    validated against ``MANIFEST_SCHEMA``; :class:`PluginRefused` with a French reason."""
     top_package = entry_point.module.partition(".")[0]
     resource = resources.files(top_package).joinpath(MANIFEST_FILE)
     if not resource.is_file():
         raise PluginRefused(f"manifeste {MANIFEST_FILE} introuvable")
+    return manifest_from_text(resource.read_text("utf-8"))
+
+
+def manifest_from_text(text: str) -> Manifest:
+    """Parse and validate the text of a ``plugin.toml``; :class:`PluginRefused` with every
+    problem, in French, when it is not a valid manifest."""
     try:
-        return parse_manifest(tomllib.loads(resource.read_text("utf-8")))
-    except KeyError as exc:
-        raise PluginRefused(
-            f"manifeste {MANIFEST_FILE} invalide : champ « {exc.args[0]} » manquant"
-        ) from exc
-    except (tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
-        raise PluginRefused(f"manifeste {MANIFEST_FILE} invalide : {describe_error(exc)}") from exc
+        return parse_manifest(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise PluginRefused(f"manifeste {MANIFEST_FILE} illisible (TOML) : {exc}") from exc
+    except InvalidManifest as exc:
+        raise PluginRefused(f"manifeste {MANIFEST_FILE} invalide : {exc}") from exc
 
 
 # --------------------------------------------------------------------------- registration
@@ -268,6 +275,73 @@ def _refuse_unknown_hooks(pm: pluggy.PluginManager, records: list[PluginRecord])
         if names:
             refusal = PluginRefused(f"hook inconnu de l'hôte : {', '.join(names)}")
             _unregister_record(pm, record, refusal)
+
+
+def register_plugin(
+    pm: pluggy.PluginManager,
+    plugin: object,
+    *,
+    name: str | None = None,
+    manifest: Manifest | Mapping[str, Any] | str | None = None,
+    host_version: str | None = None,
+) -> PluginRecord:
+    """Register a plugin that has no entry point (a test plugin, a plugin embedded in the
+    host) the way :func:`load_plugins` registers the others; its :class:`PluginRecord`.
+
+    ``name`` defaults to the manifest's name, else pluggy's canonical name. ``manifest``
+    (optional) is a :class:`Manifest`, parsed TOML or the text of a ``plugin.toml``; with
+    ``host_version`` it is checked against the host like an installed plugin's. Failures
+    are recorded in ``record.error`` (never raised), as for installed plugins. A plugin that
+    implements another plugin's hooks (``horscompte_*``) must be registered after it.
+    """
+    try:
+        parsed = _manifest_of(manifest)
+    except PluginRefused as exc:
+        record = PluginRecord(name=name or pm.get_canonical_name(plugin), module=_module(plugin))
+        _record_failure(record, exc)
+        return record
+    if name is None:
+        name = parsed.name if parsed is not None else pm.get_canonical_name(plugin)
+    record = PluginRecord(name=name, module=_module(plugin), manifest=parsed)
+    if parsed is not None and host_version is not None:
+        try:
+            check_manifest(parsed, name, Version(host_version))
+        except PluginRefused as exc:
+            _record_failure(record, exc)
+            return record
+    record.compatible = parsed is not None and host_version is not None
+    _register(pm, record, plugin, [record])
+    _refuse_unknown_hooks(pm, [record])
+    return record
+
+
+def _manifest_of(manifest: Manifest | Mapping[str, Any] | str | None) -> Manifest | None:
+    if manifest is None or isinstance(manifest, Manifest):
+        return manifest
+    if isinstance(manifest, str):
+        return manifest_from_text(manifest)
+    try:
+        return parse_manifest(manifest)
+    except InvalidManifest as exc:
+        raise PluginRefused(f"manifeste {MANIFEST_FILE} invalide : {exc}") from exc
+
+
+def _module(plugin: object) -> str:
+    return getattr(plugin, "__name__", None) or type(plugin).__module__
+
+
+def collect_routes(pm: pluggy.PluginManager, host: Any) -> list[Route]:
+    """Every registered plugin's ``opencrm_routes``, enabled or not, each with ``plugin``
+    set to the name its implementation was registered under.
+
+    Mount them all once; at dispatch, answer 404 when ``route.plugin`` is disabled (so a
+    plugin enabled after start needs no re-mount)."""
+    routes: list[Route] = []
+    for impl in pm.hook.opencrm_routes.get_hookimpls():
+        arguments = {"host": host}
+        for route in impl.function(*(arguments[name] for name in impl.argnames)) or ():
+            routes.append(replace(route, plugin=impl.plugin_name))
+    return routes
 
 
 # --------------------------------------------------------------------------- dispatch

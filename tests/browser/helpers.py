@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from lookup_helpers import CODE_LINE
 from playwright.sync_api import expect
 
 START = "/demarches/signalement-voirie/nouveau"
 DEMARCHE = "Signaler un problème de voirie"
 SUBJECT = "Lampadaire éteint rue des Lilas"
 # A validation code stands alone on its line in the validation mail.
-CODE_LINE = re.compile(r"^\s*(\d{6,14})\s*$", re.MULTILINE)
 
 
 def main_menu(page: Any) -> Any:

@@ -23,7 +23,7 @@ from opencrm_horscompte.base.i18n import (
     localized,
     translations,
 )
-from opencrm_horscompte.hookspecs.host import Request, User
+from opencrm_horscompte.hookspecs.host import Request, Route, User
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.accounts import authenticate
 from opencrm_horscompte.host_kit.refhost.adapter import to_flask, to_request
@@ -39,7 +39,6 @@ from opencrm_horscompte.host_kit.refhost.dossiers import (
 from opencrm_horscompte.host_kit.refhost.forms import answers_form, identity_form
 from opencrm_horscompte.host_kit.refhost.host import (
     TEMPLATES,
-    OwnedRoute,
     ReferenceHost,
     account_user,
     has_permission,
@@ -388,23 +387,23 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             return user
         return render("outbox.html", pending=outbox.pending_summary(host.engine))
 
-    for owned in host.routes:
-        _mount(app, host, owned, contract_request, error_page, current_user)
+    for route in host.routes:
+        _mount(app, host, route, contract_request, error_page, current_user)
     return app
 
 
 def _mount(
     app: flask.Flask,
     host: ReferenceHost,
-    owned: OwnedRoute,
+    route: Route,
     contract_request: Any,
     error_page: Any,
     current_user: Any,
 ) -> None:
-    route = owned.route
+    owner = route.plugin or ""
 
     def dispatch(**_: Any) -> flask.Response:
-        if not host.is_enabled(owned.plugin_name):
+        if not host.is_enabled(owner):
             flask.abort(404)
         user = current_user()
         if route.permission and user is None:
@@ -415,7 +414,7 @@ def _mount(
 
     app.add_url_rule(
         route.path,
-        endpoint=f"plugin:{owned.plugin_name}:{route.path}",
+        endpoint=f"plugin:{owner}:{route.path}",
         view_func=dispatch,
         methods=list(route.methods),
     )

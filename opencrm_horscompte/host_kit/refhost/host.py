@@ -21,6 +21,7 @@ from opencrm_horscompte.host_kit.loader import (
     EnabledHooks,
     PluginRecord,
     call_setup,
+    collect_routes,
     load_plugins,
     make_plugin_manager,
 )
@@ -50,12 +51,6 @@ class HostConfig:
     entry_points: Iterable[EntryPoint] | None = None
     extra_plugins: Sequence[object] = ()
     data_dir: Path | None = None
-
-
-@dataclass(frozen=True)
-class OwnedRoute:
-    plugin_name: str
-    route: Route
 
 
 @dataclass
@@ -162,14 +157,10 @@ class ReferenceHost:
         self._state.read_at = float("-inf")
 
     @functools.cached_property
-    def routes(self) -> list[OwnedRoute]:
-        """Every registered plugin's routes, with their owner (enabled or not: the dispatcher
-        answers 404 for a disabled owner)."""
-        owned: list[OwnedRoute] = []
-        for impl in self.pm.hook.opencrm_routes.get_hookimpls():
-            for route in impl.function(host=self) or ():
-                owned.append(OwnedRoute(impl.plugin_name, route))
-        return owned
+    def routes(self) -> list[Route]:
+        """Every registered plugin's routes, ``plugin`` naming their owner (enabled or not:
+        the dispatcher answers 404 for a disabled owner)."""
+        return collect_routes(self.pm, self)
 
     def menu(self, user: User | None) -> dict[str, list[MenuEntry]]:
         sections: dict[str, list[MenuEntry]] = {}

@@ -1,0 +1,1 @@
+"""A second Open CRM host, in bare WSGI, written from docs/integrating.md only."""
