@@ -224,10 +224,18 @@ class Host(Protocol):
     provides ``opencrm/layout.html`` (blocks ``title`` and ``main``) that plugin pages extend.
     """
 
-    version: str
-    engine: Engine
-    secret_keys: Sequence[bytes]
-    template_loader: jinja2.BaseLoader | None
+    # Read-only for plugins: a plain attribute of the host's class satisfies each property.
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def secret_keys(self) -> Sequence[bytes]: ...
+
+    @property
+    def template_loader(self) -> jinja2.BaseLoader | None: ...
 
     @property
     def hook(self) -> Any: ...
