@@ -224,10 +224,18 @@ class Host(Protocol):
     provides ``opencrm/layout.html`` (blocks ``title`` and ``main``) that plugin pages extend.
     """
 
-    version: str
-    engine: Engine
-    secret_keys: Sequence[bytes]
-    template_loader: jinja2.BaseLoader | None
+    # Read-only for plugins: a plain attribute of the host's class satisfies each property.
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def secret_keys(self) -> Sequence[bytes]: ...
+
+    @property
+    def template_loader(self) -> jinja2.BaseLoader | None: ...
 
     @property
     def hook(self) -> Any: ...
@@ -239,7 +247,9 @@ class Host(Protocol):
         ...
 
     def queue_mail(self, session: Session, message: MailMessage) -> None:
-        """Add ``message`` to the durable outbox inside ``session``'s transaction."""
+        """Add ``message`` to the durable outbox inside ``session``'s transaction (never send
+        inline). The host's worker delivers it later; on PostgreSQL it claims rows with
+        ``SELECT ... FOR UPDATE SKIP LOCKED``, or two workers send the same mail twice."""
         ...
 
     def login_url(self, next_url: str) -> str:
@@ -257,7 +267,9 @@ class Host(Protocol):
 
     def layout_context(self, request: Request) -> Mapping[str, Any]:
         """Variables the host's ``opencrm/layout.html`` needs (menus, site name...); a
-        plugin merges them into the context of the pages it renders."""
+        plugin merges them into the context of the pages it renders, under its own
+        variables: prefix yours (``site_name``, ``site_menu``) so they don't clash with the
+        names docs/integrating.md lists under "Layout"."""
         ...
 
 
@@ -309,7 +321,8 @@ def opencrm_routes(host: Host) -> list[Route]:
     :param host: the host.
     :return: a list of :class:`Route`. The host checks ``permission`` and the CSRF token of
         unsafe methods, then calls ``handler(host, request)`` and sends its
-        :class:`Response`. A disabled plugin's routes answer 404.
+        :class:`Response`. A disabled plugin's routes answer 404: collect them with
+        ``host_kit.loader.collect_routes``, which sets each route's ``plugin`` (its owner).
 
     Not firstresult: every plugin's routes are collected.
     """
@@ -329,6 +342,11 @@ def opencrm_identity_step(
         same-site path where the draft continues (the form's next screen).
     :return: an :class:`IdentityDecision`, or None to let the host continue.
 
+    Call it after every new dossier's identity screen, for logged-in users and for
+    démarches not open without an account too (the hors-compte plugin returns None for
+    them). After "Me connecter et continuer", the *host* attaches the session's drafts to
+    the account at login; the account's email need not match the draft's.
+
     firstresult: the first non-None decision wins.
     """
 
@@ -344,6 +362,10 @@ def opencrm_deposit(host: Host, session: Session, dossier: Dossier) -> None:
     :param dossier: the dossier being deposited (already flushed, so it has an id).
     :return: nothing.
 
+    Call it for every deposit, logged in or not. A dossier deposited by an account
+    (``account_id`` set) gets no tracking code from the hors-compte plugin: its receipt and
+    mail point to "Mon espace".
+
     Not firstresult: every enabled plugin takes part.
     """
 
@@ -356,6 +378,10 @@ def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> l
     :param request: the request showing the receipt (the depositor's session).
     :param dossier: the deposited dossier.
     :return: a list of HTML fragments (already escaped, safe to insert).
+
+    Show the receipt to the depositor only (the session that made the draft, or its
+    account). The hors-compte plugin shows the tracking code only to the session that
+    deposited the dossier.
 
     Not firstresult: every plugin's fragments are shown, in hook order.
     """

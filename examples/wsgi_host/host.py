@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from opencrm_horscompte.base.db import UTCDateTime, make_engine, writer
 from opencrm_horscompte.base.emails import email_key
 from opencrm_horscompte.hookspecs.host import (
+    IdentityDecision,
     MailMessage,
     MenuEntry,
     Request,
@@ -290,14 +291,16 @@ class ExampleHost:
         with writer(self.engine).begin() as connection:
             return int(
                 connection.execute(
-                    accounts.insert().values(
+                    accounts.insert()
+                    .returning(accounts.c.id)
+                    .values(
                         email=email,
                         email_key=email_key(email),
                         password_hash=hash_password(password),
                         display_name=name,
                         role=role,
                     )
-                ).inserted_primary_key[0]
+                ).scalar_one()
             )
 
     def add_demarche(self, slug: str, title: str, open_without_account: bool = True) -> None:
@@ -536,7 +539,7 @@ class App:
         request.session["drafts"] = [*request.session.get("drafts", [])[-9:], draft_key]
         continue_url = f"/brouillons/{draft_key}"
         # "Identity step": after every identity screen, logged in or not.
-        decision = self.host.hook.opencrm_identity_step(
+        decision: IdentityDecision | None = self.host.hook.opencrm_identity_step(
             host=self.host,
             request=request,
             demarche=demarche,

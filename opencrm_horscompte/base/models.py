@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Table, Text
 from sqlmodel import Field, SQLModel
 
 from opencrm_horscompte.base.db import timestamp_column
@@ -17,6 +18,8 @@ def utc(value: datetime) -> datetime:
 
 class SettingRow(SQLModel, table=True):
     """One saved setting; keys absent from the table take the manifest's default."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
 
     __tablename__ = "horscompte_setting"
 
@@ -31,6 +34,8 @@ class TrackingCode(SQLModel, table=True):
     input is normalised with it, so settings changed later do not break older codes), and
     what the lookup needs of the dossier as deposited: the address the validation code is
     mailed to, its matching key, the démarche's title."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
 
     __tablename__ = "horscompte_tracking_code"
 
@@ -47,6 +52,8 @@ class TrackingCode(SQLModel, table=True):
 class AuditRecord(SQLModel, table=True):
     """An audit event stored by the plugin's default ``horscompte_audit_event``."""
 
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
+
     __tablename__ = "horscompte_audit_event"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -60,6 +67,8 @@ class ThrottleCounter(SQLModel, table=True):
     """A fixed-window counter shared by every worker (see :mod:`.throttle`). ``key`` is an
     HMAC of the scope and the value counted, so no address or email is stored in clear."""
 
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
+
     __tablename__ = "horscompte_throttle"
 
     key: str = Field(primary_key=True, max_length=64)
@@ -72,6 +81,8 @@ class IdentityChoice(SQLModel, table=True):
     """A citizen's answer to the login proposal, per draft (``draft_ref`` is an HMAC of the
     host's draft reference)."""
 
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
+
     __tablename__ = "horscompte_identity_choice"
 
     draft_ref: str = Field(primary_key=True, max_length=64)
@@ -83,6 +94,8 @@ class Challenge(SQLModel, table=True):
     """One validation code sent (or, for a lookup that matched nothing, a decoy that behaves
     the same). Only the code's HMAC is stored. ``guard_key`` names the failure counter the
     attempts count against: the dossier's, or for a decoy the typed email's."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
 
     __tablename__ = "horscompte_challenge"
 
@@ -99,6 +112,8 @@ class Challenge(SQLModel, table=True):
 class FailureGuard(SQLModel, table=True):
     """Consecutive wrong validation codes for one dossier (or decoy), across resends:
     backoff after a few, lock after ``LOCK_AFTER_FAILURES``; a success resets it."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
 
     __tablename__ = "horscompte_failure_guard"
 

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from functools import cache
 
 from sqlalchemy import bindparam, delete, select, text
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
 from sqlmodel import Session
 
 from opencrm_horscompte.base.models import ThrottleCounter, utc
@@ -121,7 +121,7 @@ def hit_many(session: Session, counted: Sequence[tuple[str, Limit]], now: dateti
 
 
 @cache
-def _upsert(rows: int) -> TextClause:
+def _upsert(rows: int) -> TextualSelect:
     """The upsert of ``rows`` counters, as SQL text that PostgreSQL and SQLite both speak:
     a new window when the stored one has expired, else count + 1. (A multi-row insert
     built with the expression language is compiled anew on every call; text is cached.)"""
@@ -145,7 +145,7 @@ def _upsert(rows: int) -> TextClause:
 def peek(session: Session, key: str, limit: Limit, now: datetime) -> int:
     """The count in ``key``'s current window, without counting (0 if expired or absent)."""
     now = _aware_utc(now)
-    row = session.exec(
+    row = session.exec(  # type: ignore[call-overload]  # a Core select, run as is
         select(_TABLE.c.count, _TABLE.c.window_start).where(_TABLE.c.key == key)
     ).first()
     if row is None or utc(row.window_start) <= now - limit.window:

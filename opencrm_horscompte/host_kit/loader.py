@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from importlib import metadata, resources
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 from packaging.version import Version
@@ -339,7 +339,10 @@ def collect_routes(pm: pluggy.PluginManager, host: Any) -> list[Route]:
     routes: list[Route] = []
     for impl in pm.hook.opencrm_routes.get_hookimpls():
         arguments = {"host": host}
-        for route in impl.function(*(arguments[name] for name in impl.argnames)) or ():
+        found = cast(
+            "Iterable[Route] | None", impl.function(*(arguments[name] for name in impl.argnames))
+        )
+        for route in found or ():
             routes.append(replace(route, plugin=impl.plugin_name))
     return routes
 

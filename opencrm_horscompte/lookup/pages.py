@@ -19,12 +19,12 @@ from opencrm_horscompte.base.limits import (
     counted,
 )
 from opencrm_horscompte.base.models import TrackingCode
-from opencrm_horscompte.base.paths import FORGOTTEN_PATH, VALIDATE_PATH
+from opencrm_horscompte.base.paths import FORGOTTEN_PATH, LOOKUP_PATH, VALIDATE_PATH
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response
 from opencrm_horscompte.lookup.grants import grant
-from opencrm_horscompte.lookup.start import LOOKUP_PATH, LookupInputError, read_input, start_lookup
+from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import Outcome, resend, verify
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.tracking.codes import format_tracking_code

@@ -23,13 +23,13 @@ def purge_expired_state(host: Host) -> dict[str, int]:
     now = host.now()
     cutoff = now - KEEP_SPENT_CHALLENGES
     with Session(writer(host.engine)) as session, session.begin():
-        challenges = session.exec(  # type: ignore[call-overload]
+        challenges = session.exec(
             delete(Challenge).where(
                 or_(col(Challenge.expires_at) < cutoff, col(Challenge.consumed_at) < cutoff)
             )
         ).rowcount
         counters = purge_expired(session, now, older_than=DAY)
-        guards = session.exec(  # type: ignore[call-overload]
+        guards = session.exec(
             delete(FailureGuard).where(
                 col(FailureGuard.not_before) < cutoff,
                 col(FailureGuard.failures) < LOCK_AFTER_FAILURES,

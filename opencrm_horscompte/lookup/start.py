@@ -202,8 +202,8 @@ def send_code(
             "lookup_url": host.absolute_url(LOOKUP_PATH),
         }
         template = validation_template(host, settings)
-        mail = render_mail(host, target.email, template, context, target.locale)
-        host.queue_mail(session, mail)
+        message = render_mail(host, target.email, template, context, target.locale)
+        host.queue_mail(session, message)
     else:
         PluginHooks(host).audit(session, LOOKUP_MISS, {"challenge": challenge_id})
     return challenge_id

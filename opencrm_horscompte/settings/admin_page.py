@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +13,9 @@ from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.manifest import load_manifest
 from opencrm_horscompte.base.models import AuditRecord
-from opencrm_horscompte.base.paths import ADMIN_PATH
+from opencrm_horscompte.base.paths import ADMIN_PATH, LOOKUP_PATH
 from opencrm_horscompte.base.rendering import render_mail, render_page
 from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
-from opencrm_horscompte.lookup.start import LOOKUP_PATH
 from opencrm_horscompte.settings.mail_templates import available_templates
 from opencrm_horscompte.settings.schema import Settings, SettingsError, parse_form
 from opencrm_horscompte.settings.store import SETTINGS_CHANGED, load_settings, save_settings
@@ -96,7 +96,7 @@ def _page(
     session: Session,
     values: dict[str, Any],
     *,
-    errors: dict[str, str] | None = None,
+    errors: Mapping[str, Any] | None = None,
     preview_of: Settings | None = None,
     previewing: bool = False,
     status: int = 200,

@@ -15,9 +15,9 @@ from opencrm_horscompte.base.db import upsert_insert
 from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
-from opencrm_horscompte.lookup.start import LOOKUP_PATH
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code

@@ -7,11 +7,13 @@ import functools
 import hmac
 import logging
 import secrets
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import flask
 import jinja2
+from markupsafe import Markup
 from sqlmodel import Session, col, select
 from werkzeug.exceptions import HTTPException
 
@@ -83,12 +85,12 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                     account = session.get(Account, account_id)
             flask.g.account_id = account_id
             flask.g.user = account_user(account) if account else None
-        return flask.g.user
+        return cast("User | None", flask.g.user)
 
     def csrf_token() -> str:
         if "csrf" not in flask.session:
             flask.session["csrf"] = secrets.token_urlsafe(32)
-        return flask.session["csrf"]
+        return str(flask.session["csrf"])
 
     def current_locale() -> str:
         chosen = flask.session.get("locale")
@@ -153,7 +155,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             flask.abort(404)
         user = current_user()
         if not demarche.open_without_account and user is None:
-            return flask.redirect(host.login_url(flask.request.path))
+            return redirect(host.login_url(flask.request.path))
         editing = editable_draft(flask.request.args.get("brouillon", ""), demarche)
         if flask.request.method == "GET":
             initial = (
@@ -182,7 +184,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         )
         if decision is not None and decision.action == "propose_login" and decision.response:
             return to_flask(decision.response)
-        return flask.redirect(continue_url, 303)
+        return redirect(continue_url, 303)
 
     def editable_draft(draft_key: str, demarche: Demarche) -> Dossier | None:
         """The session's own draft of this démarche named by ``?brouillon=``, if any."""
@@ -206,7 +208,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
     def draft_form(draft_key: str) -> flask.Response:
         dossier = owned_draft(draft_key)
         if dossier.status != "draft":
-            return flask.redirect(flask.url_for("receipt", draft_key=draft_key), 303)
+            return redirect(flask.url_for("receipt", draft_key=draft_key), 303)
         if flask.request.method == "GET":
             return render("form.html", dossier=dossier, values=dossier.answers, errors={})
         saving = flask.request.form.get("action") == "save"
@@ -240,7 +242,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                     "avec vos réponses : réessayez dans quelques instants."
                 ),
             )
-        return flask.redirect(flask.url_for("receipt", draft_key=draft_key), 303)
+        return redirect(flask.url_for("receipt", draft_key=draft_key), 303)
 
     @app.get("/brouillons/<draft_key>/coordonnees")
     def edit_identity(draft_key: str) -> flask.Response:
@@ -249,20 +251,20 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             demarche = session.get(Demarche, dossier.demarche_id)
         assert demarche is not None
         url = flask.url_for("identity_screen", slug=demarche.slug, brouillon=draft_key)
-        return flask.redirect(url, 303)
+        return redirect(url, 303)
 
     @app.get("/brouillons/<draft_key>/recu")
     def receipt(draft_key: str) -> flask.Response:
         dossier = owned_draft(draft_key)
         if dossier.status == "draft":
-            return flask.redirect(flask.url_for("draft_form", draft_key=draft_key), 303)
+            return redirect(flask.url_for("draft_form", draft_key=draft_key), 303)
         fragments = host.hook.opencrm_dossier_receipt(
             host=host, request=contract_request(), dossier=dossier
         )
         return render(
             "receipt.html",
             dossier=dossier,
-            fragments=[jinja2.utils.markupsafe.Markup(f) for fs in fragments for f in fs],
+            fragments=[Markup(f) for fs in fragments for f in fs],
         )
 
     @app.get("/dossiers/<int:dossier_id>")
@@ -305,25 +307,25 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         flask.session.clear()
         flask.session["account_id"] = account.id
         flask.session["drafts"] = drafts
-        return flask.redirect(next_url, 303)
+        return redirect(next_url, 303)
 
     @app.get("/langue/<locale>")
     def choose_language(locale: str) -> flask.Response:
         """The language switcher: remembered in the session, back to the same page."""
         if locale in LOCALES:
             flask.session["locale"] = locale
-        return flask.redirect(_safe_next(flask.request.args.get("suivant", "/")), 303)
+        return redirect(_safe_next(flask.request.args.get("suivant", "/")), 303)
 
     @app.post("/deconnexion")
     def logout() -> flask.Response:
         flask.session.clear()
-        return flask.redirect("/", 303)
+        return redirect("/", 303)
 
     @app.get("/mon-espace")
     def my_space() -> flask.Response:
         user = current_user()
         if user is None:
-            return flask.redirect(host.login_url(flask.request.path))
+            return redirect(host.login_url(flask.request.path))
         with Session(host.engine) as session:
             dossiers = list(
                 session.exec(
@@ -339,7 +341,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
     def require_admin() -> User | flask.Response:
         user = current_user()
         if user is None:
-            return flask.redirect(host.login_url(flask.request.full_path.rstrip("?")))
+            return redirect(host.login_url(flask.request.full_path.rstrip("?")))
         if not user.is_admin:
             return error_page(403, ADMINS_ONLY)
         return user
@@ -396,9 +398,9 @@ def _mount(
     app: flask.Flask,
     host: ReferenceHost,
     route: Route,
-    contract_request: Any,
-    error_page: Any,
-    current_user: Any,
+    contract_request: Callable[[], Request],
+    error_page: Callable[[int, Message], flask.Response],
+    current_user: Callable[[], User | None],
 ) -> None:
     owner = route.plugin or ""
 
@@ -407,7 +409,7 @@ def _mount(
             flask.abort(404)
         user = current_user()
         if route.permission and user is None:
-            return flask.redirect(host.login_url(flask.request.path))
+            return redirect(host.login_url(flask.request.path))
         if not has_permission(user, route.permission):
             return error_page(403, ADMINS_ONLY)
         return to_flask(route.handler(host, contract_request()))
@@ -418,6 +420,11 @@ def _mount(
         view_func=dispatch,
         methods=list(route.methods),
     )
+
+
+def redirect(location: str, code: int = 302) -> flask.Response:
+    """``flask.redirect``, typed as what it returns inside an app: a ``flask.Response``."""
+    return cast(flask.Response, flask.redirect(location, code))
 
 
 def _safe_next(url: str) -> str:

@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from werkzeug.serving import run_simple
 
@@ -26,7 +26,7 @@ from opencrm_horscompte.host_kit.refhost.seed import ADMIN_EMAIL, CITIZEN_EMAIL,
 def load_or_create_secrets(data_dir: Path) -> dict[str, Any]:
     path = data_dir / "secrets.json"
     if path.exists():
-        return json.loads(path.read_text("utf-8"))
+        return cast("dict[str, Any]", json.loads(path.read_text("utf-8")))
     values = {
         "secret_keys": [secrets.token_hex(32)],
         "citizen_password": secrets.token_urlsafe(12),

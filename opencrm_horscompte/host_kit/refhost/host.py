@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, select
 
 from opencrm_horscompte.base.db import make_engine, writer
@@ -103,7 +104,7 @@ class ReferenceHost:
             account = find_by_email(session, email)
         return account_user(account) if account else None
 
-    def queue_mail(self, session: Session, message: MailMessage) -> None:
+    def queue_mail(self, session: OrmSession, message: MailMessage) -> None:
         outbox.queue_mail(session, message, self.now())
 
     def login_url(self, next_url: str) -> str:

@@ -4,9 +4,9 @@ the admin's plugin choices."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Table
 from sqlmodel import Field, SQLModel
 
 from opencrm_horscompte.base.db import timestamp_column
@@ -17,6 +17,7 @@ def _timestamp(nullable: bool = False) -> Any:
 
 
 class Account(SQLModel, table=True):
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
     __tablename__ = "host_account"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -28,6 +29,7 @@ class Account(SQLModel, table=True):
 
 
 class Demarche(SQLModel, table=True):
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
     __tablename__ = "host_demarche"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -39,6 +41,8 @@ class Demarche(SQLModel, table=True):
 
 class Dossier(SQLModel, table=True):
     """A draft until deposited; ``draft_key`` is the unguessable reference of the draft."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
 
     __tablename__ = "host_dossier"
 
@@ -59,6 +63,8 @@ class Dossier(SQLModel, table=True):
 
 class PluginState(SQLModel, table=True):
     """The admin's enable/disable choice for one installed plugin."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
 
     __tablename__ = "host_plugin_state"
 

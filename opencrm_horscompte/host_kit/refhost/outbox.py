@@ -31,10 +31,10 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import Column, Text, bindparam, insert, update
+from sqlalchemy import Column, Table, Text, bindparam, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -58,6 +58,8 @@ _BATCH_TIME_BUDGET_SECONDS = CLAIM_LEASE.total_seconds() / 2
 
 class OutboxMail(SQLModel, table=True):
     """One queued mail; ``sent_at`` is set once delivered, ``last_error`` while it fails."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
 
     __tablename__ = "host_mail_outbox"
 
@@ -226,7 +228,7 @@ class DeliveryReport:
 def retry_delay(attempts: int) -> timedelta:
     """Wait before the next try after ``attempts`` failures: 30 s, 60 s, ... capped at 1 h."""
     doublings = min(max(attempts - 1, 0), 16)
-    return min(FIRST_RETRY_DELAY * 2**doublings, MAX_RETRY_DELAY)
+    return min(FIRST_RETRY_DELAY * int(2**doublings), MAX_RETRY_DELAY)
 
 
 def format_error(error: BaseException) -> str:
