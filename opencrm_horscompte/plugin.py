@@ -44,6 +44,7 @@ from opencrm_horscompte.lookup.purge import PURGE_EVERY_SECONDS, purge_expired_s
 from opencrm_horscompte.settings import admin_page
 from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.stats.audited import count_audit_event
 from opencrm_horscompte.tracking import deposit
 from opencrm_horscompte.tracking.codes import (
     CodePolicy,
@@ -128,3 +129,4 @@ def horscompte_account_exists(host: Host, email: str) -> bool:
 @hookimpl(trylast=True)
 def horscompte_audit_event(host: Host, session: Session, event: AuditEvent) -> None:
     store_event(session, event)
+    count_audit_event(session, event)
