@@ -11,11 +11,13 @@ import pluggy
 from packaging.version import Version
 from sqlmodel import Session, SQLModel
 
+from opencrm_horscompte.agent import page as agent_page
 from opencrm_horscompte.base.audit import store_event
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
 from opencrm_horscompte.base.models import PLUGIN_TABLES
 from opencrm_horscompte.base.paths import (
     ADMIN_PATH,
+    AGENT_PATH,
     DECLINE_PATH,
     FORGOTTEN_PATH,
     LOOKUP_PATH,
@@ -24,9 +26,11 @@ from opencrm_horscompte.base.paths import (
 from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import (
+    AGENT_SECTION,
     PUBLIC_SECTION,
     Demarche,
     Dossier,
+    DossierAction,
     Host,
     IdentityDecision,
     MailTemplate,
@@ -70,6 +74,7 @@ def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
     return [
         MenuEntry("Administration", "Hors-compte", ADMIN_PATH, permission="admin"),
         MenuEntry(PUBLIC_SECTION, "Suivre un dossier", LOOKUP_PATH, permission=None),
+        MenuEntry(AGENT_SECTION, "Assistance hors-compte", AGENT_PATH, permission="agent"),
     ]
 
 
@@ -81,6 +86,7 @@ def opencrm_routes(host: Host) -> list[Route]:
         Route(("GET", "POST"), LOOKUP_PATH, lookup_pages.lookup),
         Route(("GET", "POST"), VALIDATE_PATH, lookup_pages.validate),
         Route(("GET", "POST"), FORGOTTEN_PATH, lookup_pages.forgotten),
+        Route(("GET", "POST"), AGENT_PATH, agent_page.handle, permission="agent"),
     ]
 
 
@@ -104,6 +110,11 @@ def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> l
 @hookimpl
 def opencrm_dossier_access(host: Host, request: Request, dossier: Dossier) -> bool | None:
     return True if has_grant(host, request, dossier.id) else None
+
+
+@hookimpl
+def opencrm_dossier_actions(host: Host, request: Request, dossier: Dossier) -> list[DossierAction]:
+    return [DossierAction("Assistance hors-compte", agent_page.dossier_url(dossier.id))]
 
 
 @hookimpl
