@@ -21,6 +21,8 @@ from opencrm_horscompte.base.paths import (
     DECLINE_PATH,
     FORGOTTEN_PATH,
     LOOKUP_PATH,
+    STATS_CSV_PATH,
+    STATS_PATH,
     VALIDATE_PATH,
 )
 from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
@@ -48,6 +50,7 @@ from opencrm_horscompte.lookup.purge import PURGE_EVERY_SECONDS, purge_expired_s
 from opencrm_horscompte.settings import admin_page
 from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.stats import page as stats_page
 from opencrm_horscompte.stats.audited import count_audit_event
 from opencrm_horscompte.tracking import deposit
 from opencrm_horscompte.tracking.codes import (
@@ -87,6 +90,8 @@ def opencrm_routes(host: Host) -> list[Route]:
         Route(("GET", "POST"), VALIDATE_PATH, lookup_pages.validate),
         Route(("GET", "POST"), FORGOTTEN_PATH, lookup_pages.forgotten),
         Route(("GET", "POST"), AGENT_PATH, agent_page.handle, permission="agent"),
+        Route(("GET",), STATS_PATH, stats_page.handle, permission="admin"),
+        Route(("GET",), STATS_CSV_PATH, stats_page.handle_csv, permission="admin"),
     ]
 
 
