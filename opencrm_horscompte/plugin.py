@@ -18,6 +18,7 @@ from opencrm_horscompte.base.models import PLUGIN_TABLES
 from opencrm_horscompte.base.paths import (
     ADMIN_PATH,
     AGENT_PATH,
+    CLAIM_PATH,
     DECLINE_PATH,
     FORGOTTEN_PATH,
     LOOKUP_PATH,
@@ -25,9 +26,11 @@ from opencrm_horscompte.base.paths import (
     STATS_PATH,
     VALIDATE_PATH,
 )
+from opencrm_horscompte.claim import page as claim_page
 from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import (
+    ACCOUNT_SECTION,
     AGENT_SECTION,
     PUBLIC_SECTION,
     Demarche,
@@ -74,7 +77,9 @@ def opencrm_plugin_setup(host: Host) -> None:
 
 @hookimpl
 def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
+    claim = [MenuEntry(ACCOUNT_SECTION, "Rattacher un dossier", CLAIM_PATH, permission="user")]
     return [
+        *(claim if claim_page.attacher(host) else []),
         MenuEntry("Administration", "Hors-compte", ADMIN_PATH, permission="admin"),
         MenuEntry(PUBLIC_SECTION, "Suivre un dossier", LOOKUP_PATH, permission=None),
         MenuEntry(AGENT_SECTION, "Assistance hors-compte", AGENT_PATH, permission="agent"),
@@ -83,7 +88,9 @@ def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
 
 @hookimpl
 def opencrm_routes(host: Host) -> list[Route]:
+    claim = [Route(("GET", "POST"), CLAIM_PATH, claim_page.handle, permission="user")]
     return [
+        *(claim if claim_page.attacher(host) else []),
         Route(("GET", "POST"), ADMIN_PATH, admin_page.handle, permission="admin"),
         Route(("POST",), DECLINE_PATH, decline),
         Route(("GET", "POST"), LOOKUP_PATH, lookup_pages.lookup),

@@ -164,9 +164,7 @@ def test_hint_suggests_avoiding_ambiguous_characters(client: Any, host: Any) -> 
     assert "ambigus" in page.text
 
 
-def test_counters_use_one_statement_whatever_the_lookup_matched(
-    client: Any, host: Any
-) -> None:
+def test_counters_use_one_statement_whatever_the_lookup_matched(client: Any, host: Any) -> None:
     mine = deposit(client, host)
     lookup(client, STRANGER, mine.code)  # warm up
 
@@ -180,9 +178,7 @@ def test_counters_use_one_statement_whatever_the_lookup_matched(
     assert matched == missed and len(matched) == 1
 
 
-def test_identity_step_counts_with_one_statement_on_both_branches(
-    client: Any, host: Any
-) -> None:
+def test_identity_step_counts_with_one_statement_on_both_branches(client: Any, host: Any) -> None:
     def statements(email: str) -> list[str]:
         visitor = new_client(host)
         with recorded_statements(host) as seen:
