@@ -16,6 +16,7 @@ from opencrm_horscompte.base.audit import store_event
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
 from opencrm_horscompte.base.models import PLUGIN_TABLES
 from opencrm_horscompte.base.paths import (
+    ACCEPT_PATH,
     ADMIN_PATH,
     AGENT_PATH,
     CLAIM_PATH,
@@ -46,6 +47,7 @@ from opencrm_horscompte.hookspecs.host import (
     User,
     hookimpl,
 )
+from opencrm_horscompte.identity import accept as identity_accept
 from opencrm_horscompte.identity.step import decline, identity_step
 from opencrm_horscompte.lookup import pages as lookup_pages
 from opencrm_horscompte.lookup.grants import has_grant
@@ -93,6 +95,7 @@ def opencrm_routes(host: Host) -> list[Route]:
         *(claim if claim_page.attacher(host) else []),
         Route(("GET", "POST"), ADMIN_PATH, admin_page.handle, permission="admin"),
         Route(("POST",), DECLINE_PATH, decline),
+        Route(("GET",), ACCEPT_PATH, identity_accept.accept),
         Route(("GET", "POST"), LOOKUP_PATH, lookup_pages.lookup),
         Route(("GET", "POST"), VALIDATE_PATH, lookup_pages.validate),
         Route(("GET", "POST"), FORGOTTEN_PATH, lookup_pages.forgotten),

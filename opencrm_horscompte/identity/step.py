@@ -30,6 +30,7 @@ from opencrm_horscompte.base.paths import DECLINE_PATH
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
+from opencrm_horscompte.identity.accept import accept_url
 from opencrm_horscompte.privacy.subjects import subject_hash
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.stats.counters import count
@@ -79,7 +80,7 @@ def _proposal(
         request,
         "horscompte/identity_proposal.html",
         demarche=demarche,
-        login_url=host.login_url(next_url),
+        login_url=accept_url(host, _draft_ref(host, draft), next_url, who),  # counted
         decline_url=DECLINE_PATH,
         decline_token=token,
     )
