@@ -139,7 +139,7 @@ class MenuEntry:
 @dataclass(frozen=True)
 class DossierAction:
     """A link a plugin adds to the host's page of one dossier (``opencrm_dossier_actions``),
-    e.g. "Assistance hors-compte" for agents. ``label`` is French (translated like a
+    e.g. "Assistance usagers" for agents. ``label`` is French (translated like a
     :class:`MenuEntry`); the host shows it only to users holding ``permission``."""
 
     label: str

@@ -84,7 +84,7 @@ def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
         *(claim if claim_page.attacher(host) else []),
         MenuEntry("Administration", "Hors-compte", ADMIN_PATH, permission="admin"),
         MenuEntry(PUBLIC_SECTION, "Suivre un dossier", LOOKUP_PATH, permission=None),
-        MenuEntry(AGENT_SECTION, "Assistance hors-compte", AGENT_PATH, permission="agent"),
+        MenuEntry(AGENT_SECTION, "Assistance usagers", AGENT_PATH, permission="agent"),
     ]
 
 
@@ -129,7 +129,7 @@ def opencrm_dossier_access(host: Host, request: Request, dossier: Dossier) -> bo
 
 @hookimpl
 def opencrm_dossier_actions(host: Host, request: Request, dossier: Dossier) -> list[DossierAction]:
-    return [DossierAction("Assistance hors-compte", agent_page.dossier_url(dossier.id))]
+    return [DossierAction("Assistance usagers", agent_page.dossier_url(dossier.id))]
 
 
 @hookimpl

@@ -120,7 +120,7 @@ def hints(totals: dict[str, int], settings: Settings) -> list[Message]:
         found.append(
             N_(
                 "%(count)s blocage(s) de dossier sur la période : un agent peut débloquer un "
-                "dossier depuis la page « Assistance hors-compte ».",
+                "dossier depuis la page « Assistance usagers ».",
                 count=totals["locks"],
             )
         )

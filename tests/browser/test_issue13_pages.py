@@ -69,8 +69,8 @@ def test_agent_support(page: Any, new_page: Any, live: Any, shoot: Any, check_a1
     log_in(agent, AGENT)
     expect(h1(agent)).to_have_text("Signaler un problème de voirie")
     actions = agent.get_by_role("navigation", name="Actions des services")
-    actions.get_by_role("link", name="Assistance hors-compte").click()
-    expect(h1(agent)).to_have_text("Assistance hors-compte")
+    actions.get_by_role("link", name="Assistance usagers").click()
+    expect(h1(agent)).to_have_text("Assistance aux usagers sans compte")
     expect(agent.get_by_test_id("agent-state")).to_contain_text("l•••@exemple.fr")
     assert tracking not in agent.content()
     check_a11y(agent)
@@ -91,7 +91,7 @@ def test_agent_support(page: Any, new_page: Any, live: Any, shoot: Any, check_a1
     expect(agent.locator("#dossier")).to_have_attribute("aria-invalid", "true")
     check_a11y(agent)
     # the header menu leads agents there too; citizens never see it
-    expect(main_menu(agent).get_by_role("link", name="Assistance hors-compte")).to_be_visible()
+    expect(main_menu(agent).get_by_role("link", name="Assistance usagers")).to_be_visible()
 
 
 def test_claim_a_dossier_later(
