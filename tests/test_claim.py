@@ -150,3 +150,21 @@ def test_login_required_and_absent_without_attach_dossier(host_factory: Any) -> 
     login(citizen, CITIZEN)
     assert citizen.get(CLAIM).status_code == 404
     assert "Rattacher un dossier" not in citizen.get("/mon-espace").text
+
+
+def test_concurrent_attaches_one_wins(client: Any, host: Any) -> None:
+    """The host's attach is one conditional UPDATE: of several at once, exactly one wins."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opencrm_horscompte.hookspecs.host import User
+
+    mine = citizen_dossier(client, host)
+    users = [
+        User(id=account, email=f"u{account}@exemple.fr", display_name="u") for account in (1, 2)
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(lambda n: host.attach_dossier(mine.dossier_id, users[n % 2]), range(8))
+        )
+    assert results.count(True) == 1
+    assert dossier(host, mine.dossier_id).account_id in (1, 2)

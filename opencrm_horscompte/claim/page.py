@@ -36,6 +36,7 @@ WAIT = N_(
     "Trop de codes erronés pour ce dossier : patientez avant de réessayer, ou contactez la mairie."
 )
 ALREADY = N_("Ce dossier est déjà rattaché à un compte : il ne peut pas l'être une seconde fois.")
+INVALID_ACCOUNT = N_("L'adresse e-mail de votre compte ne peut pas servir à cette recherche.")
 RESEND_WAIT = N_("Un code vient d'être envoyé : patientez une minute avant d'en demander un autre.")
 
 
@@ -105,9 +106,6 @@ def _start(host: Host, request: Request, user: User) -> Response:
         settings = load_settings(session)
         challenge_id = start_lookup(host, session, settings, typed, request.client_addr)
     return _page(host, request, token=_token(host, user, challenge_id), notice=SENT)
-
-
-INVALID_ACCOUNT = N_("L'adresse e-mail de votre compte ne peut pas servir à cette recherche.")
 
 
 def _finish(

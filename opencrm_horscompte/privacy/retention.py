@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import ColumnElement, delete, or_, update
 from sqlmodel import Session
 
 from opencrm_horscompte.base.hooks import SYSTEM_ACTOR
@@ -28,7 +28,8 @@ _AUDIT = AuditRecord.__table__
 _CHOICES = IdentityChoice.__table__
 
 
-def personal_kind_clause() -> object:
+def personal_kind_clause() -> ColumnElement[bool]:
+    """Audit kinds whose details name a dossier, an account or an address."""
     return or_(*(_AUDIT.c.kind.startswith(prefix) for prefix in PERSONAL_KIND_PREFIXES))
 
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlmodel import Session
 
 from opencrm_horscompte.base.audit import store_event
@@ -81,7 +81,7 @@ def _audit_rows(session: Session, key: str, dossiers: Sequence[int], subject: st
     likes = [_AUDIT.c.details_json.contains(f'"dossier": {dossier}') for dossier in dossiers]
     likes.append(_AUDIT.c.details_json.contains(subject))
     candidates = session.connection().execute(
-        select(_AUDIT).where(or_(_AUDIT.c.actor == key, *likes)).order_by(_AUDIT.c.id)
+        select(_AUDIT).where(or_(func.lower(_AUDIT.c.actor) == key, *likes)).order_by(_AUDIT.c.id)
     )
     found = []
     for row in candidates:
