@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 PROJECT = "opencrm"
 ADMIN_SECTION = "Administration"
 PUBLIC_SECTION = "Public"
+AGENT_SECTION = "Agents"
+ACCOUNT_SECTION = "Mon espace"
+AGENT_ROLE = "agent"
+ADMIN_ROLE = "admin"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -38,7 +42,12 @@ HEADER_FORBIDDEN = ("\r", "\n", "\x00")
 
 @dataclass(frozen=True)
 class User:
-    """The logged-in person, as the host knows them."""
+    """The logged-in person, as the host knows them.
+
+    ``roles`` a host may give: ``"admin"`` (functional administrator: everything) and
+    ``"agent"`` (town-hall staff who instruct dossiers and help citizens on the phone).
+    Any other role is the host's own business; a citizen has none.
+    """
 
     id: int
     email: str
@@ -47,7 +56,12 @@ class User:
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.roles
+        return ADMIN_ROLE in self.roles
+
+    @property
+    def is_agent(self) -> bool:
+        """An agent, or an admin (who may do whatever an agent does)."""
+        return AGENT_ROLE in self.roles or self.is_admin
 
 
 @dataclass(frozen=True)
@@ -103,12 +117,14 @@ class Response:
 
 
 Handler = Callable[["Host", Request], Response]
+Permission = Literal["user", "agent", "admin"]
 
 
 @dataclass(frozen=True)
 class Route:
     """A page a plugin serves. ``permission`` is enforced by the host before dispatch:
-    ``None`` (anyone), ``"user"`` (any logged-in user) or ``"admin"``.
+    ``None`` (anyone), ``"user"`` (any logged-in user), ``"agent"`` (:attr:`User.is_agent`:
+    an agent or an admin) or ``"admin"``.
 
     ``plugin`` is the name of the plugin that serves the route (its registered name, which
     the loader makes the entry point's name). A plugin may leave it ``None``: a host
@@ -120,7 +136,7 @@ class Route:
     methods: tuple[str, ...]
     path: str
     handler: Handler
-    permission: Literal["user", "admin"] | None = None
+    permission: Permission | None = None
     plugin: str | None = None
 
 
@@ -128,15 +144,28 @@ class Route:
 class MenuEntry:
     """An entry of the host's menus, e.g. section "Administration", label "Hors-compte".
 
-    Sections a host knows: ``"Administration"`` (its admin menu) and ``"Public"`` (links
-    for every visitor, such as "Suivre un dossier", shown in the site header). ``label``
-    is French; a host with an English interface translates it with the plugin's catalog.
+    Sections a host knows: ``"Administration"`` (its admin menu), ``"Public"`` (links
+    for every visitor, such as "Suivre un dossier", shown in the site header), ``"Agents"``
+    (links for agents and admins, in the site header) and ``"Mon espace"`` (links on a
+    logged-in citizen's own page, such as "Rattacher un dossier"). ``label`` is French; a
+    host with an English interface translates it with the plugin's catalog.
     """
 
     section: str
     label: str
     url: str
-    permission: Literal["user", "admin"] | None = "admin"
+    permission: Permission | None = "admin"
+
+
+@dataclass(frozen=True)
+class DossierAction:
+    """A link a plugin adds to the host's page of one dossier (``opencrm_dossier_actions``),
+    e.g. "Assistance usagers" for agents. ``label`` is French (translated like a
+    :class:`MenuEntry`); the host shows it only to users holding ``permission``."""
+
+    label: str
+    url: str
+    permission: Permission | None = "agent"
 
 
 @dataclass(frozen=True)
@@ -273,6 +302,23 @@ class Host(Protocol):
         ...
 
 
+@runtime_checkable
+class AttachingHost(Protocol):
+    """An OPTIONAL part of the host contract: a host that can attach a dossier deposited
+    without an account to an account. Plugins look for it with
+    ``getattr(host, "attach_dossier", None)``; a host without it simply doesn't get the
+    "Rattacher un dossier" page (the plugin offers neither the menu entry nor the route)."""
+
+    def attach_dossier(self, dossier_id: int, user: User) -> bool:
+        """Attach deposited dossier ``dossier_id`` to ``user``'s account, atomically and
+        only if it belongs to no account yet.
+
+        :return: True if it is now attached to ``user``; False if it already belonged to an
+            account (this one or another), is unknown or is not deposited: nothing changed.
+        """
+        ...
+
+
 # --------------------------------------------------------------------------- hook specs
 
 
@@ -397,6 +443,20 @@ def opencrm_dossier_access(host: Host, request: Request, dossier: Dossier) -> bo
     :return: True to admit, False to refuse, None when the plugin has no opinion.
 
     firstresult: the first non-None answer wins; no answer means refuse.
+    """
+
+
+@hookspec
+def opencrm_dossier_actions(host: Host, request: Request, dossier: Dossier) -> list[DossierAction]:
+    """Links a plugin adds to the host's page of one deposited dossier (for its staff).
+
+    :param host: the host.
+    :param request: the request showing the dossier page (``request.user`` is the viewer).
+    :param dossier: the dossier shown.
+    :return: a list of :class:`DossierAction`; the host shows those whose ``permission``
+        the viewer holds (by default agents and admins), in hook order.
+
+    Not firstresult: every plugin's actions are collected.
     """
 
 

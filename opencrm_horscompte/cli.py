@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from opencrm_horscompte.privacy.commands import add_data_commands, run_data_command
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.strength import tracking_strength
 from opencrm_horscompte.tracking.codes import (
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the demo host (needs the [demo] extra)")
     demo.add_argument("--port", type=_bounded_int(1, 65535), default=DEFAULT_DEMO_PORT)
     demo.add_argument("--data-dir", default=DEFAULT_DEMO_DATA_DIR)
+    add_data_commands(commands)
     return parser
 
 
@@ -129,6 +131,8 @@ def _demo(port: int, data_dir: str) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "demo":
         return _demo(args.port, args.data_dir)
+    if args.command == "data":
+        return run_data_command(args, PROG)
     try:
         policy = _policy(args)
     except InvalidPolicy as error:

@@ -11,22 +11,32 @@ import pluggy
 from packaging.version import Version
 from sqlmodel import Session, SQLModel
 
+from opencrm_horscompte.agent import page as agent_page
 from opencrm_horscompte.base.audit import store_event
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
 from opencrm_horscompte.base.models import PLUGIN_TABLES
 from opencrm_horscompte.base.paths import (
+    ACCEPT_PATH,
     ADMIN_PATH,
+    AGENT_PATH,
+    CLAIM_PATH,
     DECLINE_PATH,
     FORGOTTEN_PATH,
     LOOKUP_PATH,
+    STATS_CSV_PATH,
+    STATS_PATH,
     VALIDATE_PATH,
 )
+from opencrm_horscompte.claim import page as claim_page
 from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import (
+    ACCOUNT_SECTION,
+    AGENT_SECTION,
     PUBLIC_SECTION,
     Demarche,
     Dossier,
+    DossierAction,
     Host,
     IdentityDecision,
     MailTemplate,
@@ -37,6 +47,7 @@ from opencrm_horscompte.hookspecs.host import (
     User,
     hookimpl,
 )
+from opencrm_horscompte.identity import accept as identity_accept
 from opencrm_horscompte.identity.step import decline, identity_step
 from opencrm_horscompte.lookup import pages as lookup_pages
 from opencrm_horscompte.lookup.grants import has_grant
@@ -44,6 +55,8 @@ from opencrm_horscompte.lookup.purge import PURGE_EVERY_SECONDS, purge_expired_s
 from opencrm_horscompte.settings import admin_page
 from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.stats import page as stats_page
+from opencrm_horscompte.stats.audited import count_audit_event
 from opencrm_horscompte.tracking import deposit
 from opencrm_horscompte.tracking.codes import (
     CodePolicy,
@@ -66,20 +79,29 @@ def opencrm_plugin_setup(host: Host) -> None:
 
 @hookimpl
 def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
+    claim = [MenuEntry(ACCOUNT_SECTION, "Rattacher un dossier", CLAIM_PATH, permission="user")]
     return [
+        *(claim if claim_page.attacher(host) else []),
         MenuEntry("Administration", "Hors-compte", ADMIN_PATH, permission="admin"),
         MenuEntry(PUBLIC_SECTION, "Suivre un dossier", LOOKUP_PATH, permission=None),
+        MenuEntry(AGENT_SECTION, "Assistance usagers", AGENT_PATH, permission="agent"),
     ]
 
 
 @hookimpl
 def opencrm_routes(host: Host) -> list[Route]:
+    claim = [Route(("GET", "POST"), CLAIM_PATH, claim_page.handle, permission="user")]
     return [
+        *(claim if claim_page.attacher(host) else []),
         Route(("GET", "POST"), ADMIN_PATH, admin_page.handle, permission="admin"),
         Route(("POST",), DECLINE_PATH, decline),
+        Route(("GET",), ACCEPT_PATH, identity_accept.accept),
         Route(("GET", "POST"), LOOKUP_PATH, lookup_pages.lookup),
         Route(("GET", "POST"), VALIDATE_PATH, lookup_pages.validate),
         Route(("GET", "POST"), FORGOTTEN_PATH, lookup_pages.forgotten),
+        Route(("GET", "POST"), AGENT_PATH, agent_page.handle, permission="agent"),
+        Route(("GET",), STATS_PATH, stats_page.handle, permission="admin"),
+        Route(("GET",), STATS_CSV_PATH, stats_page.handle_csv, permission="admin"),
     ]
 
 
@@ -106,6 +128,11 @@ def opencrm_dossier_access(host: Host, request: Request, dossier: Dossier) -> bo
 
 
 @hookimpl
+def opencrm_dossier_actions(host: Host, request: Request, dossier: Dossier) -> list[DossierAction]:
+    return [DossierAction("Assistance usagers", agent_page.dossier_url(dossier.id))]
+
+
+@hookimpl
 def opencrm_scheduled_tasks(host: Host) -> list[ScheduledTask]:
     return [ScheduledTask("horscompte.purge", PURGE_EVERY_SECONDS, purge_expired_state)]
 
@@ -128,3 +155,4 @@ def horscompte_account_exists(host: Host, email: str) -> bool:
 @hookimpl(trylast=True)
 def horscompte_audit_event(host: Host, session: Session, event: AuditEvent) -> None:
     store_event(session, event)
+    count_audit_event(session, event)

@@ -100,8 +100,12 @@ def test_setting_off_continues_silently(client: Any, host: Any) -> None:
 
 def test_accept_logs_in_keeps_the_draft_and_attaches_the_dossier(client: Any, host: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
-    login_url = re.search(r'href="(/connexion\?[^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    login_page = client.get(login_url.replace("&amp;", "&"))
+    accept_url = re.search(r'href="([^"]+)" data-testid="accept-login"', page.text).group(1)  # type: ignore[union-attr]
+    accepted = client.get(accept_url.replace("&amp;", "&"))  # remembered, then the login
+    login_url = continue_location(accepted)
+    assert login_url.startswith("/connexion?")
+    assert rows(host, IdentityChoice)[0].choice == "accepted"
+    login_page = client.get(login_url)
     assert login_page.status_code == 200
     next_url = re.search(r'name="suivant" value="([^"]+)"', login_page.text).group(1)  # type: ignore[union-attr]
     response = post(

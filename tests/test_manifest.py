@@ -72,7 +72,7 @@ def test_every_setting_is_labelled_and_grouped(manifest: Manifest) -> None:
         assert spec.label.strip(), spec.key
         assert spec.help.strip(), spec.key
         # the admin page (templates/horscompte/admin.html) renders these groups only
-        assert spec.group in {"identity", "tracking", "validation"}, spec.key
+        assert spec.group in {"identity", "tracking", "validation", "retention"}, spec.key
         if spec.type == "int":
             assert spec.min is not None and spec.max is not None, spec.key
             assert spec.min <= spec.default <= spec.max, spec.key

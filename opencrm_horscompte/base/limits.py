@@ -33,6 +33,10 @@ LOOKUP_DOSSIER_MAILS = Limit("lookup.dossier", 5, HOUR)
 FORGOTTEN_CLIENT = Limit("forgotten.client", 10, HOUR)
 FORGOTTEN_EMAIL = Limit("forgotten.email", 3, DAY)
 
+# Agent support: page views and actions per agent, tracking-code mails per dossier.
+AGENT_ACTIONS = Limit("agent.actor", 60, HOUR)
+AGENT_DOSSIER_MAILS = Limit("agent.dossier", 3, DAY)
+
 # Validation codes: wrong tries per code, then a failure counter per dossier that survives
 # resends: exponential backoff from BACKOFF_AFTER_FAILURES, lock at LOCK_AFTER_FAILURES.
 ATTEMPTS_PER_CODE = 5

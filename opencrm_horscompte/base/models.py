@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import ClassVar
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
 
-from sqlalchemy import Column, Table, Text
+from sqlalchemy import BigInteger, Column, Date, Table, Text
 from sqlmodel import Field, SQLModel
 
 from opencrm_horscompte.base.db import timestamp_column
@@ -88,6 +88,9 @@ class IdentityChoice(SQLModel, table=True):
     draft_ref: str = Field(primary_key=True, max_length=64)
     choice: str = Field(max_length=16)
     at: datetime = Field(sa_column=timestamp_column())
+    # Pseudonymous link to the typed address (see privacy.subjects.subject_hash), so the
+    # right-of-access export and erasure find a person's choices; None for older rows.
+    subject_hash: str | None = Field(default=None, max_length=64, index=True)
 
 
 class Challenge(SQLModel, table=True):
@@ -122,6 +125,47 @@ class FailureGuard(SQLModel, table=True):
     not_before: datetime = Field(sa_column=timestamp_column())
 
 
+class GrantState(SQLModel, table=True):
+    """Server-side state of one dossier's grants (the grants themselves are signed tokens in
+    citizens' sessions): ``generation`` is carried by every grant and checked by
+    ``has_grant``, so bumping it ends every grant given so far; ``granted_at`` is the
+    latest grant, ``ended_at`` when an agent last ended them."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
+
+    __tablename__ = "horscompte_grant_state"
+
+    dossier_id: int = Field(primary_key=True)
+    generation: int = 0
+    granted_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    ended_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+
+
+def _counter() -> Any:
+    return Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class DailyStat(SQLModel, table=True):
+    """Daily counters for the statistics page (no personal data): one row per UTC day,
+    bumped by one upsert that adds to every column (see :mod:`opencrm_horscompte.stats`)."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
+
+    __tablename__ = "horscompte_daily_stat"
+
+    day: date = Field(sa_column=Column(Date, primary_key=True))
+    deposits: int = _counter()
+    proposals_shown: int = _counter()
+    proposals_accepted: int = _counter()
+    proposals_declined: int = _counter()
+    lookups: int = _counter()
+    codes_sent: int = _counter()
+    validations_ok: int = _counter()
+    validations_failed: int = _counter()
+    locks: int = _counter()
+    throttle_refusals: int = _counter()
+
+
 PLUGIN_TABLES = [
     SettingRow.__table__,
     TrackingCode.__table__,
@@ -130,4 +174,6 @@ PLUGIN_TABLES = [
     IdentityChoice.__table__,
     Challenge.__table__,
     FailureGuard.__table__,
+    GrantState.__table__,
+    DailyStat.__table__,
 ]

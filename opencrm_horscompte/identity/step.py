@@ -30,7 +30,10 @@ from opencrm_horscompte.base.paths import DECLINE_PATH
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
+from opencrm_horscompte.identity.accept import accept_url
+from opencrm_horscompte.privacy.subjects import subject_hash
 from opencrm_horscompte.settings.store import load_settings
+from opencrm_horscompte.stats.counters import count
 
 DECLINE_PURPOSE = "identity-decline"
 DECLINE_MAX_AGE_SECONDS = 6 * 3600
@@ -68,15 +71,16 @@ def _invite_by_mail(
 
 
 def _proposal(
-    host: Host, request: Request, demarche: Demarche, draft: str, next_url: str
+    host: Host, request: Request, demarche: Demarche, draft: str, next_url: str, email: str
 ) -> Response:
-    token = sign(host, DECLINE_PURPOSE, {"draft": draft, "next": next_url})
+    who = subject_hash(email)  # links the choice to the address for access and erasure
+    token = sign(host, DECLINE_PURPOSE, {"draft": draft, "next": next_url, "who": who})
     body = render_page(
         host,
         request,
         "horscompte/identity_proposal.html",
         demarche=demarche,
-        login_url=host.login_url(next_url),
+        login_url=accept_url(host, _draft_ref(host, draft), next_url, who),  # counted
         decline_url=DECLINE_PATH,
         decline_token=token,
     )
@@ -107,13 +111,17 @@ def identity_step(
         if not _within_limits(host, session, request):
             return None
     # Outside any transaction: the account source may be a slow directory (LDAP...).
-    if not PluginHooks(host).account_exists(email):
+    exists = PluginHooks(host).account_exists(email)
+    with Session(writer(host.engine)) as session, session.begin():  # same statement either way
+        count(session, host.now(), proposals_shown=int(exists))
+    if not exists:
         return None
     if settings.identity_discreet_mode:
         with Session(writer(host.engine)) as session, session.begin():
             _invite_by_mail(host, session, email, demarche, request.locale)
         return None
-    return IdentityDecision("propose_login", _proposal(host, request, demarche, draft, next_url))
+    proposal = _proposal(host, request, demarche, draft, next_url, email)
+    return IdentityDecision("propose_login", proposal)
 
 
 def decline(host: Host, request: Request) -> Response:
@@ -135,5 +143,9 @@ def decline(host: Host, request: Request) -> Response:
     with Session(writer(host.engine)) as session, session.begin():
         ref = _draft_ref(host, draft)
         if session.get(IdentityChoice, ref) is None:
-            session.add(IdentityChoice(draft_ref=ref, choice="declined", at=host.now()))
+            who = carried.get("who") if isinstance(carried.get("who"), str) else None
+            session.add(
+                IdentityChoice(draft_ref=ref, choice="declined", at=host.now(), subject_hash=who)
+            )
+            count(session, host.now(), proposals_declined=1)
     return Response.redirect(next_url)

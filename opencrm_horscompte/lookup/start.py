@@ -39,6 +39,7 @@ from opencrm_horscompte.settings.mail_templates import (
     available_templates,
 )
 from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.stats.counters import count
 from opencrm_horscompte.tracking.codes import (
     SPECIAL,
     CodePolicy,
@@ -223,4 +224,5 @@ def start_lookup(
     guard = guard_key(host, f"dossier:{target.dossier_id}" if target else f"email:{key}")
     limits = [(LOOKUP_CLIENT, client), (LOOKUP_EMAIL, key), (LOOKUP_DOSSIER_MAILS, guard)]
     allowed = counted_all(host, session, limits)
+    count(session, host.now(), lookups=1, codes_sent=int(target is not None and allowed))
     return send_code(host, session, settings, target, guard, mail=allowed)

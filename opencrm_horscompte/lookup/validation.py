@@ -37,6 +37,7 @@ from opencrm_horscompte.base.throttle import hit, throttle_key
 from opencrm_horscompte.hookspecs.host import Host
 from opencrm_horscompte.lookup.start import code_hmac, send_code
 from opencrm_horscompte.settings.store import load_settings
+from opencrm_horscompte.stats.counters import count
 
 MAX_TYPED_LENGTH = 32
 OutcomeKind = Literal["granted", "wrong", "malformed", "dead", "wait", "locked"]
@@ -109,19 +110,26 @@ def _count_failure_statement(dialect: str) -> Executable:
     failures = _GUARD.c.failures + 1
     waits = {n: bindparam(f"wait_{n}", type_=_STAMP) for n in range(1, LOCK_AFTER_FAILURES + 1)}
     insert = upsert_insert(dialect, _GUARD)
-    return insert.values(key=_GUARD_KEY, failures=1, not_before=_NOW).on_conflict_do_update(
-        index_elements=[_GUARD.c.key],
-        set_={
-            "failures": failures,
-            "not_before": case(waits, value=failures, else_=bindparam("locked", type_=_STAMP)),
-        },
+    return (
+        insert.values(key=_GUARD_KEY, failures=1, not_before=_NOW)
+        .on_conflict_do_update(
+            index_elements=[_GUARD.c.key],
+            set_={
+                "failures": failures,
+                "not_before": case(waits, value=failures, else_=bindparam("locked", type_=_STAMP)),
+            },
+        )
+        .returning(_GUARD.c.failures)
     )
 
 
-def _count_failure(connection: Connection, guard: str, now: datetime) -> None:
+def _count_failure(connection: Connection, guard: str, now: datetime) -> int:
+    """Count one failure; the guard's failures after it."""
     params: dict[str, object] = {"guard": guard, "now": now, "locked": now + LOCK_DURATION}
     params.update({f"wait_{n}": now + backoff(n) for n in range(1, LOCK_AFTER_FAILURES + 1)})
-    connection.execute(_count_failure_statement(connection.dialect.name), params)
+    return int(
+        connection.execute(_count_failure_statement(connection.dialect.name), params).scalar_one()
+    )
 
 
 def _why_refused(connection: Connection, challenge_id: int, now: datetime) -> Outcome:
@@ -151,8 +159,10 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
             if connection.execute(_CONSUME, ids).first() is None:
                 return Outcome("dead")
             connection.execute(_FORGET_GUARD, {"guard": guard})
+            count(connection, now, validations_ok=1)
             return Outcome("granted", dossier_id=challenge.dossier_id)
-        _count_failure(connection, guard, now)
+        failures = _count_failure(connection, guard, now)
+        count(connection, now, validations_failed=1, locks=int(failures == LOCK_AFTER_FAILURES))
         return Outcome("wrong")
 
 
@@ -193,5 +203,6 @@ def resend(host: Host, challenge_id: int) -> Resent:
             ).first()
         settings = load_settings(session)
         allowed = counted(host, session, LOOKUP_DOSSIER_MAILS, challenge.guard_key)
+        count(session, now, codes_sent=int(target is not None and allowed))
         fresh = send_code(host, session, settings, target, challenge.guard_key, mail=allowed)
         return Resent(fresh, expiry_minutes=settings.validation_code_expiry_minutes)

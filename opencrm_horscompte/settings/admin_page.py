@@ -13,7 +13,7 @@ from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.manifest import load_manifest
 from opencrm_horscompte.base.models import AuditRecord
-from opencrm_horscompte.base.paths import ADMIN_PATH, LOOKUP_PATH
+from opencrm_horscompte.base.paths import ADMIN_PATH, AGENT_PATH, LOOKUP_PATH, STATS_PATH
 from opencrm_horscompte.base.rendering import render_mail, render_page
 from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
 from opencrm_horscompte.settings.mail_templates import available_templates
@@ -108,6 +108,8 @@ def _page(
         request,
         TEMPLATE,
         action_url=ADMIN_PATH,
+        stats_url=STATS_PATH,
+        agent_url=AGENT_PATH,
         manifest=load_manifest(),
         labels={spec.key: spec.label for spec in load_manifest().settings},
         values=values,

@@ -37,6 +37,10 @@ class Settings:
     validation_code_expiry_minutes: int
     validation_code_length: int
     validation_mail_template: str
+    # Added after 0.1: defaults keep settings saved before them loading.
+    retention_audit_personal_days: int = 365
+    retention_identity_choice_days: int = 90
+    retention_spent_state_days: int = 1
 
     @classmethod
     def defaults(cls) -> Settings:

@@ -20,6 +20,7 @@ from opencrm_horscompte.base.rendering import plugin_mail, render_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings
+from opencrm_horscompte.stats.counters import count
 from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code
 
 MAX_ATTEMPTS = 12
@@ -94,5 +95,6 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
 def deposit(host: Host, session: Session, dossier: Dossier) -> str:
     """What ``opencrm_deposit`` does: the code, then the acknowledgment mail."""
     code = assign_tracking_code(host, session, dossier)
+    count(session, host.now(), deposits=1)
     host.queue_mail(session, acknowledgment_mail(host, dossier, code))
     return code

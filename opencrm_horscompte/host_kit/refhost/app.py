@@ -50,6 +50,7 @@ from opencrm_horscompte.host_kit.refhost.models import Account, Demarche, Dossie
 log = logging.getLogger(__name__)
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 ADMINS_ONLY = N_("Cette page est réservée aux administrateurs.")
+STAFF_ONLY = N_("Cette page est réservée aux agents et aux administrateurs.")
 
 
 @functools.cache
@@ -276,12 +277,28 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         if dossier is None or dossier.status == "draft":
             flask.abort(404)
         owner = user is not None and dossier.account_id == user.id
-        admitted = owner or host.hook.opencrm_dossier_access(
-            host=host, request=contract_request(), dossier=dossier
+        staff = user is not None and user.is_agent  # agents instruct dossiers
+        admitted = (
+            owner
+            or staff
+            or host.hook.opencrm_dossier_access(
+                host=host, request=contract_request(), dossier=dossier
+            )
         )
         if not admitted:
             return error_page(403, N_("Vous n'avez pas accès à ce dossier."))
-        return render("dossier.html", dossier=dossier)
+        actions = []
+        if staff:
+            contributed = host.hook.opencrm_dossier_actions(
+                host=host, request=contract_request(), dossier=dossier
+            )
+            actions = [
+                action
+                for batch in contributed
+                for action in batch or ()
+                if has_permission(user, action.permission)
+            ]
+        return render("dossier.html", dossier=dossier, actions=actions)
 
     # ---------------------------------------------------------------- accounts
 
@@ -411,7 +428,7 @@ def _mount(
         if route.permission and user is None:
             return redirect(host.login_url(flask.request.path))
         if not has_permission(user, route.permission):
-            return error_page(403, ADMINS_ONLY)
+            return error_page(403, STAFF_ONLY if route.permission == "agent" else ADMINS_ONLY)
         return to_flask(route.handler(host, contract_request()))
 
     app.add_url_rule(

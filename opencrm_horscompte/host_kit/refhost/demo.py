@@ -20,7 +20,7 @@ from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.host import HostConfig, ReferenceHost
 from opencrm_horscompte.host_kit.refhost.scheduler import TaskScheduler
-from opencrm_horscompte.host_kit.refhost.seed import ADMIN_EMAIL, CITIZEN_EMAIL, seed
+from opencrm_horscompte.host_kit.refhost.seed import ADMIN_EMAIL, AGENT_EMAIL, CITIZEN_EMAIL, seed
 
 
 def load_or_create_secrets(data_dir: Path) -> dict[str, Any]:
@@ -31,6 +31,7 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, Any]:
         "secret_keys": [secrets.token_hex(32)],
         "citizen_password": secrets.token_urlsafe(12),
         "admin_password": secrets.token_urlsafe(12),
+        "agent_password": secrets.token_urlsafe(12),
     }
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -52,7 +53,8 @@ def build_host(data_dir: Path, port: int) -> tuple[ReferenceHost, dict[str, Any]
         data_dir=data_dir,
     )
     host = ReferenceHost(config)
-    seed(host, stored["citizen_password"], stored["admin_password"])
+    stored.setdefault("agent_password", None)  # demo data made before agents existed
+    seed(host, stored["citizen_password"], stored["admin_password"], stored["agent_password"])
     return host, stored
 
 
@@ -67,12 +69,15 @@ def run_demo(port: int = 8765, data_dir: Path = Path("demo-data")) -> None:
     scheduler = TaskScheduler(host)
     scheduler.start()
     database = host.engine.url.render_as_string(hide_password=True)
+    agent_password = stored["agent_password"]
+    agent_line = f"  agent           : {AGENT_EMAIL} / {agent_password}\n" if agent_password else ""
     print(
         f"Open CRM (hôte de référence) avec le module Hors-compte : http://127.0.0.1:{port}/\n"
         f"  base de données : {database}\n"
         f"  courriels       : {smtp_url or (data_dir / 'outbox').resolve()}\n"
         f"  usager          : {CITIZEN_EMAIL} / {stored['citizen_password']}\n"
         f"  administrateur  : {ADMIN_EMAIL} / {stored['admin_password']}\n"
+        f"{agent_line}"
         f"  (identifiants conservés dans {(data_dir / 'secrets.json').resolve()})\n"
         "Ctrl+C pour arrêter.",
         flush=True,

@@ -28,6 +28,7 @@ from opencrm_horscompte.host_kit.loader import (
 )
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.accounts import find_by_email
+from opencrm_horscompte.host_kit.refhost.attach import attach_deposited
 from opencrm_horscompte.host_kit.refhost.models import HOST_TABLES, Account, PluginState
 
 HOST_VERSION = "2.4.0"
@@ -121,6 +122,10 @@ class ReferenceHost:
     def layout_context(self, request: Request) -> Mapping[str, Any]:
         return {"site_name": self.config.site_name, "menu": self.menu(request.user)}
 
+    # Optional part of the contract (AttachingHost): claiming a dossier later.
+    def attach_dossier(self, dossier_id: int, user: User) -> bool:
+        return attach_deposited(self, dossier_id, user.id)
+
     # ---------------------------------------------------------------- plugins
 
     def disabled_names(self) -> frozenset[str]:
@@ -172,8 +177,11 @@ class ReferenceHost:
         return sections
 
 
+STAFF_ROLES = ("admin", "agent")
+
+
 def account_user(account: Account) -> User:
-    roles = frozenset({"admin"}) if account.role == "admin" else frozenset()
+    roles = frozenset({account.role}) if account.role in STAFF_ROLES else frozenset()
     assert account.id is not None
     return User(id=account.id, email=account.email, display_name=account.display_name, roles=roles)
 
@@ -183,4 +191,6 @@ def has_permission(user: User | None, permission: str | None) -> bool:
         return True
     if user is None:
         return False
+    if permission == "agent":
+        return user.is_agent
     return permission == "user" or (permission == "admin" and user.is_admin)

@@ -33,10 +33,17 @@ DEMARCHES = [
 
 CITIZEN_EMAIL = "camille.martin@exemple.fr"
 ADMIN_EMAIL = "admin@demoville.fr"
+AGENT_EMAIL = "agent@demoville.fr"
 
 
-def seed(host: ReferenceHost, citizen_password: str, admin_password: str) -> None:
-    """Insert what is missing; running it again changes nothing."""
+def seed(
+    host: ReferenceHost,
+    citizen_password: str,
+    admin_password: str,
+    agent_password: str | None = None,
+) -> None:
+    """Insert what is missing; running it again changes nothing. The agent account (role
+    ``agent``: town-hall staff) is created when ``agent_password`` is given."""
     with Session(writer(host.engine)) as session, session.begin():
         existing = set(session.exec(select(Demarche.slug)))
         for demarche in DEMARCHES:
@@ -47,6 +54,8 @@ def seed(host: ReferenceHost, citizen_password: str, admin_password: str) -> Non
             create_account(session, CITIZEN_EMAIL, citizen_password, "Camille Martin")
         if ADMIN_EMAIL not in emails:
             create_account(session, ADMIN_EMAIL, admin_password, "Alex Admin", role="admin")
+        if agent_password and AGENT_EMAIL not in emails:
+            create_account(session, AGENT_EMAIL, agent_password, "Dominique Agent", role="agent")
         seeded_states = set(session.exec(select(PluginState.name)))
     if "horscompte" not in seeded_states:
         host.set_enabled("horscompte", True, actor="demo")

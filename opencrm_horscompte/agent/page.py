@@ -1,0 +1,106 @@
+"""``/admin/hors-compte/assistance``: an agent (or admin) opens a dossier's hors-compte
+state by number and acts for the citizen. The page never shows a code; every view and
+action is audited (one event each) and counted against the agent's hourly limit."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlmodel import Session
+
+from opencrm_horscompte.agent import actions
+from opencrm_horscompte.agent.state import dossier_state
+from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.i18n import N_, Message
+from opencrm_horscompte.base.limits import AGENT_ACTIONS, counted
+from opencrm_horscompte.base.paths import AGENT_PATH
+from opencrm_horscompte.base.rendering import render_page
+from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
+
+TEMPLATE = "horscompte/agent.html"
+MAX_DOSSIER_DIGITS = 12
+DONE: dict[str, Message] = {
+    "unlock": N_("Dossier débloqué : l'usager peut de nouveau demander un code de validation."),
+    "resend": N_("Le code de suivi a été envoyé à l'adresse e-mail indiquée lors du dépôt."),
+    "end_grants": N_("Les accès en cours à ce dossier sont terminés."),
+}
+NOT_SENT = N_(
+    "Le code de suivi n'a pas été envoyé : la limite d'envois pour ce dossier est atteinte "
+    "pour aujourd'hui."
+)
+THROTTLED = N_("Trop d'opérations en peu de temps : patientez avant de recommencer.")
+UNKNOWN = N_("Aucun dossier déposé sans compte ne porte ce numéro.")
+INVALID = N_("Saisissez le numéro du dossier (des chiffres uniquement).")
+
+
+def dossier_url(dossier_id: int) -> str:
+    """The agent page of one dossier (linked from the host's dossier page)."""
+    return f"{AGENT_PATH}?{urlencode({'dossier': dossier_id})}"
+
+
+def _dossier_number(raw: str) -> int | None:
+    text = raw.strip().lstrip("#")
+    if not text or len(text) > MAX_DOSSIER_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def _page(host: Host, request: Request, status: int = 200, **context: Any) -> Response:
+    context = {"state": None, "number": "", "error": None, "notice": None, **context}
+    body = render_page(
+        host, request, TEMPLATE, action_url=AGENT_PATH, actions=actions.ACTIONS, **context
+    )
+    return Response.html(body, status=status)
+
+
+def _refused(host: Host, request: Request) -> Response:
+    body = render_page(
+        host,
+        request,
+        "horscompte/message.html",
+        title=N_("Accès refusé"),
+        message=N_("Cette page est réservée aux agents et aux administrateurs."),
+    )
+    return Response.html(body, status=403)
+
+
+def handle(host: Host, request: Request) -> Response:
+    user = request.user
+    if user is None or not user.is_agent:  # the host checks it too (permission "agent")
+        return _refused(host, request)
+    source = request.form if request.method == "POST" else request.query
+    raw = source.get("dossier", "")
+    if not raw:
+        return _page(host, request)
+    dossier_id = _dossier_number(raw)
+    if dossier_id is None:
+        return _page(host, request, 400, number=raw[:20], error=INVALID)
+    action = request.form.get("action", "") if request.method == "POST" else ""
+    if request.method == "POST" and action not in actions.ACTIONS:
+        return _page(host, request, 400, number=str(dossier_id), error=INVALID)
+    return _act(host, request, user, dossier_id, action)
+
+
+def _act(host: Host, request: Request, user: User, dossier_id: int, action: str) -> Response:
+    notice: Message | None = None
+    with Session(writer(host.engine)) as session, session.begin():
+        if not counted(host, session, AGENT_ACTIONS, user.email):
+            return _page(host, request, 429, number=str(dossier_id), error=THROTTLED)
+        state = dossier_state(host, session, dossier_id)
+        if state is None:
+            return _page(host, request, 404, number=str(dossier_id), error=UNKNOWN)
+        if action == "unlock":
+            actions.unlock(host, session, user, dossier_id)
+        elif action == "resend":
+            sent = actions.resend_tracking_code(host, session, user, dossier_id)
+            notice = DONE["resend"] if sent else NOT_SENT
+        elif action == "end_grants":
+            actions.end_active_grants(host, session, user, dossier_id)
+        else:
+            actions.audit(host, session, actions.VIEWED, user, dossier_id)
+        if action and notice is None:
+            notice = DONE[action]
+        if action:
+            state = dossier_state(host, session, dossier_id)
+    return _page(host, request, number=str(dossier_id), state=state, notice=notice)

@@ -1,0 +1,132 @@
+"""``/hors-compte/rattacher`` ("Rattacher un dossier", in "Mon espace").
+
+The citizen types the tracking code; the lookup's own challenge machinery
+(:func:`.lookup.start.start_lookup`, :func:`.lookup.validation.verify` and ``resend``) mails
+a validation code to the address stored on the dossier, looked up with the ACCOUNT's
+address: a dossier of another address never matches (a decoy code is made, which can't
+succeed). On a right code the host attaches the dossier, once: ``attach_dossier`` refuses a
+dossier that already belongs to an account. Attaching is audited (``claim.attached``).
+Only offered by hosts that have ``attach_dossier`` (see ``AttachingHost``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlmodel import Session
+
+from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.hooks import PluginHooks
+from opencrm_horscompte.base.i18n import N_, Message
+from opencrm_horscompte.base.limits import CHALLENGE_TOKEN_MAX_AGE
+from opencrm_horscompte.base.paths import CLAIM_PATH
+from opencrm_horscompte.base.rendering import render_page
+from opencrm_horscompte.base.tokens import sign, unsign
+from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
+from opencrm_horscompte.lookup.pages import FAILURES, RESENT, SENT
+from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
+from opencrm_horscompte.lookup.validation import resend, verify
+from opencrm_horscompte.settings.store import load_settings
+
+PURPOSE = "claim-challenge"
+ATTACHED = "claim.attached"
+REFUSED = "claim.refused"
+TEMPLATE = "horscompte/claim.html"
+WAIT = N_(
+    "Trop de codes erronés pour ce dossier : patientez avant de réessayer, ou contactez la mairie."
+)
+ALREADY = N_("Ce dossier est déjà rattaché à un compte : il ne peut pas l'être une seconde fois.")
+INVALID_ACCOUNT = N_("L'adresse e-mail de votre compte ne peut pas servir à cette recherche.")
+RESEND_WAIT = N_("Un code vient d'être envoyé : patientez une minute avant d'en demander un autre.")
+
+
+def attacher(host: Host) -> Callable[[int, User], bool] | None:
+    """The host's optional ``attach_dossier``, or None (then there is no claim page)."""
+    method = getattr(host, "attach_dossier", None)
+    return method if callable(method) else None
+
+
+def _page(host: Host, request: Request, status: int = 200, **context: Any) -> Response:
+    context = {"token": None, "errors": {}, "notice": None, "error": None, **context}
+    body = render_page(host, request, TEMPLATE, action_url=CLAIM_PATH, **context)
+    return Response.html(body, status=status)
+
+
+def _message(host: Host, request: Request, status: int, title: Message, text: Message) -> Response:
+    body = render_page(host, request, "horscompte/message.html", title=title, message=text)
+    return Response.html(body, status=status)
+
+
+def _carried(host: Host, request: Request, user: User) -> int | None:
+    max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
+    carried = unsign(host, PURPOSE, request.form.get("token", ""), max_age)
+    if not isinstance(carried, dict) or carried.get("account") != user.id:
+        return None
+    challenge = carried.get("challenge")
+    return challenge if isinstance(challenge, int) else None
+
+
+def _token(host: Host, user: User, challenge_id: int) -> str:
+    return sign(host, PURPOSE, {"challenge": challenge_id, "account": user.id})
+
+
+def handle(host: Host, request: Request) -> Response:
+    attach = attacher(host)
+    user = request.user
+    if attach is None:
+        return _message(host, request, 404, N_("Page introuvable"), N_("Cette page n'existe pas."))
+    if user is None:
+        return Response.redirect(host.login_url(CLAIM_PATH))
+    if request.method != "POST":
+        return _page(host, request)
+    action = request.form.get("action", "")
+    if action == "start":
+        return _start(host, request, user)
+    challenge_id = _carried(host, request, user)
+    if challenge_id is None:
+        return _page(host, request, 400, errors={"tracking_code": N_("Votre demande a expiré.")})
+    if action == "resend":
+        resent = resend(host, challenge_id)
+        if resent.challenge_id is None:
+            return _page(host, request)
+        if resent.wait:
+            token = _token(host, user, challenge_id)
+            return _page(host, request, 429, token=token, error=RESEND_WAIT)
+        return _page(host, request, token=_token(host, user, resent.challenge_id), notice=RESENT)
+    return _finish(host, request, user, attach, challenge_id)
+
+
+def _start(host: Host, request: Request, user: User) -> Response:
+    try:
+        typed = read_input(user.email, request.form.get("tracking_code", ""))
+    except LookupInputError as error:
+        errors = {k: v for k, v in error.errors.items() if k == "tracking_code"}
+        return _page(host, request, 400, errors=errors or {"tracking_code": INVALID_ACCOUNT})
+    with Session(writer(host.engine)) as session, session.begin():
+        settings = load_settings(session)
+        challenge_id = start_lookup(host, session, settings, typed, request.client_addr)
+    return _page(host, request, token=_token(host, user, challenge_id), notice=SENT)
+
+
+def _finish(
+    host: Host,
+    request: Request,
+    user: User,
+    attach: Callable[[int, User], bool],
+    challenge_id: int,
+) -> Response:
+    outcome = verify(host, challenge_id, request.form.get("code", ""))
+    token = _token(host, user, challenge_id)
+    if outcome.kind != "granted" or outcome.dossier_id is None:
+        message = FAILURES.get(outcome.kind) or WAIT
+        status = 429 if outcome.kind in ("wait", "locked") else 400
+        return _page(host, request, status, token=token, error=message)
+    dossier_id = outcome.dossier_id
+    attached = attach(dossier_id, user)
+    with Session(writer(host.engine)) as session, session.begin():
+        kind = ATTACHED if attached else REFUSED
+        details = {"dossier": dossier_id, "account": user.id}
+        PluginHooks(host).audit(session, kind, details, actor=user.email)
+    if not attached:
+        return _message(host, request, 409, N_("Dossier déjà rattaché"), ALREADY)
+    return Response.redirect(host.dossier_url(dossier_id))

@@ -1,0 +1,69 @@
+"""Daily counters: one row per UTC day in ``horscompte_daily_stat``, bumped by ONE upsert
+that adds an increment to every column (zeros included).
+
+The statement is the same whatever is counted, so a caller on a path that must not be
+told apart (a lookup that matches and one that doesn't, the identity step's branches)
+bumps ``lookups=1, codes_sent=0`` or ``lookups=1, codes_sent=1`` with the same SQL and the
+same parameters' names: only the values differ. Reading a year is at most 366 rows, so
+the page stays fast whatever the number of events counted.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from functools import cache
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import TextClause
+from sqlmodel import Session
+
+from opencrm_horscompte.base.models import DailyStat
+
+METRICS = (
+    "deposits",
+    "proposals_shown",
+    "proposals_accepted",
+    "proposals_declined",
+    "lookups",
+    "codes_sent",
+    "validations_ok",
+    "validations_failed",
+    "locks",
+    "throttle_refusals",
+)
+_TABLE = DailyStat.__table__
+_NAME = _TABLE.name
+
+
+@cache
+def _upsert() -> TextClause:
+    """``INSERT ... ON CONFLICT (day) DO UPDATE SET m = m + excluded.m`` for every metric,
+    as SQL text both PostgreSQL and SQLite speak (compiled once)."""
+    columns = ", ".join(METRICS)
+    values = ", ".join(f":{metric}" for metric in METRICS)
+    sets = ", ".join(f"{metric} = {_NAME}.{metric} + excluded.{metric}" for metric in METRICS)
+    sql = (
+        f"INSERT INTO {_NAME} (day, {columns}) VALUES (:day, {values}) "
+        f"ON CONFLICT (day) DO UPDATE SET {sets}"
+    )
+    return text(sql).bindparams(bindparam("day", type_=_TABLE.c.day.type))
+
+
+def utc_day(moment: datetime) -> date:
+    """The UTC day of an aware datetime."""
+    if moment.tzinfo is None:
+        raise ValueError("moment must be timezone-aware")
+    return moment.astimezone(UTC).date()
+
+
+def count(target: Session | Connection, at: datetime, **increments: int) -> None:
+    """Add ``increments`` (metric name -> 0, 1 or more) to the counters of ``at``'s UTC day,
+    in the caller's transaction. Unknown metric names raise; absent metrics add 0."""
+    unknown = set(increments) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics: {sorted(unknown)}")
+    connection = target.connection() if isinstance(target, Session) else target
+    params: dict[str, object] = {metric: int(increments.get(metric, 0)) for metric in METRICS}
+    params["day"] = utc_day(at)
+    connection.execute(_upsert(), params)

@@ -1,0 +1,170 @@
+"""Claiming a dossier later over HTTP: "Rattacher un dossier" in "Mon espace", the
+tracking code, a validation code mailed to the dossier's address, then the host attaches
+it. Refused: a wrong code, another address's dossier, a second time; audited; absent from a
+host without ``attach_dossier``."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from conftest import ADMIN, CITIZEN, login, post
+from lookup_helpers import (
+    EMAIL,
+    change_settings,
+    code_in,
+    deposit,
+    last_code,
+    rows,
+    validation_mails,
+    wrong,
+)
+from sqlmodel import Session
+
+from opencrm_horscompte.base.models import AuditRecord
+from opencrm_horscompte.host_kit.refhost.app import create_app
+from opencrm_horscompte.host_kit.refhost.models import Dossier
+from opencrm_horscompte.tracking.codes import format_tracking_code
+
+CLAIM = "/hors-compte/rattacher"
+
+
+def new_client(host: Any) -> Any:
+    app = create_app(host)
+    app.config["TESTING"] = True
+    client = app.test_client()
+    client.get("/")
+    return client
+
+
+def token_of(page: str) -> str:
+    match = re.search(r'name="token" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
+def claim_start(client: Any, tracking_code: str) -> Any:
+    return post(client, CLAIM, {"tracking_code": tracking_code, "action": "start"})
+
+
+def claim_verify(client: Any, token: str, code: str) -> Any:
+    return post(client, CLAIM, {"token": token, "code": code, "action": "verify"})
+
+
+def dossier(host: Any, dossier_id: int) -> Dossier:
+    with Session(host.engine) as session:
+        found = session.get(Dossier, dossier_id)
+        assert found is not None
+        return found
+
+
+def claims(host: Any) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (r.kind, json.loads(r.details_json))
+        for r in rows(host, AuditRecord)
+        if r.kind.startswith("claim.")
+    ]
+
+
+def citizen_dossier(client: Any, host: Any) -> Any:
+    """A dossier deposited without account with the citizen account's address."""
+    change_settings(host, check_account_exists=False)
+    return deposit(client, host, email=CITIZEN[0])
+
+
+def test_claim_attaches_the_dossier_once_and_audits_it(client: Any, host: Any) -> None:
+    mine = citizen_dossier(client, host)
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    space = citizen.get("/mon-espace")
+    assert f'href="{CLAIM}"' in space.text and "Rattacher un dossier" in space.text
+    assert "Signaler un problème de voirie" not in space.text
+    page = citizen.get(CLAIM)
+    assert page.status_code == 200 and CITIZEN[0] in page.text
+
+    started = claim_start(citizen, format_tracking_code(mine.code))
+    assert started.status_code == 200
+    [mail] = validation_mails(host)
+    assert mail.recipient == CITIZEN[0]
+    done = claim_verify(citizen, token_of(started.text), code_in(mail.text))
+    assert done.status_code == 303 and done.headers["Location"] == f"/dossiers/{mine.dossier_id}"
+    assert dossier(host, mine.dossier_id).account_id is not None
+    space = citizen.get("/mon-espace")
+    assert "Signaler un problème de voirie" in space.text
+    account_id = dossier(host, mine.dossier_id).account_id
+    assert claims(host) == [("claim.attached", {"dossier": mine.dossier_id, "account": account_id})]
+
+    # twice: the code still arrives (it is the dossier's address), the attaching is refused
+    again = claim_start(citizen, mine.code)
+    refused = claim_verify(citizen, token_of(again.text), last_code(host))
+    assert refused.status_code == 409 and "déjà rattaché" in refused.text
+    assert [kind for kind, _ in claims(host)] == ["claim.attached", "claim.refused"]
+    assert dossier(host, mine.dossier_id).account_id == account_id
+
+
+def test_wrong_code_is_refused(client: Any, host: Any) -> None:
+    mine = citizen_dossier(client, host)
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    token = token_of(claim_start(citizen, mine.code).text)
+    refused = claim_verify(citizen, token, wrong(last_code(host)))
+    assert refused.status_code == 400 and "pas le bon" in refused.text
+    assert dossier(host, mine.dossier_id).account_id is None and claims(host) == []
+
+
+def test_another_addresss_dossier_cannot_be_claimed(client: Any, host: Any) -> None:
+    theirs = deposit(client, host, email=EMAIL)  # not the account's address
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    mails_before = len(validation_mails(host))
+    started = claim_start(citizen, theirs.code)
+    assert started.status_code == 200  # same page as a match: nothing revealed
+    assert len(validation_mails(host)) == mails_before  # no code sent to anyone
+    token = token_of(started.text)
+    for guess in ("000000", "123456"):
+        assert claim_verify(citizen, token, guess).status_code == 400
+    assert dossier(host, theirs.dossier_id).account_id is None and claims(host) == []
+
+
+def test_the_token_belongs_to_the_account_that_asked(client: Any, host: Any) -> None:
+    mine = citizen_dossier(client, host)
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    token = token_of(claim_start(citizen, mine.code).text)
+    admin = new_client(host)
+    login(admin, ADMIN)
+    assert claim_verify(admin, token, last_code(host)).status_code == 400
+    assert dossier(host, mine.dossier_id).account_id is None
+
+
+def test_login_required_and_absent_without_attach_dossier(host_factory: Any) -> None:
+    host = host_factory()
+    anonymous = new_client(host)
+    response = anonymous.get(CLAIM)
+    assert response.status_code == 302 and "/connexion" in response.headers["Location"]
+
+    bare = host_factory()
+    bare.attach_dossier = None  # a host without the optional method
+    citizen = new_client(bare)
+    login(citizen, CITIZEN)
+    assert citizen.get(CLAIM).status_code == 404
+    assert "Rattacher un dossier" not in citizen.get("/mon-espace").text
+
+
+def test_concurrent_attaches_one_wins(client: Any, host: Any) -> None:
+    """The host's attach is one conditional UPDATE: of several at once, exactly one wins."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opencrm_horscompte.hookspecs.host import User
+
+    mine = citizen_dossier(client, host)
+    users = [
+        User(id=account, email=f"u{account}@exemple.fr", display_name="u") for account in (1, 2)
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(lambda n: host.attach_dossier(mine.dossier_id, users[n % 2]), range(8))
+        )
+    assert results.count(True) == 1
+    assert dossier(host, mine.dossier_id).account_id in (1, 2)
