@@ -9,11 +9,11 @@ from collections.abc import Mapping
 
 import pluggy
 from packaging.version import Version
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from opencrm_horscompte.base.audit import store_event
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
-from opencrm_horscompte.base.models import PLUGIN_TABLES
+from opencrm_horscompte.base.migrations import upgrade
 from opencrm_horscompte.base.paths import (
     ADMIN_PATH,
     DECLINE_PATH,
@@ -61,7 +61,7 @@ def opencrm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
 def opencrm_plugin_setup(host: Host) -> None:
     manifest = load_manifest()
     check_manifest(manifest, manifest.name, Version(host.version))  # hosts without our loader
-    SQLModel.metadata.create_all(host.engine, tables=PLUGIN_TABLES)
+    upgrade(host.engine)  # Alembic, under a lock: N workers may start at once
 
 
 @hookimpl

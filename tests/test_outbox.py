@@ -218,10 +218,10 @@ def test_transport_from_url(tmp_path: Path) -> None:
         transport_from_url("smtp://user:secret@relay.example:25", tmp_path)
 
 
-def test_retry_delay_doubles_from_30s_capped_at_one_hour() -> None:
-    delays = [retry_delay(attempts).total_seconds() for attempts in range(1, 10)]
-    assert delays == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
-    assert retry_delay(10_000) == timedelta(hours=1)
+def test_retry_delay_doubles_from_30s_capped_at_five_minutes() -> None:
+    delays = [retry_delay(attempts).total_seconds() for attempts in range(1, 7)]
+    assert delays == [30, 60, 120, 240, 300, 300]
+    assert retry_delay(10_000) == timedelta(minutes=5)
 
 
 # --------------------------------------------------------------------------- delivery
@@ -324,13 +324,14 @@ def test_one_failing_mail_does_not_block_the_others(
 
     report = deliver_due(outbox, SmtpTransport("127.0.0.1", port), clock(), SENDER)
 
-    assert report == DeliveryReport(sent=2, failed=1)
+    assert report == DeliveryReport(sent=2, dead=1)  # a bad header is permanent
     assert sorted(envelope.rcpt_tos[0] for envelope in collector.envelopes) == [
         "eloise.1@example.org",
         "eloise.3@example.org",
     ]
     failing = _row(outbox, bad)
-    assert failing.last_error == "ValueError: mail header 'Subject' contains CR, LF or NUL"
+    assert failing.last_error == "InvalidMail: mail header 'Subject' contains CR, LF or NUL"
+    assert failing.dead_at == clock()
     assert _row(outbox, good_before).sent_at and _row(outbox, good_after).sent_at
 
 

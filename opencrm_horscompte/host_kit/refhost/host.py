@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from opencrm_horscompte.base.db import make_engine, writer
 from opencrm_horscompte.hookspecs.host import MailMessage, MenuEntry, Request, Route, User
@@ -26,7 +26,8 @@ from opencrm_horscompte.host_kit.loader import (
 )
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.accounts import find_by_email
-from opencrm_horscompte.host_kit.refhost.models import HOST_TABLES, Account, PluginState
+from opencrm_horscompte.host_kit.refhost.migrate import upgrade_host
+from opencrm_horscompte.host_kit.refhost.models import Account, PluginState
 
 HOST_VERSION = "2.4.0"
 PLUGIN_STATE_TTL_SECONDS = 2.0
@@ -80,9 +81,7 @@ class ReferenceHost:
         self.config = config
         self.engine = make_engine(config.database_url)
         self.secret_keys = list(config.secret_keys)
-        SQLModel.metadata.create_all(
-            self.engine, tables=[*HOST_TABLES, outbox.OutboxMail.__table__]
-        )
+        upgrade_host(self.engine)  # Alembic, its own version table; locked for N workers
         self.pm = make_plugin_manager()
         self.plugins: list[PluginRecord] = load_plugins(self.pm, HOST_VERSION, config.entry_points)
         for plugin in config.extra_plugins:
