@@ -51,6 +51,9 @@ class HostConfig:
     entry_points: Iterable[EntryPoint] | None = None
     extra_plugins: Sequence[object] = ()
     data_dir: Path | None = None
+    trusted_proxies: int = 0
+    """Reverse proxies in front of the host whose ``X-Forwarded-For`` is believed (werkzeug's
+    ``ProxyFix``); 0 ignores the header (``Request.client_addr`` is the TCP peer)."""
 
 
 @dataclass(frozen=True)
