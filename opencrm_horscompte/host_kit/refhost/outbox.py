@@ -230,6 +230,7 @@ class SmtpTransport:
         self.deadline = deadline
 
     def send(self, message: EmailMessage) -> None:
+        started = time.monotonic()
         smtp = _DeadlineSMTP(timeout=min(self.timeout, self.deadline))
         watchdog = threading.Timer(self.deadline, smtp.abort)
         watchdog.daemon = True
@@ -238,7 +239,8 @@ class SmtpTransport:
             smtp.connect(self.host, self.port)
             refused = smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as error:
-            if smtp._aborted and not isinstance(error, smtplib.SMTPResponseException):
+            out_of_time = smtp._aborted or time.monotonic() - started >= self.deadline
+            if out_of_time and not isinstance(error, smtplib.SMTPResponseException):
                 raise SendDeadlineExceeded(
                     f"send deadline of {self.deadline:g} s exceeded ({type(error).__name__})"
                 ) from error
