@@ -107,9 +107,16 @@ def create_app(host: ReferenceHost) -> flask.Flask:
     def contract_request() -> Request:
         return to_request(current_user(), csrf_token(), current_locale())
 
+    def layout(request: Request) -> Any:
+        try:
+            return host.layout_context(request)
+        except SQLAlchemyError:  # the menu needs the database: a page without it
+            log.warning("layout without menu: database unavailable")
+            return {"site_name": host.config.site_name, "menu": {}}
+
     def render(name: str, status: int = 200, **context: Any) -> flask.Response:
         request = contract_request()
-        context = localized({**host.layout_context(request), **context}, request.locale)
+        context = localized({**layout(request), **context}, request.locale)
         body = _environment(request.locale).get_template(name).render(request=request, **context)
         return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
 
@@ -154,10 +161,6 @@ def create_app(host: ReferenceHost) -> flask.Flask:
     def outage_page() -> flask.Response:
         user = flask.g.get("user")
         request = to_request(user, csrf_token(), current_locale())
-        try:
-            layout = host.layout_context(request)
-        except Exception:  # the menu needs the database too
-            layout = {"site_name": host.config.site_name, "menu": {}}
         kept = [
             (name, value)
             for name, values in flask.request.form.lists()
@@ -166,7 +169,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         ]
         context = localized(
             {
-                **layout,
+                **layout(request),
                 "kept": kept if flask.request.method in UNSAFE_METHODS else [],
                 "retry_url": flask.request.full_path.rstrip("?"),
             },
