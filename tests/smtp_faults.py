@@ -24,6 +24,8 @@ import threading
 import time
 from email.message import EmailMessage
 
+from processes import HANG_GUARD_SECONDS
+
 
 class FaultySmtp:
     def __init__(self, mode: str = "ok") -> None:
@@ -180,7 +182,9 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(condition: object, guard_seconds: float = 120.0, pause: float = 0.05) -> None:
+def wait_for(
+    condition: object, guard_seconds: float = HANG_GUARD_SECONDS, pause: float = 0.05
+) -> None:
     """Wait until ``condition()`` is true; the guard only catches a hang (no timing)."""
     deadline = time.monotonic() + guard_seconds
     while not condition():  # type: ignore[operator]

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import HANG_GUARD_SECONDS
+from smtp_faults import wait_for
 from smtp_server import Collector, body_text, free_port, parse_mail, start_smtp
 from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine
@@ -401,7 +403,7 @@ def test_concurrent_workers_send_each_mail_exactly_once(outbox: Engine, clock: A
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=HANG_GUARD_SECONDS)
 
     assert errors == []
     assert len(transport.sent) == total
@@ -418,7 +420,7 @@ def test_concurrent_workers_send_each_mail_exactly_once(outbox: Engine, clock: A
 def test_simultaneous_claims_never_overlap(outbox: Engine, clock: Any) -> None:
     """Both workers' claim queries run before either commits: they must get disjoint rows."""
     _queue(outbox, clock(), *[_mail(number) for number in range(4)])
-    both_selected = threading.Barrier(2, timeout=10)
+    both_selected = threading.Barrier(2, timeout=HANG_GUARD_SECONDS)
     transport = SlowRecordingTransport(delay=0)
     reports: list[DeliveryReport] = []
     errors: list[BaseException] = []
@@ -439,7 +441,7 @@ def test_simultaneous_claims_never_overlap(outbox: Engine, clock: Any) -> None:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=30)
+            thread.join(timeout=HANG_GUARD_SECONDS)
     finally:
         event.remove(outbox, "after_cursor_execute", after_execute)
 
@@ -463,7 +465,7 @@ def test_locked_rows_are_skipped_not_waited_for(outbox: Engine, clock: Any) -> N
             target=lambda: results.append(deliver_due(outbox, transport, clock(), SENDER))
         )
         thread.start()
-        thread.join(timeout=10)
+        thread.join(timeout=HANG_GUARD_SECONDS)
         assert not thread.is_alive(), "deliver_due waited on a locked row"
         other_worker.rollback()
     assert results == [DeliveryReport(sent=1)]
@@ -496,11 +498,9 @@ def test_worker_delivers_and_stops(outbox: Engine, clock: Any, tmp_path: Path) -
     assert worker.daemon
     worker.start()
     try:
-        deadline = time.monotonic() + 10
-        while not list(mailbox.Maildir(folder).keys()) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: list(mailbox.Maildir(folder).keys()))  # no deadline: a hang guard
     finally:
-        worker.stop(timeout=5)
+        worker.stop(timeout=HANG_GUARD_SECONDS)
     assert not worker.is_alive()
     assert len(mailbox.Maildir(folder).keys()) == 1
 
