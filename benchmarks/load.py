@@ -1,6 +1,6 @@
 """Load test of the served reference host on PostgreSQL: 1, 2 and 4 web processes.
 
-    python benchmarks/load.py            # the full run (a few minutes per N)
+    python benchmarks/load.py            # the full run (about a minute per N)
     python benchmarks/load.py --quick    # a short run (well under 5 minutes), for the tests
 
 For each N it creates a PostgreSQL database, starts ``opencrm-horscompte serve --workers N``

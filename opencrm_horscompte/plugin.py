@@ -61,7 +61,7 @@ def opencrm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
 def opencrm_plugin_setup(host: Host) -> None:
     manifest = load_manifest()
     check_manifest(manifest, manifest.name, Version(host.version))  # hosts without our loader
-    upgrade(host.engine)  # Alembic, under a lock: N workers may start at once
+    upgrade(host.engine, create_unmigrated=True)  # Alembic, locked: N workers may start at once
 
 
 @hookimpl

@@ -269,3 +269,17 @@ def test_cli_db_needs_a_database(
     monkeypatch.delenv("HORSCOMPTE_DATABASE_URL", raising=False)
     assert main(["db", "upgrade"]) == 2
     assert "HORSCOMPTE_DATABASE_URL" in capsys.readouterr().err
+
+
+def test_a_table_without_its_revision_is_created_and_reported(engine: Engine) -> None:
+    """A table added to the models without a revision still works in a running host, with
+    a warning, and the comparison (what the tests check) reports the missing revision."""
+    from dataclasses import replace
+
+    extra = Table("horscompte_extra", MetaData(), Column("id", Integer, primary_key=True))
+    migrations = replace(PLUGIN_MIGRATIONS, tables=[*PLUGIN_TABLES, extra])
+    upgrade(engine, migrations)
+    assert [d[0] for d in schema_differences(engine, migrations)] == ["add_table"]
+    upgrade(engine, migrations, create_unmigrated=True)
+    assert "horscompte_extra" in inspect(engine).get_table_names()
+    assert schema_differences(engine, migrations) == []

@@ -22,4 +22,4 @@ HOST_MIGRATIONS = MigrationSet(
 
 def upgrade_host(engine: Engine) -> None:
     """Bring the reference host's tables to the newest revision (under a lock)."""
-    upgrade(engine, HOST_MIGRATIONS)
+    upgrade(engine, HOST_MIGRATIONS, create_unmigrated=True)
