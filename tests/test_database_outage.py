@@ -161,3 +161,28 @@ def test_deposit_error_path_keeps_the_answers_in_the_form(
     assert "vos réponses n'ont pas pu être" in html.unescape(page)
     for value in answers.values():
         assert html.escape(value, quote=False) in page or value in html.unescape(page)
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_lock_timeout_gives_a_503_with_the_input(
+    web: Any, host: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction holds a lock the lookup needs: past the lock timeout (shortened
+    here) the page is a clean 503 with the typed input, not a hang and not a 500."""
+    dossier = deposit(web, host)
+    web.get(LOOKUP)
+    monkeypatch.setattr(
+        host, "engine", make_engine(database_url, connect_args={"options": "-c lock_timeout=300"})
+    )
+    blocker = make_engine(database_url)
+    typed = {"email": dossier.email, "tracking_code": dossier.code}
+    try:
+        with blocker.begin() as connection:
+            connection.execute(text("LOCK TABLE horscompte_throttle IN ACCESS EXCLUSIVE MODE"))
+            response = post(web, LOOKUP, typed)
+    finally:
+        host.engine.dispose()
+        blocker.dispose()
+    page = _assert_clean_503(response)
+    assert _hidden(page) == typed

@@ -101,6 +101,8 @@ def _locked_connection(engine: Engine, migrations: MigrationSet) -> Iterator[Con
     """One transaction for the whole upgrade, serialised across processes."""
     with writer(engine).begin() as connection:
         if connection.dialect.name == "postgresql":
+            # a long migration in another process is waited for, not timed out
+            connection.execute(text("SET LOCAL lock_timeout = 0"))
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": migrations.lock_key}
             )
