@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import flask
 import pytest
 from conftest import PG_ADMIN_URL
+from processes import HANG_GUARD_SECONDS
 from smtp_faults import wait_for
 from sqlalchemy import text
 
@@ -27,6 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import load  # noqa: E402
+
+
+def _waiting_on_a_lock(connection: Any) -> bool:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return bool(connection.execute(text(query)).scalar_one())
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -80,6 +90,10 @@ def test_serve_runs_n_web_processes_and_one_worker(fresh_pg: str, tmp_path: Path
     command = [sys.executable, "-m", "opencrm_horscompte.cli", "serve", "--workers", "2"]
     command += ["--port", str(http_port), "--data-dir", str(tmp_path / "data")]
     server = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    assert server.stderr is not None
+    reader = threading.Thread(target=lambda: log.extend(server.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
         load._wait_ready(http_port, server)  # type: ignore[arg-type]
         wait_for(lambda: len(_children(server.pid)) == 3)
@@ -94,14 +108,38 @@ def test_serve_runs_n_web_processes_and_one_worker(fresh_pg: str, tmp_path: Path
             assert client.errors == [], client.errors
         assert load._check(fresh_pg, drop) == []
 
-        server.send_signal(signal.SIGTERM)
-        _, errors = server.communicate(timeout=120)  # hang guard only
-        assert server.returncode == 0, errors[-3000:]
-        assert not any(Path(f"/proc/{pid}").exists() for pid, _ in children), errors[-3000:]
+        # A request in flight when SIGTERM comes finishes: a lookup waits on a table lock
+        # held here, the server is told to stop, then the lock is released.
+        client = load.Client(http_port, "10.9.1.1")
+        page = client.get("lookup", "/hors-compte/suivi")
+        answers: list[Any] = []
+        blocker = make_engine(fresh_pg)
+        with blocker.connect() as connection:
+            transaction = connection.begin()
+            connection.execute(text("LOCK TABLE horscompte_throttle IN ACCESS EXCLUSIVE MODE"))
+            typed = {"email": "personne@exemple.fr", "tracking_code": "ABCD-EFGH-JKLM"}
+            thread = threading.Thread(
+                target=lambda: answers.append(
+                    client.post("lookup", "/hors-compte/suivi", typed, page, 200)
+                )
+            )
+            thread.start()
+            wait_for(lambda: _waiting_on_a_lock(connection))
+            server.send_signal(signal.SIGTERM)
+            # gunicorn took the signal (its workers now finish what they have, then exit)
+            wait_for(lambda: any("Handling signal: term" in line for line in log))
+            transaction.commit()
+        blocker.dispose()
+        thread.join(HANG_GUARD_SECONDS)
+        assert answers and client.errors == [], client.errors
+
+        assert server.wait(HANG_GUARD_SECONDS) == 0, "".join(log)[-3000:]
+        reader.join(HANG_GUARD_SECONDS)
+        assert not any(Path(f"/proc/{pid}").exists() for pid, _ in children), children
     finally:
         if server.poll() is None:
             server.kill()
-            server.communicate()
+            server.wait()
         smtp.stop()
 
 

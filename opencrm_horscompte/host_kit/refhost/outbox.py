@@ -52,6 +52,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import Column, String, Text, and_, bindparam, case, func, insert, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
@@ -601,7 +602,7 @@ class OutboxCounts:
 def outbox_counts(engine: Engine) -> OutboxCounts:
     """One ``SELECT`` counting every state (what the admin page shows)."""
     pending = _PENDING
-    statement = select(
+    statement = sa_select(
         func.count(case((pending, 1))),
         func.count(case((and_(pending, _OUTBOX.c.last_error.is_not(None)), 1))),
         func.count(case((_OUTBOX.c.dead_at.is_not(None), 1))),
