@@ -33,6 +33,7 @@ from opencrm_horscompte.host_kit.refhost.migrate import upgrade_host
 from opencrm_horscompte.host_kit.refhost.outbox import (
     CLAIM_LEASE,
     REPLACED,
+    SEND_DEADLINE,
     USELESS,
     DeliveryReport,
     OutboxMail,
@@ -478,3 +479,44 @@ def test_sigterm_lets_the_current_mail_finish_and_hands_the_rest_back(
     healthy = SmtpTransport("127.0.0.1", smtp.port, deadline=10.0)
     assert deliver_due(pg_outbox, healthy, clock(), HOST_SENDER).sent == counts["pending"]
     _check_figures(pg_outbox, smtp, faults=0, sender=HOST_SENDER)
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def test_a_send_never_outlives_its_lease(outbox: Engine, clock: Clock) -> None:
+    """The lease is renewed right before each send and outlasts the whole-send deadline."""
+    assert SmtpTransport("h", 25).deadline == SEND_DEADLINE < CLAIM_LEASE.total_seconds()
+    _queue(outbox, clock, 3)
+    leases: list[timedelta] = []
+
+    class Inspecting:
+        def send(self, message: Any) -> None:
+            row_id = int(str(message["Message-ID"]).split(".")[1])
+            with Session(outbox) as session:
+                row = session.get(OutboxMail, row_id)
+                assert row is not None
+                leases.append(row.next_attempt_at - clock())
+
+    assert deliver_due(outbox, Inspecting(), clock(), SENDER) == DeliveryReport(sent=3)
+    assert len(leases) == 3
+    assert all(lease >= CLAIM_LEASE for lease in leases), leases
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_scheduled_tasks_run_in_one_process_only(host_factory: Any) -> None:
+    """Two background workers: the scheduler lock (a PostgreSQL advisory lock) lets one run
+    the scheduled tasks; the other takes over when the first goes away."""
+    from opencrm_horscompte.host_kit.refhost.runner import LockedScheduler
+
+    host = host_factory()
+    first, second = LockedScheduler(host), LockedScheduler(host)
+    try:
+        assert first.run_due() == ["horscompte.purge"]
+        assert second.run_due() == []
+        first.stop()
+        assert second.run_due() == ["horscompte.purge"]
+    finally:
+        first.stop()
+        second.stop()

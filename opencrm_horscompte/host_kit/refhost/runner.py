@@ -63,7 +63,8 @@ class SingletonLock:
 
     def release(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the lock lives as long as the session:
+                self._connection.invalidate()  # close it for real, not back to the pool
                 self._connection.close()
             self._connection = None
 
