@@ -279,7 +279,8 @@ def opencrm_plugin_setup(host: Host) -> None:
         page and leaves the plugin disabled.
 
     Called once per process after registration, and again when an admin enables the
-    plugin. Must be idempotent. Not firstresult.
+    plugin. Must be idempotent, and safe when N worker processes start at once (the plugin
+    runs its Alembic migrations under a database lock). Not firstresult.
     """
 
 

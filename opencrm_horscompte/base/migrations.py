@@ -31,6 +31,7 @@ from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.models import PLUGIN_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +62,12 @@ class MigrationSet:
         return zlib.crc32(self.version_table.encode())
 
 
-def _plugin_tables() -> Sequence[Table]:
-    from opencrm_horscompte.base.models import PLUGIN_TABLES
-
-    return PLUGIN_TABLES
-
-
-class _LazyTables(Sequence[Table]):
-    """The plugin's tables, imported on first use (models import this module's callers)."""
-
-    def __getitem__(self, index: Any) -> Any:
-        return list(_plugin_tables())[index]
-
-    def __len__(self) -> int:
-        return len(_plugin_tables())
-
-
 PLUGIN_MIGRATIONS = MigrationSet(
     name="horscompte",
     script_location=Path(__file__).resolve().parent.parent / "migrations",
     version_table="horscompte_alembic_version",
     table_prefix="horscompte_",
-    tables=_LazyTables(),
+    tables=PLUGIN_TABLES,
 )
 
 
