@@ -77,6 +77,11 @@ class Request:
     ``csrf_token`` is the token the host expects in the ``csrf_token`` field of any unsafe
     request: the host rejects a POST whose token does not match *before* calling a handler,
     so handlers only have to render it in their forms.
+
+    ``client_addr`` is the address of the client itself, as the host's rate limits need it:
+    the TCP peer, or, behind reverse proxies the host trusts, the client address they
+    forwarded (the host resolves ``X-Forwarded-For`` with a fixed number of trusted hops;
+    never the raw header, which any client can forge). Empty when unknown.
     """
 
     method: str
@@ -170,12 +175,22 @@ class DossierAction:
 
 @dataclass(frozen=True)
 class MailMessage:
-    """A mail to queue in the host's durable outbox. Header fields refuse CR, LF and NUL."""
+    """A mail to queue in the host's durable outbox. Header fields refuse CR, LF and NUL.
+
+    Optional delivery hints (a host may ignore them; older hosts do):
+
+    - ``useless_after``: past this moment (aware) the mail can no longer serve (the
+      validation code it carries has expired): the host drops it, never delivers it late;
+    - ``replaces``: a key; queuing a mail with a key drops the older undelivered mails that
+      carry the same key (a resent validation code replaces the older one).
+    """
 
     to: str
     subject: str
     text: str
     html: str | None = None
+    useless_after: datetime | None = None
+    replaces: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("to", "subject"):
@@ -343,7 +358,8 @@ def opencrm_plugin_setup(host: Host) -> None:
         page and leaves the plugin disabled.
 
     Called once per process after registration, and again when an admin enables the
-    plugin. Must be idempotent. Not firstresult.
+    plugin. Must be idempotent, and safe when N worker processes start at once (the plugin
+    runs its Alembic migrations under a database lock). Not firstresult.
     """
 
 

@@ -1,4 +1,6 @@
-"""Command line: sample tracking codes, show their strength, run the demo host.
+"""Command line: sample tracking codes, show their strength, migrate the plugin's tables
+(``db upgrade|current|history``), run the demo host, serve the reference host with several
+processes (``serve``) and its background process (``worker``).
 
 ``opencrm-horscompte codes sample`` draws codes with the same function the plugin uses, so an
 administrator can see what users will receive before changing the settings.
@@ -7,10 +9,11 @@ administrator can see what users will receive before changing the settings.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from opencrm_horscompte.privacy.commands import add_data_commands, run_data_command
 from opencrm_horscompte.settings.schema import Settings
@@ -26,6 +29,7 @@ PROG = "opencrm-horscompte"
 MAX_SAMPLE_COUNT = 100_000
 DEFAULT_DEMO_PORT = 8765
 DEFAULT_DEMO_DATA_DIR = "./demo-data"
+DATABASE_URL_ENV = "HORSCOMPTE_DATABASE_URL"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,21 +75,31 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default)
 
 
+Handler = Callable[[argparse.ArgumentParser, argparse.Namespace], int]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """One ``_add_*`` function per command group; each sets the ``handler`` it runs."""
     parser = _Parser(prog=PROG, description="Tools for the opencrm-horscompte plugin.")
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_codes, _add_db, _add_demo, _add_serve, _add_worker, _add_data):
+        add(commands)
+    return parser
+
+
+# --------------------------------------------------------------------------- codes
+
+
+def _add_codes(commands: Any) -> None:
     codes = commands.add_parser("codes", help="tracking codes")
     code_commands = codes.add_subparsers(dest="codes_command", required=True)
     sample = code_commands.add_parser("sample", help="print sample tracking codes")
     _add_policy_options(sample)
     sample.add_argument("--count", type=_bounded_int(1, MAX_SAMPLE_COUNT), default=1)
+    sample.set_defaults(handler=_run_codes)
     strength = code_commands.add_parser("strength", help="print the strength of a policy")
     _add_policy_options(strength)
-    demo = commands.add_parser("demo", help="run the demo host (needs the [demo] extra)")
-    demo.add_argument("--port", type=_bounded_int(1, 65535), default=DEFAULT_DEMO_PORT)
-    demo.add_argument("--data-dir", default=DEFAULT_DEMO_DATA_DIR)
-    add_data_commands(commands)
-    return parser
+    strength.set_defaults(handler=_run_codes)
 
 
 def _policy(args: argparse.Namespace) -> CodePolicy:
@@ -101,6 +115,16 @@ def _policy(args: argparse.Namespace) -> CodePolicy:
     return policy
 
 
+def _run_codes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        policy = _policy(args)
+    except InvalidPolicy as error:
+        parser.error(str(error))
+    if args.codes_command == "sample":
+        return _sample(policy, args.count)
+    return _strength(policy)
+
+
 def _sample(policy: CodePolicy, count: int) -> int:
     sys.stdout.write("".join(generate_tracking_code(policy) + "\n" for _ in range(count)))
     return 0
@@ -113,33 +137,161 @@ def _strength(policy: CodePolicy) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- db
+
+
+def _add_db(commands: Any) -> None:
+    db = commands.add_parser("db", help="the plugin's database schema (Alembic migrations)")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    helps = {
+        "upgrade": "bring the schema up to date (safe to repeat; locked on PostgreSQL)",
+        "current": "print the revision the database is at",
+        "history": "list the revisions shipped, oldest first",
+    }
+    for name, text in helps.items():
+        command = db_commands.add_parser(name, help=text)
+        if name != "history":
+            command.add_argument(
+                "--database-url",
+                default=os.environ.get(DATABASE_URL_ENV),
+                help=f"SQLAlchemy URL (default: ${DATABASE_URL_ENV})",
+            )
+        command.add_argument(
+            "--refhost",
+            action="store_true",
+            help="the reference host's own tables (host_*) instead of the plugin's",
+        )
+        command.set_defaults(handler=_run_db)
+
+
+def _run_db(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from opencrm_horscompte.base import migrations
+
+    chosen = migrations.PLUGIN_MIGRATIONS
+    if args.refhost:
+        from opencrm_horscompte.host_kit.refhost.migrate import HOST_MIGRATIONS
+
+        chosen = HOST_MIGRATIONS
+    if args.db_command == "history":
+        head = migrations.head_revision(chosen)
+        for revision, message in migrations.history(chosen):
+            print(f"{revision}{' (head)' if revision == head else ''}: {message}")
+        return 0
+    if not args.database_url:
+        parser.error(f"--database-url or {DATABASE_URL_ENV} is needed")
+    from opencrm_horscompte.base.db import make_engine
+
+    engine = make_engine(args.database_url)
+    try:
+        if args.db_command == "upgrade":
+            before = migrations.current_revision(engine, chosen)
+            migrations.upgrade(engine, chosen)
+            after = migrations.current_revision(engine, chosen)
+            print(f"{chosen.name}: {before or 'vide'} -> {after}")
+        else:
+            current = migrations.current_revision(engine, chosen)
+            head = migrations.head_revision(chosen)
+            state = "à jour" if current == head else f"en retard, dernière : {head}"
+            print(f"{chosen.name}: {current or 'aucune'} ({state})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+# --------------------------------------------------------------------------- reference host
+
+
+def _add_host_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--port", type=_bounded_int(1, 65535), default=DEFAULT_DEMO_PORT)
+    command.add_argument("--data-dir", default=DEFAULT_DEMO_DATA_DIR)
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser("demo", help="run the demo host (needs the [demo] extra)")
+    _add_host_options(demo)
+    demo.set_defaults(handler=lambda _parser, args: _demo(args.port, args.data_dir))
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve the reference host with gunicorn, N processes (the [demo] extra)"
+    )
+    _add_host_options(serve)
+    serve.add_argument("--workers", type=_bounded_int(1, 64), default=2)
+    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not start the background process (run `worker` elsewhere)",
+    )
+    serve.set_defaults(handler=_run_serve)
+
+
+def _add_worker(commands: Any) -> None:
+    worker = commands.add_parser(
+        "worker", help="deliver the reference host's mail and run its scheduled tasks"
+    )
+    _add_host_options(worker)
+    worker.set_defaults(handler=_run_worker)
+
+
+def _missing_flask(error: ImportError) -> int:
+    if (error.name or "").partition(".")[0] not in {"flask", "gunicorn"}:
+        raise error
+    print(
+        f"{PROG}: error: l'hôte de référence a besoin de Flask et gunicorn : "
+        "pip install 'opencrm-horscompte[demo]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def _demo(port: int, data_dir: str) -> int:
     try:
         from opencrm_horscompte.host_kit.refhost.demo import run_demo
     except ImportError as error:
-        if (error.name or "").partition(".")[0] != "flask":
-            raise
-        print(
-            f"{PROG}: error: la démo a besoin de Flask : pip install 'opencrm-horscompte[demo]'",
-            file=sys.stderr,
-        )
-        return 2
+        return _missing_flask(error)
     run_demo(port=port, data_dir=Path(data_dir))
     return 0
 
 
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.command == "demo":
-        return _demo(args.port, args.data_dir)
-    if args.command == "data":
-        return run_data_command(args, PROG)
+def _run_serve(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
-        policy = _policy(args)
-    except InvalidPolicy as error:
-        parser.error(str(error))
-    if args.codes_command == "sample":
-        return _sample(policy, args.count)
-    return _strength(policy)
+        from opencrm_horscompte.host_kit.refhost.serve import run_serve
+    except ImportError as error:
+        return _missing_flask(error)
+    return run_serve(
+        args.workers, args.port, Path(args.data_dir), args.bind, with_worker=not args.no_worker
+    )
+
+
+def _run_worker(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import logging
+
+    from opencrm_horscompte.host_kit.refhost.demo import host_config, mail_transport
+    from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
+    from opencrm_horscompte.host_kit.refhost.runner import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    data_dir = Path(args.data_dir)
+    config, _ = host_config(data_dir, args.port)
+    host = ReferenceHost(config)
+    print(f"{PROG} worker: ready (pid {os.getpid()})", flush=True)
+    run_worker(host, mail_transport(data_dir))
+    host.engine.dispose()
+    return 0
+
+
+def _add_data(commands: Any) -> None:
+    add_data_commands(commands)
+    commands.choices["data"].set_defaults(
+        handler=lambda _parser, args: run_data_command(args, PROG)
+    )
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    handler: Handler = args.handler
+    return handler(parser, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,3 +307,7 @@ def _exit_status(exit_: SystemExit) -> int:
     if exit_.code is None:
         return 0
     return exit_.code if isinstance(exit_.code, int) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,12 +9,12 @@ from collections.abc import Mapping
 
 import pluggy
 from packaging.version import Version
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from opencrm_horscompte.agent import page as agent_page
 from opencrm_horscompte.base.audit import store_event
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
-from opencrm_horscompte.base.models import PLUGIN_TABLES
+from opencrm_horscompte.base.migrations import upgrade
 from opencrm_horscompte.base.paths import (
     ACCEPT_PATH,
     ADMIN_PATH,
@@ -74,7 +74,7 @@ def opencrm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
 def opencrm_plugin_setup(host: Host) -> None:
     manifest = load_manifest()
     check_manifest(manifest, manifest.name, Version(host.version))  # hosts without our loader
-    SQLModel.metadata.create_all(host.engine, tables=PLUGIN_TABLES)
+    upgrade(host.engine, create_unmigrated=True)  # Alembic, locked: N workers may start at once
 
 
 @hookimpl

@@ -13,19 +13,18 @@
 from __future__ import annotations
 
 import multiprocessing
-import queue
 import re
 import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pluggy
 import pytest
 from conftest import TEST_SECRET_KEYS, recorded_statements
+from processes import HANG_GUARD_SECONDS, collect
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -50,8 +49,6 @@ TINY_SPACE = ["AAAA1111", "BBBB2222", "CCCC3333"]
 
 WORKERS = 4
 DEPOSITS_PER_WORKER = 500
-WORKER_READY_TIMEOUT = 60.0
-WORKERS_TIMEOUT = 100.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -181,7 +178,7 @@ def deposit_worker(
         host = ReferenceHost(HostConfig(database_url=database_url, secret_keys=TEST_SECRET_KEYS))
         demarche = the_demarche(host)
         reports.put(("ready", worker))
-        if not go.wait(WORKER_READY_TIMEOUT):
+        if not go.wait(HANG_GUARD_SECONDS):
             raise TimeoutError("the parent never said go")
         started = time.perf_counter()
         for index in range(count):
@@ -227,31 +224,27 @@ def run_workers(database_url: str, workers: int, count: int) -> tuple[list[dict[
         for process in processes:
             process.start()
 
-        def collect(until: Callable[[], bool], timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while not until() and time.monotonic() < deadline:
-                try:
-                    kind, payload = reports.get(timeout=0.5)
-                except queue.Empty:
-                    if not any(process.is_alive() for process in processes):
-                        try:  # a last message may still be in the pipe
-                            kind, payload = reports.get(timeout=2)
-                        except queue.Empty:
-                            return
-                    else:
-                        continue
+        def note(received: list[Any]) -> None:
+            for kind, payload in received:
                 if kind == "ready":
                     ready.add(payload)
                 else:
                     done[payload["worker"]] = payload
 
-        collect(lambda: len(ready | set(done)) == workers, WORKER_READY_TIMEOUT)
+        # Waits for every worker's report, however slow the machine; only a hang ends it.
+        received: list[Any] = []
+        collect(
+            reports,
+            processes,
+            lambda got: note(got) or len(ready | set(done)) == workers,
+            received,
+        )
         started = time.perf_counter()
         go.set()
-        collect(lambda: len(done) == workers, WORKERS_TIMEOUT)
+        collect(reports, processes, lambda got: note(got) or len(done) == workers, received)
         deposit_seconds = time.perf_counter() - started
         for process in processes:
-            process.join(timeout=10)
+            process.join(HANG_GUARD_SECONDS)
     finally:
         for process in processes:
             if process.is_alive():
@@ -379,7 +372,7 @@ def test_tiny_code_space_under_concurrency(host_factory: Any) -> None:
     start = threading.Barrier(threads)
 
     def depositor(mine: list[Dossier]) -> list[tuple[Dossier, str, int]]:
-        start.wait(timeout=30)
+        start.wait(timeout=HANG_GUARD_SECONDS)
         outcomes = []
         for draft in mine:
             before = tiny.thread_calls()
@@ -393,7 +386,7 @@ def test_tiny_code_space_under_concurrency(host_factory: Any) -> None:
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = [pool.submit(depositor, drafts[n::threads]) for n in range(threads)]
-        results = [item for future in futures for item in future.result(timeout=120)]
+        results = [item for future in futures for item in future.result(timeout=HANG_GUARD_SECONDS)]
     assert sorted(outcome for _, outcome, _ in results) == ["deposited"] * 3 + ["exhausted"] * 7
     won = [draft for draft, outcome, _ in results if outcome == "deposited"]
     codes = all_rows(host, TrackingCode)
@@ -607,7 +600,7 @@ def test_simultaneous_double_deposit_deposits_once(host: Any) -> None:
     start = threading.Barrier(4)
 
     def click(_: int) -> str:
-        start.wait(timeout=30)
+        start.wait(timeout=HANG_GUARD_SECONDS)
         try:
             deposit(host, draft.draft_key, ANSWERS)
         except AlreadyDeposited:
@@ -615,7 +608,7 @@ def test_simultaneous_double_deposit_deposits_once(host: Any) -> None:
         return "deposited"
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        outcomes = sorted(pool.map(click, range(4), timeout=60))
+        outcomes = sorted(pool.map(click, range(4), timeout=HANG_GUARD_SECONDS))
     assert outcomes == ["already"] * 3 + ["deposited"]
     assert len(all_rows(host, TrackingCode)) == 1
     assert len(all_rows(host, OutboxMail)) == 1

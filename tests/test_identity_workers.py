@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import CITIZEN, TEST_SECRET_KEYS, post
+from processes import HANG_GUARD_SECONDS
 
 from opencrm_horscompte.base import limits
 
@@ -47,6 +48,7 @@ def test_client_throttle_holds_across_two_worker_processes(
         results = [
             pool.apply_async(proposals_seen, (database_url, CHECKS_PER_WORKER)) for _ in range(2)
         ]
-        counts = [result.get(timeout=180) for result in results]
+        # waits for both results, however slow the machine: the timeout is a hang guard only
+        counts = [result.get(timeout=HANG_GUARD_SECONDS) for result in results]
     assert sum(counts) == limits.IDENTITY_CLIENT.limit  # 40 checks, exactly 30 proposals
     assert all(count > 0 for count in counts)  # both workers took part

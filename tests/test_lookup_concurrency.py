@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import queue
 import re
 import threading
 import traceback
@@ -27,6 +26,7 @@ import pytest
 from conftest import post, recorded_statements
 from lookup_helpers import CODE_LINE, deposit
 from lookup_workers import submit_codes
+from processes import HANG_GUARD_SECONDS, collect
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.limits import (
@@ -44,7 +44,7 @@ from opencrm_horscompte.lookup.validation import resend, verify
 
 SUBMISSIONS = 20
 RESENDS = 10
-JOIN_TIMEOUT = 60.0
+JOIN_TIMEOUT = HANG_GUARD_SECONDS  # a hang guard only: the tests wait for results
 EMAIL = "lea.dupont@exemple.fr"
 IDENTITY = {"last_name": "Dupont", "first_name": "Léa", "email": EMAIL}
 OTHER_IDENTITY = {**IDENTITY, "email": "autre.personne@exemple.fr"}
@@ -126,7 +126,7 @@ def all_at_once(count: int, action: Callable[[], Any]) -> list[Any]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(JOIN_TIMEOUT * 2)
+        thread.join(JOIN_TIMEOUT)
     hung = [thread.name for thread in threads if thread.is_alive()]
     assert not hung, f"threads still running: {hung}"
     assert not errors, "\n".join(errors)
@@ -196,9 +196,7 @@ def test_four_worker_processes_submit_right_and_wrong_codes(
     for worker in workers:
         worker.start()
     try:
-        reports = [results.get(timeout=2 * JOIN_TIMEOUT) for _ in workers]
-    except queue.Empty:
-        pytest.fail("a worker process gave no result")
+        reports = collect(results, workers, lambda got: len(got) == len(workers))
     finally:
         for worker in workers:
             worker.join(JOIN_TIMEOUT)

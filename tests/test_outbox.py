@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import HANG_GUARD_SECONDS
+from smtp_faults import wait_for
 from smtp_server import Collector, body_text, free_port, parse_mail, start_smtp
 from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine
@@ -218,10 +220,10 @@ def test_transport_from_url(tmp_path: Path) -> None:
         transport_from_url("smtp://user:secret@relay.example:25", tmp_path)
 
 
-def test_retry_delay_doubles_from_30s_capped_at_one_hour() -> None:
-    delays = [retry_delay(attempts).total_seconds() for attempts in range(1, 10)]
-    assert delays == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
-    assert retry_delay(10_000) == timedelta(hours=1)
+def test_retry_delay_doubles_from_30s_capped_at_five_minutes() -> None:
+    delays = [retry_delay(attempts).total_seconds() for attempts in range(1, 7)]
+    assert delays == [30, 60, 120, 240, 300, 300]
+    assert retry_delay(10_000) == timedelta(minutes=5)
 
 
 # --------------------------------------------------------------------------- delivery
@@ -324,13 +326,14 @@ def test_one_failing_mail_does_not_block_the_others(
 
     report = deliver_due(outbox, SmtpTransport("127.0.0.1", port), clock(), SENDER)
 
-    assert report == DeliveryReport(sent=2, failed=1)
+    assert report == DeliveryReport(sent=2, dead=1)  # a bad header is permanent
     assert sorted(envelope.rcpt_tos[0] for envelope in collector.envelopes) == [
         "eloise.1@example.org",
         "eloise.3@example.org",
     ]
     failing = _row(outbox, bad)
-    assert failing.last_error == "ValueError: mail header 'Subject' contains CR, LF or NUL"
+    assert failing.last_error == "InvalidMail: mail header 'Subject' contains CR, LF or NUL"
+    assert failing.dead_at == clock()
     assert _row(outbox, good_before).sent_at and _row(outbox, good_after).sent_at
 
 
@@ -400,7 +403,7 @@ def test_concurrent_workers_send_each_mail_exactly_once(outbox: Engine, clock: A
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=HANG_GUARD_SECONDS)
 
     assert errors == []
     assert len(transport.sent) == total
@@ -417,7 +420,7 @@ def test_concurrent_workers_send_each_mail_exactly_once(outbox: Engine, clock: A
 def test_simultaneous_claims_never_overlap(outbox: Engine, clock: Any) -> None:
     """Both workers' claim queries run before either commits: they must get disjoint rows."""
     _queue(outbox, clock(), *[_mail(number) for number in range(4)])
-    both_selected = threading.Barrier(2, timeout=10)
+    both_selected = threading.Barrier(2, timeout=HANG_GUARD_SECONDS)
     transport = SlowRecordingTransport(delay=0)
     reports: list[DeliveryReport] = []
     errors: list[BaseException] = []
@@ -438,7 +441,7 @@ def test_simultaneous_claims_never_overlap(outbox: Engine, clock: Any) -> None:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=30)
+            thread.join(timeout=HANG_GUARD_SECONDS)
     finally:
         event.remove(outbox, "after_cursor_execute", after_execute)
 
@@ -462,7 +465,7 @@ def test_locked_rows_are_skipped_not_waited_for(outbox: Engine, clock: Any) -> N
             target=lambda: results.append(deliver_due(outbox, transport, clock(), SENDER))
         )
         thread.start()
-        thread.join(timeout=10)
+        thread.join(timeout=HANG_GUARD_SECONDS)
         assert not thread.is_alive(), "deliver_due waited on a locked row"
         other_worker.rollback()
     assert results == [DeliveryReport(sent=1)]
@@ -495,11 +498,9 @@ def test_worker_delivers_and_stops(outbox: Engine, clock: Any, tmp_path: Path) -
     assert worker.daemon
     worker.start()
     try:
-        deadline = time.monotonic() + 10
-        while not list(mailbox.Maildir(folder).keys()) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: list(mailbox.Maildir(folder).keys()))  # no deadline: a hang guard
     finally:
-        worker.stop(timeout=5)
+        worker.stop(timeout=HANG_GUARD_SECONDS)
     assert not worker.is_alive()
     assert len(mailbox.Maildir(folder).keys()) == 1
 

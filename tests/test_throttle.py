@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import queue
 import threading
 import traceback
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from processes import HANG_GUARD_SECONDS, collect
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
@@ -295,7 +295,7 @@ CONCURRENT_LIMIT = Limit("concurrency", 100, HOUR)
 @pytest.mark.slow
 def test_concurrent_threads_lose_no_increment(counters: Engine, clock: Any) -> None:
     now = clock()
-    start = threading.Barrier(THREADS, timeout=30)
+    start = threading.Barrier(THREADS, timeout=HANG_GUARD_SECONDS)
     results: list[Hit] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -313,7 +313,7 @@ def test_concurrent_threads_lose_no_increment(counters: Engine, clock: Any) -> N
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=HANG_GUARD_SECONDS)  # waits for the work; a hang guard only
     assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
     assert errors == []
 
@@ -349,7 +349,7 @@ def test_concurrent_processes_lose_no_increment(
     """Host worker processes behind a load balancer: each with its own engine."""
     processes_count, hits = 2, 100
     context = multiprocessing.get_context("spawn")
-    start = context.Barrier(processes_count, timeout=60)
+    start = context.Barrier(processes_count, timeout=HANG_GUARD_SECONDS)
     results = context.Queue()
     now = clock()
     processes = [
@@ -361,15 +361,10 @@ def test_concurrent_processes_lose_no_increment(
     for process in processes:
         process.start()
     try:
-        reports = {}
-        for _ in processes:
-            try:
-                number, counts, error = results.get(timeout=60)
-            except queue.Empty:
-                pytest.fail("a worker process reported nothing within 60 s")
-            reports[number] = (counts, error)
+        received = collect(results, processes, lambda got: len(got) == len(processes))
+        reports = {number: (counts, error) for number, counts, error in received}
         for process in processes:
-            process.join(timeout=30)
+            process.join(timeout=HANG_GUARD_SECONDS)
     finally:
         for process in processes:
             if process.is_alive():

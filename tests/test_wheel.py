@@ -137,6 +137,19 @@ def test_wheel_ships_the_reference_host_templates_and_static(
     assert "opencrm_horscompte/host_kit/refhost/templates/opencrm/layout.html" in wheel_names
 
 
+def test_wheel_ships_the_migrations(wheel_names: set[str], source: Path) -> None:
+    package = source / "opencrm_horscompte"
+    for folder in (package / "migrations", package / "host_kit" / "refhost" / "migrations"):
+        files = [path for path in folder.rglob("*") if path.suffix in {".py", ".mako"}]
+        assert any(path.parent.name == "versions" for path in files), folder
+        for path in files:
+            name = "opencrm_horscompte/" + path.relative_to(package).as_posix()
+            assert name in wheel_names, f"migration file missing from the wheel: {name}"
+    assert (
+        "opencrm_horscompte/migrations/versions/0001_initial_schema_release_0_2.py" in wheel_names
+    )
+
+
 def test_wheel_ships_every_module_the_entry_point_and_no_tests(
     wheel: Path, wheel_names: set[str], source: Path
 ) -> None:
@@ -224,6 +237,17 @@ CHECK_SCRIPT = textwrap.dedent(
         "extension_specs": extension_specs.__file__,
         "plugin": plugin.__file__,
     }
+    import tempfile
+
+    from opencrm_horscompte.base.db import make_engine
+    from opencrm_horscompte.base.migrations import current_revision, head_revision, upgrade
+
+    with tempfile.TemporaryDirectory() as folder:
+        migrated = make_engine(f"sqlite:///{folder}/migrated.sqlite3")
+        upgrade(migrated)
+        report["migrated_to"] = [current_revision(migrated), head_revision()]
+        migrated.dispose()
+
     report["prefix"] = sys.prefix
     report["source_root"] = str(source_root)
     print(json.dumps(report))
@@ -289,3 +313,8 @@ def test_installed_manifest_is_readable(installed_report: dict[str, object]) -> 
         "host_project": "opencrm",
         "tracking_code_length": [8, 16, 12],
     }
+
+
+def test_installed_migrations_run(installed_report: dict[str, object]) -> None:
+    current, head = installed_report["migrated_to"]  # type: ignore[misc]
+    assert current == head and current is not None

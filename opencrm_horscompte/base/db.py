@@ -21,12 +21,19 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import create_engine
 
 _SQLITE_RETURNING = (3, 35, 0)
+LOCK_TIMEOUT_MS = 30_000
+"""How long a statement waits for a lock: SQLite's ``busy_timeout``, PostgreSQL's
+``lock_timeout``. Past it the statement fails (``OperationalError``)."""
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://...``."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        if parsed.get_backend_name() == "postgresql":
+            # a request waits for a lock at most this long, then fails (the host answers 503)
+            # instead of hanging: the same bound as SQLite's busy_timeout
+            kwargs.setdefault("connect_args", {"options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"})
         return create_engine(url, pool_pre_ping=True, **kwargs)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 
@@ -35,7 +42,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={LOCK_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

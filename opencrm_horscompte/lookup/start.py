@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import bindparam, insert, select, update
@@ -163,20 +163,23 @@ class IssuedCode(Protocol):
 
 def _new_challenge(
     host: Host, session: Session, settings: Settings, guard: str, dossier_id: int | None
-) -> tuple[int, str]:
-    """Kill the guard's older codes and store a new one (its HMAC only); its id and code."""
+) -> tuple[int, str, datetime]:
+    """Kill the guard's older codes and store a new one (its HMAC only); its id, code and
+    expiry."""
     now = host.now()
     connection = session.connection()
     connection.execute(_KILL_OLDER, {"guard": guard, "now": now})
     code = generate_validation_code(settings.validation_code_length)
+    expires_at = now + timedelta(minutes=settings.validation_code_expiry_minutes)
     params = {
         "dossier_id": dossier_id,
         "guard": guard,
         "code_hmac": code_hmac(host.secret_keys[-1], guard, code),
         "now": now,
-        "expires_at": now + timedelta(minutes=settings.validation_code_expiry_minutes),
+        "expires_at": expires_at,
     }
-    return connection.execute(_INSERT_CHALLENGE, params).scalar_one(), code
+    challenge_id: int = connection.execute(_INSERT_CHALLENGE, params).scalar_one()
+    return challenge_id, code, expires_at
 
 
 def send_code(
@@ -192,7 +195,7 @@ def send_code(
     ``mail`` is true; a decoy for ``None``. A code not mailed (a limit was reached) still
     names its dossier, so a resend after the limit's window mails a real one. Same
     statements either way: the audit record stands where the mail would."""
-    challenge_id, code = _new_challenge(
+    challenge_id, code, expires_at = _new_challenge(
         host, session, settings, guard, target.dossier_id if target else None
     )
     if target is not None and mail:
@@ -204,6 +207,8 @@ def send_code(
         }
         template = validation_template(host, settings)
         message = render_mail(host, target.email, template, context, target.locale)
+        # useless once the code expires, and replaced by the next code of the same guard
+        message = replace(message, useless_after=expires_at, replaces=f"horscompte.code:{guard}")
         host.queue_mail(session, message)
     else:
         PluginHooks(host).audit(session, LOOKUP_MISS, {"challenge": challenge_id})

@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 import flask
 import jinja2
 from markupsafe import Markup
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from opencrm_horscompte.base.i18n import (
     DEFAULT_LOCALE,
@@ -49,6 +51,7 @@ from opencrm_horscompte.host_kit.refhost.models import Account, Demarche, Dossie
 
 log = logging.getLogger(__name__)
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+NOT_KEPT_FIELDS = {"csrf_token", "password"}  # never echoed back into a page
 ADMINS_ONLY = N_("Cette page est réservée aux administrateurs.")
 STAFF_ONLY = N_("Cette page est réservée aux agents et aux administrateurs.")
 
@@ -76,6 +79,10 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=64 * 1024,
     )
+    if host.config.trusted_proxies:  # X-Forwarded-For, resolved by werkzeug's own middleware
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=host.config.trusted_proxies, x_proto=0, x_host=0
+        )
 
     def current_user() -> User | None:
         if "account_id" not in flask.g:
@@ -102,9 +109,16 @@ def create_app(host: ReferenceHost) -> flask.Flask:
     def contract_request() -> Request:
         return to_request(current_user(), csrf_token(), current_locale())
 
+    def layout(request: Request) -> Any:
+        try:
+            return host.layout_context(request)
+        except SQLAlchemyError:  # the menu needs the database: a page without it
+            log.warning("layout without menu: database unavailable")
+            return {"site_name": host.config.site_name, "menu": {}}
+
     def render(name: str, status: int = 200, **context: Any) -> flask.Response:
         request = contract_request()
-        context = localized({**host.layout_context(request), **context}, request.locale)
+        context = localized({**layout(request), **context}, request.locale)
         body = _environment(request.locale).get_template(name).render(request=request, **context)
         return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
 
@@ -136,6 +150,41 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         }
         status = error.code or 500
         return error_page(status, messages.get(status, N_("Une erreur est survenue.")))
+
+    @app.errorhandler(SQLAlchemyError)
+    def database_unavailable(error: SQLAlchemyError) -> flask.Response:
+        """Database down, lock timeout...: a 503 page that says what was kept and re-posts
+        what the visitor typed, rendered without touching the database."""
+        log.error(
+            "database unavailable on %s %s: %s", flask.request.method, flask.request.path, error
+        )
+        return outage_page()
+
+    def outage_page() -> flask.Response:
+        user = flask.g.get("user")
+        request = to_request(user, csrf_token(), current_locale())
+        kept = [
+            (name, value)
+            for name, values in flask.request.form.lists()
+            if name not in NOT_KEPT_FIELDS
+            for value in values
+        ]
+        context = localized(
+            {
+                **layout(request),
+                "kept": kept if flask.request.method in UNSAFE_METHODS else [],
+                "retry_url": flask.request.full_path.rstrip("?"),
+            },
+            request.locale,
+        )
+        body = _environment(request.locale).get_template("unavailable.html")
+        response = flask.Response(
+            body.render(request=request, **context),
+            status=503,
+            content_type="text/html; charset=utf-8",
+        )
+        response.headers["Retry-After"] = "30"
+        return response
 
     # ---------------------------------------------------------------- public pages
 
@@ -231,17 +280,21 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             pass
         except Exception:
             log.exception("deposit of draft %s failed", draft_key)
-            save_answers(host, draft_key, values)
+            failure = N_(
+                "Le dépôt n'a pas pu aboutir. Votre brouillon est conservé "
+                "avec vos réponses : réessayez dans quelques instants."
+            )
+            try:
+                save_answers(host, draft_key, values)
+            except SQLAlchemyError:
+                log.exception("saving the answers of draft %s failed too", draft_key)
+                failure = N_(
+                    "Le dépôt n'a pas pu aboutir et vos réponses n'ont pas pu être "
+                    "enregistrées : elles sont conservées dans ce formulaire. "
+                    "Renvoyez-le dans quelques instants."
+                )
             return render(
-                "form.html",
-                status=503,
-                dossier=dossier,
-                values=values,
-                errors={},
-                failure=N_(
-                    "Le dépôt n'a pas pu aboutir. Votre brouillon est conservé "
-                    "avec vos réponses : réessayez dans quelques instants."
-                ),
+                "form.html", status=503, dossier=dossier, values=values, errors={}, failure=failure
             )
         return redirect(flask.url_for("receipt", draft_key=draft_key), 303)
 
@@ -399,12 +452,31 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             error=error,
         )
 
-    @app.get("/admin/courriels")
+    @app.route("/admin/courriels", methods=["GET", "POST"])
     def outbox_page() -> flask.Response:
         user = require_admin()
         if isinstance(user, flask.Response):
             return user
-        return render("outbox.html", pending=outbox.pending_summary(host.engine))
+        notice = error = None
+        if flask.request.method == "POST":
+            try:
+                mail_id = int(flask.request.form.get("mail", ""))
+            except ValueError:
+                mail_id = 0
+            if outbox.retry_now(host.engine, mail_id, host.now()):
+                log.info("outbox mail %s: retry asked by %s", mail_id, user.email)
+                notice = N_("Le courriel sera renvoyé dans quelques instants.")
+            else:
+                error = N_("Ce courriel ne peut pas être renvoyé (déjà remis ou abandonné).")
+        return render(
+            "outbox.html",
+            status=400 if error else 200,
+            counts=outbox.outbox_counts(host.engine),
+            pending=outbox.pending_summary(host.engine),
+            dead=outbox.dead_letters(host.engine),
+            notice=notice,
+            error=error,
+        )
 
     for route in host.routes:
         _mount(app, host, route, contract_request, error_page, current_user)

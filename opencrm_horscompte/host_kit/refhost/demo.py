@@ -39,7 +39,24 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, Any]:
     return values
 
 
-def build_host(data_dir: Path, port: int) -> tuple[ReferenceHost, dict[str, Any]]:
+def trusted_proxies() -> int:
+    """``HORSCOMPTE_TRUSTED_PROXIES``: how many reverse proxies in front of the host append
+    to ``X-Forwarded-For`` (0, the default: the header is ignored)."""
+    raw = os.environ.get("HORSCOMPTE_TRUSTED_PROXIES", "").strip() or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"HORSCOMPTE_TRUSTED_PROXIES must be a number of proxies: {raw!r}"
+        ) from None
+    if not 0 <= value <= 10:
+        raise ValueError("HORSCOMPTE_TRUSTED_PROXIES must be between 0 and 10")
+    return value
+
+
+def host_config(data_dir: Path, port: int) -> tuple[HostConfig, dict[str, Any]]:
+    """The configuration of the demo and served host: secrets of ``data_dir`` (made on the
+    first start), ``HORSCOMPTE_DATABASE_URL`` or a SQLite file there."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     stored = load_or_create_secrets(data_dir)
@@ -51,17 +68,28 @@ def build_host(data_dir: Path, port: int) -> tuple[ReferenceHost, dict[str, Any]
         secret_keys=[bytes.fromhex(key) for key in stored["secret_keys"]],
         base_url=f"http://127.0.0.1:{port}",
         data_dir=data_dir,
+        trusted_proxies=trusted_proxies(),
     )
+    return config, stored
+
+
+def build_host(data_dir: Path, port: int) -> tuple[ReferenceHost, dict[str, Any]]:
+    config, stored = host_config(data_dir, port)
     host = ReferenceHost(config)
     stored.setdefault("agent_password", None)  # demo data made before agents existed
     seed(host, stored["citizen_password"], stored["admin_password"], stored["agent_password"])
     return host, stored
 
 
+def mail_transport(data_dir: Path) -> outbox.Transport:
+    """``HORSCOMPTE_SMTP_URL``, or the Maildir folder ``DATA_DIR/outbox``."""
+    return outbox.transport_from_url(os.environ.get("HORSCOMPTE_SMTP_URL"), data_dir / "outbox")
+
+
 def run_demo(port: int = 8765, data_dir: Path = Path("demo-data")) -> None:
     host, stored = build_host(data_dir, port)
     smtp_url = os.environ.get("HORSCOMPTE_SMTP_URL")
-    transport = outbox.transport_from_url(smtp_url, data_dir / "outbox")
+    transport = mail_transport(data_dir)
     worker = outbox.OutboxWorker(
         host.engine, transport, sender=host.config.mail_sender, now=host.now
     )

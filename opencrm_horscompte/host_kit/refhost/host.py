@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 from sqlalchemy.orm import Session as OrmSession
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from opencrm_horscompte.base.db import make_engine, writer
 from opencrm_horscompte.hookspecs.host import MailMessage, MenuEntry, Request, Route, User
@@ -29,7 +29,8 @@ from opencrm_horscompte.host_kit.loader import (
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.accounts import find_by_email
 from opencrm_horscompte.host_kit.refhost.attach import attach_deposited
-from opencrm_horscompte.host_kit.refhost.models import HOST_TABLES, Account, PluginState
+from opencrm_horscompte.host_kit.refhost.migrate import upgrade_host
+from opencrm_horscompte.host_kit.refhost.models import Account, PluginState
 
 HOST_VERSION = "2.4.0"
 PLUGIN_STATE_TTL_SECONDS = 2.0
@@ -53,6 +54,9 @@ class HostConfig:
     entry_points: Iterable[EntryPoint] | None = None
     extra_plugins: Sequence[object] = ()
     data_dir: Path | None = None
+    trusted_proxies: int = 0
+    """Reverse proxies in front of the host whose ``X-Forwarded-For`` is believed (werkzeug's
+    ``ProxyFix``); 0 ignores the header (``Request.client_addr`` is the TCP peer)."""
 
 
 @dataclass
@@ -77,9 +81,7 @@ class ReferenceHost:
         self.config = config
         self.engine = make_engine(config.database_url)
         self.secret_keys = list(config.secret_keys)
-        SQLModel.metadata.create_all(
-            self.engine, tables=[*HOST_TABLES, outbox.OutboxMail.__table__]
-        )
+        upgrade_host(self.engine)  # Alembic, its own version table; locked for N workers
         self.pm = make_plugin_manager()
         self.plugins: list[PluginRecord] = load_plugins(self.pm, HOST_VERSION, config.entry_points)
         for plugin in config.extra_plugins:

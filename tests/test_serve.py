@@ -1,0 +1,203 @@
+"""``opencrm-horscompte serve``: gunicorn with N web processes and one background worker, on
+PostgreSQL, driven over loopback HTTP; SIGTERM stops everything cleanly. And the
+``X-Forwarded-For`` switch (``HORSCOMPTE_TRUSTED_PROXIES``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import flask
+import pytest
+from conftest import PG_ADMIN_URL
+from processes import HANG_GUARD_SECONDS
+from smtp_faults import wait_for
+from sqlalchemy import text
+
+from opencrm_horscompte.base.db import make_engine
+from opencrm_horscompte.host_kit.refhost.app import create_app
+from opencrm_horscompte.host_kit.refhost.demo import trusted_proxies
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import load  # noqa: E402
+
+
+def _waiting_on_a_lock(connection: Any) -> bool:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return bool(connection.execute(text(query)).scalar_one())
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the live child processes of ``pid`` (Linux ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            state = stat.rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and state != "Z":
+            found.append((int(entry.name), command))
+    return found
+
+
+@pytest.fixture
+def fresh_pg(pg_database_url: str) -> Iterator[str]:
+    def reset() -> None:
+        engine = make_engine(pg_database_url)
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+
+    reset()
+    yield pg_database_url
+    reset()
+
+
+@pytest.mark.postgresql
+@pytest.mark.slow
+def test_serve_runs_n_web_processes_and_one_worker(fresh_pg: str, tmp_path: Path) -> None:
+    mail_dir = tmp_path / "mail"
+    mail_dir.mkdir()
+    drop = load.MailDrop(mail_dir)
+    smtp_port, http_port = load.free_port(), load.free_port()
+    smtp = load.Controller(drop, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HORSCOMPTE_DATABASE_URL": fresh_pg,
+        "HORSCOMPTE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "HORSCOMPTE_TRUSTED_PROXIES": "1",
+    }
+    command = [sys.executable, "-m", "opencrm_horscompte.cli", "serve", "--workers", "2"]
+    command += ["--port", str(http_port), "--data-dir", str(tmp_path / "data")]
+    server = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    assert server.stderr is not None
+    reader = threading.Thread(target=lambda: log.extend(server.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        load._wait_ready(http_port, server)  # type: ignore[arg-type]
+        wait_for(lambda: len(_children(server.pid)) == 3)
+        children = _children(server.pid)
+        workers = [pid for pid, line in children if " worker " in line]
+        assert len(workers) == 1, children  # mail and tasks: one process, not one per web worker
+
+        for index in range(3):  # whole round trips: deposit, lookup, mail, verify
+            client = load.Client(http_port, f"10.9.0.{index + 1}")
+            load.scenario(client, mail_dir, f"serve{index}")
+            client.close()
+            assert client.errors == [], client.errors
+        assert load._check(fresh_pg, drop) == []
+
+        # A request in flight when SIGTERM comes finishes: a lookup waits on a table lock
+        # held here, the server is told to stop, then the lock is released.
+        client = load.Client(http_port, "10.9.1.1")
+        page = client.get("lookup", "/hors-compte/suivi")
+        answers: list[Any] = []
+        blocker = make_engine(fresh_pg)
+        with blocker.connect() as connection:
+            transaction = connection.begin()
+            connection.execute(text("LOCK TABLE horscompte_throttle IN ACCESS EXCLUSIVE MODE"))
+            typed = {"email": "personne@exemple.fr", "tracking_code": "ABCD-EFGH-JKLM"}
+            thread = threading.Thread(
+                target=lambda: answers.append(
+                    client.post("lookup", "/hors-compte/suivi", typed, page, 200)
+                )
+            )
+            thread.start()
+            wait_for(lambda: _waiting_on_a_lock(connection))
+            server.send_signal(signal.SIGTERM)
+            # gunicorn took the signal (its workers now finish what they have, then exit)
+            wait_for(lambda: any("Handling signal: term" in line for line in log))
+            transaction.commit()
+        blocker.dispose()
+        thread.join(HANG_GUARD_SECONDS)
+        assert answers and client.errors == [], client.errors
+
+        assert server.wait(HANG_GUARD_SECONDS) == 0, "".join(log)[-3000:]
+        reader.join(HANG_GUARD_SECONDS)
+        assert not any(Path(f"/proc/{pid}").exists() for pid, _ in children), children
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        smtp.stop()
+
+
+# --------------------------------------------------------------------------- X-Forwarded-For
+
+
+def _address_app(host: Any) -> Any:
+    app = create_app(host)
+    app.add_url_rule("/_client_addr", "client_addr", lambda: flask.request.remote_addr or "")
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+def test_forwarded_for_is_ignored_by_default(host_factory: Any) -> None:
+    client = _address_app(host_factory())
+    response = client.get("/_client_addr", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert response.text == "127.0.0.1"
+
+
+def test_trusted_proxy_gives_the_client_address(host_factory: Any) -> None:
+    client = _address_app(host_factory(trusted_proxies=1))
+    forwarded = {"X-Forwarded-For": "198.51.100.1, 203.0.113.9"}  # a forged first hop
+    response = client.get("/_client_addr", headers=forwarded)
+    assert response.text == "203.0.113.9"  # what the one trusted proxy saw
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", 0), ("0", 0), ("1", 1), (" 2 ", 2), ("x", None), ("-1", None)]
+)
+def test_trusted_proxies_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: int | None
+) -> None:
+    monkeypatch.setenv("HORSCOMPTE_TRUSTED_PROXIES", value)
+    if expected is None:
+        with pytest.raises(ValueError, match="HORSCOMPTE_TRUSTED_PROXIES"):
+            trusted_proxies()
+    else:
+        assert trusted_proxies() == expected
+
+
+# --------------------------------------------------------------------------- load benchmark
+
+
+@pytest.mark.postgresql
+@pytest.mark.slow
+def test_quick_load_benchmark_reports_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "load.py"), "--quick", "--pg-url", PG_ADMIN_URL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,  # hang guard
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["errors"] == 0
+    assert set(report["workers"]) == {"1", "2", "4"}
+    for figures in report["workers"].values():
+        assert set(figures) == {"p50_ms", "p95_ms", "requests_per_s", "cpu_busy"}
+        assert all(isinstance(value, int | float) for value in figures.values()), figures
