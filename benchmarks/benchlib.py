@@ -69,7 +69,7 @@ def deposit_one(host: Any, demarche: Any, tag: str) -> Any:
     from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit
 
     draft = create_draft(host, demarche, identity(tag), None)
-    return deposit(host, draft.draft_key, ANSWERS)
+    return deposit(host, draft.draft_key, ANSWERS, draft)
 
 
 def lookup_handler(host: Any, email: str, typed_code: str, client: str) -> int:

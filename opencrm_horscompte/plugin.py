@@ -44,6 +44,7 @@ from opencrm_horscompte.lookup.purge import PURGE_EVERY_SECONDS, purge_expired_s
 from opencrm_horscompte.settings import admin_page
 from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.store import ensure_settings_version
 from opencrm_horscompte.tracking import deposit
 from opencrm_horscompte.tracking.codes import (
     CodePolicy,
@@ -62,6 +63,7 @@ def opencrm_plugin_setup(host: Host) -> None:
     manifest = load_manifest()
     check_manifest(manifest, manifest.name, Version(host.version))  # hosts without our loader
     SQLModel.metadata.create_all(host.engine, tables=PLUGIN_TABLES)
+    ensure_settings_version(host.engine)
 
 
 @hookimpl
@@ -88,6 +90,11 @@ def opencrm_identity_step(
     host: Host, request: Request, demarche: Demarche, identity: Mapping[str, str]
 ) -> IdentityDecision | None:
     return identity_step(host, request, demarche, identity)
+
+
+@hookimpl
+def opencrm_deposit_prepare(host: Host, dossier: Dossier) -> None:
+    deposit.prepare(host, dossier)
 
 
 @hookimpl

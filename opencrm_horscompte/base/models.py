@@ -26,6 +26,17 @@ class SettingRow(SQLModel, table=True):
     updated_by: str = Field(max_length=320)
 
 
+class SettingsVersion(SQLModel, table=True):
+    """One row (``id`` 1) whose ``token`` changes with every saved change of the settings:
+    each process keeps the settings it parsed until the token it reads moves (one tiny
+    primary-key read per request instead of reading and parsing every setting)."""
+
+    __tablename__ = "horscompte_settings_version"
+
+    id: int = Field(primary_key=True)
+    token: str = Field(max_length=32)
+
+
 class TrackingCode(SQLModel, table=True):
     """The tracking code of one deposited dossier, with the policy it was made under (typed
     input is normalised with it, so settings changed later do not break older codes), and
@@ -109,6 +120,7 @@ class FailureGuard(SQLModel, table=True):
 
 PLUGIN_TABLES = [
     SettingRow.__table__,
+    SettingsVersion.__table__,
     TrackingCode.__table__,
     AuditRecord.__table__,
     ThrottleCounter.__table__,

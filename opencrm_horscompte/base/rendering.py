@@ -24,6 +24,8 @@ def _environment(host_loader: jinja2.BaseLoader | None, locale: str) -> jinja2.E
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates ship in the package (and the host's): no stat of every file per render.
+        auto_reload=False,
     )
     environment.install_gettext_translations(  # type: ignore[attr-defined]
         translations(locale), newstyle=True

@@ -1,11 +1,19 @@
 """Deposit pipeline: give a dossier its unique tracking code inside the host's transaction,
-and queue the acknowledgment mail in the same transaction."""
+and queue the acknowledgment mail in the same transaction.
+
+Nothing slow inside the write transaction: when the host calls ``opencrm_deposit_prepare``
+before opening it (:func:`prepare`), the candidate code is drawn and the mail rendered
+there; inside, :func:`deposit` checks the preparation still fits (same address, title,
+language and code policy) and only inserts. A host that doesn't prepare gets the same
+result with that work done inside, as does a collision of the prepared code.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from functools import cache
+import threading
+from dataclasses import asdict, dataclass
+from functools import cache, lru_cache
 
 from sqlalchemy import bindparam
 from sqlalchemy.sql import Executable
@@ -19,11 +27,12 @@ from opencrm_horscompte.base.rendering import plugin_mail, render_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
 from opencrm_horscompte.lookup.start import LOOKUP_PATH
 from opencrm_horscompte.settings.schema import Settings
-from opencrm_horscompte.settings.store import load_settings
+from opencrm_horscompte.settings.store import latest_settings, load_settings
 from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code
 
 MAX_ATTEMPTS = 12
 MAX_CODE_LENGTH = 64
+MAX_PREPARED = 256
 ACKNOWLEDGMENT_MAIL = plugin_mail("deposit_ack", "Accusé de dépôt avec le code de suivi")
 
 
@@ -40,6 +49,12 @@ def _candidate(host: Host, settings: Settings) -> str:
     return code
 
 
+@lru_cache(maxsize=64)
+def policy_json(policy: CodePolicy) -> str:
+    """The policy as stored beside each code: serialised once per policy, not per deposit."""
+    return json.dumps(asdict(policy))
+
+
 _CODES = TrackingCode.__table__
 
 
@@ -54,26 +69,35 @@ def _insert_unless_taken(dialect: str) -> Executable:
     )
 
 
-def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> str:
+def assign_tracking_code(
+    host: Host,
+    session: Session,
+    dossier: Dossier,
+    *,
+    settings: Settings | None = None,
+    first: str | None = None,
+) -> str:
     """Insert the dossier's tracking code, drawing again on a collision.
 
     Uniqueness comes from the unique index on ``code``: nothing is loaded to check it, so
-    the cost of a deposit does not grow with the number of dossiers.
+    the cost of a deposit does not grow with the number of dossiers. ``first`` is a
+    candidate drawn beforehand (under the same settings), tried before drawing here.
     """
-    settings = load_settings(session)
+    if settings is None:
+        settings = load_settings(session)
     connection = session.connection()
     statement = _insert_unless_taken(connection.dialect.name)
     row = {
         "dossier_id": dossier.id,
-        "policy_json": json.dumps(asdict(CodePolicy.from_settings(settings))),
+        "policy_json": policy_json(CodePolicy.from_settings(settings)),
         "issued_at": host.now(),
         "email": dossier.email,
         "email_key": email_key_or_blank(dossier.email),
         "demarche_title": dossier.demarche_title,
         "locale": dossier.locale,
     }
-    for _ in range(MAX_ATTEMPTS):
-        code = _candidate(host, settings)
+    for attempt in range(MAX_ATTEMPTS):
+        code = first if attempt == 0 and first is not None else _candidate(host, settings)
         if connection.execute(statement, {**row, "code": code}).first() is not None:
             return code
     raise TrackingCodeSpaceExhausted(
@@ -91,8 +115,61 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
     return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context, dossier.locale)
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A candidate code and its rendered mail, and what they were made from."""
+
+    made_for: tuple[str, str, str]
+    policy: CodePolicy
+    code: str
+    mail: MailMessage
+
+
+_prepared: dict[tuple[int, int], _Prepared] = {}
+_prepared_lock = threading.Lock()
+
+
+def _made_for(dossier: Dossier) -> tuple[str, str, str]:
+    return (dossier.email, dossier.demarche_title, dossier.locale)
+
+
+def prepare(host: Host, dossier: Dossier) -> None:
+    """What ``opencrm_deposit_prepare`` does, outside any transaction: draw a candidate code
+    under the settings this process loaded last and render its acknowledgment mail. Before
+    this process has loaded the settings once, nothing is prepared."""
+    settings = latest_settings(host.engine)
+    if settings is None:
+        return
+    code = _candidate(host, settings)
+    prepared = _Prepared(
+        _made_for(dossier),
+        CodePolicy.from_settings(settings),
+        code,
+        acknowledgment_mail(host, dossier, code),
+    )
+    with _prepared_lock:
+        while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
+            _prepared.pop(next(iter(_prepared)))
+        _prepared[id(host), dossier.id] = prepared
+
+
+def _take_prepared(host: Host, dossier: Dossier, policy: CodePolicy) -> _Prepared | None:
+    with _prepared_lock:
+        prepared = _prepared.pop((id(host), dossier.id), None)
+    if prepared is None or prepared.policy != policy or prepared.made_for != _made_for(dossier):
+        return None
+    return prepared
+
+
 def deposit(host: Host, session: Session, dossier: Dossier) -> str:
     """What ``opencrm_deposit`` does: the code, then the acknowledgment mail."""
-    code = assign_tracking_code(host, session, dossier)
-    host.queue_mail(session, acknowledgment_mail(host, dossier, code))
+    settings = load_settings(session)
+    prepared = _take_prepared(host, dossier, CodePolicy.from_settings(settings))
+    first = prepared.code if prepared else None
+    code = assign_tracking_code(host, session, dossier, settings=settings, first=first)
+    if prepared is not None and code == prepared.code:
+        mail = prepared.mail
+    else:
+        mail = acknowledgment_mail(host, dossier, code)
+    host.queue_mail(session, mail)
     return code
