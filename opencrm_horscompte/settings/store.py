@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.db import DriverStatement, writer
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import SettingRow, SettingsVersion
 from opencrm_horscompte.hookspecs.host import Host
@@ -31,6 +31,7 @@ _SAVED = select(SettingRow.__table__.c.key, SettingRow.__table__.c.value_json)
 _VERSION_TABLE = SettingsVersion.__table__
 _VERSION_ID = 1
 _VERSION = select(_VERSION_TABLE.c.token).where(_VERSION_TABLE.c.id == _VERSION_ID)
+_VERSION_AT_DRIVER_SPEED = DriverStatement(_VERSION)  # runs on every request
 # (database URL, version token) -> the settings parsed under that token, per process.
 _CACHE: dict[tuple[str, str], Settings] = {}
 _CACHE_SIZE = 32
@@ -54,7 +55,12 @@ def load_settings(
     connection = session.connection() if isinstance(session, Session) else session
     if template_keys is not None:
         return _read(connection, tuple(template_keys))
-    token = connection.execute(_VERSION).scalar()
+    cursor = _VERSION_AT_DRIVER_SPEED.execute(connection)
+    try:
+        found = cursor.fetchone()
+    finally:
+        cursor.close()
+    token = found[0] if found else None
     if token is None:
         return _read(connection, None)
     url = _url(connection.engine)

@@ -15,11 +15,12 @@ import threading
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
 
+from markupsafe import escape
 from sqlalchemy import bindparam
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import upsert_insert
+from opencrm_horscompte.base.db import DriverStatement, upsert_insert
 from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import TrackingCode
@@ -59,6 +60,11 @@ _CODES = TrackingCode.__table__
 
 
 @cache
+def _driver_insert(dialect: str) -> DriverStatement:
+    return DriverStatement(_insert_unless_taken(dialect))
+
+
+@cache
 def _insert_unless_taken(dialect: str) -> Executable:
     """``INSERT ... ON CONFLICT (code) DO NOTHING RETURNING``: no row back means the code
     is taken; any other conflict (the dossier already has a code) raises as itself."""
@@ -86,19 +92,24 @@ def assign_tracking_code(
     if settings is None:
         settings = load_settings(session)
     connection = session.connection()
-    statement = _insert_unless_taken(connection.dialect.name)
+    statement = _driver_insert(connection.dialect.name)
     row = {
         "dossier_id": dossier.id,
         "policy_json": policy_json(CodePolicy.from_settings(settings)),
         "issued_at": host.now(),
         "email": dossier.email,
-        "email_key": email_key_or_blank(dossier.email),
+        "email_key": _email_key(dossier.email),
         "demarche_title": dossier.demarche_title,
         "locale": dossier.locale,
     }
     for attempt in range(MAX_ATTEMPTS):
         code = first if attempt == 0 and first is not None else _candidate(host, settings)
-        if connection.execute(statement, {**row, "code": code}).first() is not None:
+        cursor = statement.execute(connection, {**row, "code": code})
+        try:
+            inserted = cursor.fetchone() is not None
+        finally:
+            cursor.close()
+        if inserted:
             return code
     raise TrackingCodeSpaceExhausted(
         f"no free tracking code after {MAX_ATTEMPTS} draws: lengthen the code or allow "
@@ -106,13 +117,64 @@ def assign_tracking_code(
     )
 
 
+@lru_cache(maxsize=1024)
+def _email_key(email: str) -> str:
+    """The matching key of an address (normalisation and IDNA cost tens of microseconds;
+    the draft's address was normalised by the host, the key is cached per process)."""
+    return email_key_or_blank(email)
+
+
 def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
-    context = {
-        "demarche_title": dossier.demarche_title,
-        "tracking_code": format_tracking_code(code),
-        "lookup_url": host.absolute_url(LOOKUP_PATH),
-    }
-    return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context, dossier.locale)
+    """The acknowledgment mail of ``code``.
+
+    Its three parts are rendered once per (host, démarche title, language, lookup URL) with
+    a stand-in for the code, which each deposit then replaces: rendering twice with two
+    unlike stand-ins (case, digits, length, a dash) first proves the templates only print
+    the code as it is; otherwise, or for a code HTML would escape, every mail is rendered.
+    """
+    shown = format_tracking_code(code)
+    lookup_url = host.absolute_url(LOOKUP_PATH)
+    parts = None
+    if str(escape(shown)) == shown:
+        try:
+            parts = _acknowledgment_parts(host, dossier.demarche_title, dossier.locale, lookup_url)
+        except TypeError:  # an unhashable host object: no cache
+            parts = None
+    if parts is None:
+        return _render_acknowledgment(
+            host, dossier.email, dossier.demarche_title, dossier.locale, lookup_url, shown
+        )
+    subject, text, html = (part.replace(_STAND_INS[0], shown) if part else part for part in parts)
+    return MailMessage(to=dossier.email, subject=subject or "", text=text or "", html=html)
+
+
+_STAND_INS = ("\ue000Kq7-Wx\ue001", "\ue002mZ33P\ue003")
+_MARK = "\ue004"
+
+
+def _render_acknowledgment(
+    host: Host, to: str, title: str, locale: str, lookup_url: str, shown_code: str
+) -> MailMessage:
+    context = {"demarche_title": title, "tracking_code": shown_code, "lookup_url": lookup_url}
+    return render_mail(host, to, ACKNOWLEDGMENT_MAIL, context, locale)
+
+
+@lru_cache(maxsize=256)
+def _acknowledgment_parts(
+    host: Host, title: str, locale: str, lookup_url: str
+) -> tuple[str, str, str | None] | None:
+    """The mail's parts with ``_STAND_INS[0]`` where the code goes, or None when the
+    templates do more with the code than print it."""
+    rendered = []
+    for stand_in in _STAND_INS:
+        mail = _render_acknowledgment(host, "stand-in@invalid", title, locale, lookup_url, stand_in)
+        parts = (mail.subject, mail.text, mail.html)
+        rendered.append(tuple(p.replace(stand_in, _MARK) if p else p for p in parts))
+    first, second = rendered
+    if first != second or not any(_MARK in part for part in first if part):
+        return None
+    subject, text, html = (part.replace(_MARK, _STAND_INS[0]) if part else part for part in first)
+    return (subject or "", text or "", html)
 
 
 @dataclass(frozen=True)
