@@ -446,6 +446,67 @@ def bench_deposit(sizes: Sizes, workdir: Path) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- driver speed
+
+
+def bench_driver_speed(sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    """One fixed statement (the settings version read), inside one write transaction, three
+    ways: a cached Core statement through SQLAlchemy, the same through
+    :class:`opencrm_horscompte.base.db.DriverStatement`, and the raw ``sqlite3`` cursor.
+    Not a target: it says what running at driver speed buys, per statement."""
+    from opencrm_horscompte.base.db import DriverStatement, writer
+    from opencrm_horscompte.settings.store import _VERSION
+
+    host = benchlib.build_host(sqlite_url(workdir / "driver.sqlite3"), seed_data=True)
+    driver = DriverStatement(_VERSION)
+    sql = "SELECT token FROM horscompte_settings_version WHERE id = ?"
+    rng = random.Random(3)
+
+    def core(connection: Any) -> Any:
+        return connection.execute(_VERSION).scalar()
+
+    def fast(connection: Any) -> Any:
+        cursor = driver.execute(connection)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def raw(connection: Any) -> Any:
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            return cursor.execute(sql, (1,)).fetchone()
+        finally:
+            cursor.close()
+
+    load = benchlib.MachineLoad()
+    per_run = []
+    try:
+        for _ in range(RUNS):
+            with writer(host.engine).begin() as connection:
+                per_run.append(
+                    interleaved(
+                        [
+                            Operation("core", core, lambda _i: (connection,)),
+                            Operation("driver_statement", fast, lambda _i: (connection,)),
+                            Operation("raw", raw, lambda _i: (connection,)),
+                        ],
+                        sizes.codegen_count,
+                        rng,
+                    )
+                )
+    finally:
+        host.engine.dispose()
+    load_done = load.done()
+    return {
+        "statement": sql,
+        "core_vs_raw": ratio_figure([(r["core"], r["raw"]) for r in per_run], load_done),
+        "driver_statement_vs_raw": ratio_figure(
+            [(r["driver_statement"], r["raw"]) for r in per_run], load_done
+        ),
+    }
+
+
 # --------------------------------------------------------------------------- lookup and verify
 
 
@@ -1178,6 +1239,14 @@ def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         + f"; {pg['deposits_per_second']['4']:.0f} vs {pg['deposits_per_second']['1']:.0f} "
         "deposits/s"
     )
+    speed = meta["driver_speed"]
+    lines.append(
+        "one fixed statement, CPU us: Core {:.1f}, DriverStatement {:.1f}, raw {:.1f}".format(
+            speed["core_vs_raw"]["numerator_ms"]["cpu"] * 1e3,
+            speed["driver_statement_vs_raw"]["numerator_ms"]["cpu"] * 1e3,
+            speed["core_vs_raw"]["denominator_ms"]["cpu"] * 1e3,
+        )
+    )
     lines.append(f"rows per table (big file): {meta['scaling']['rows']['big']}")
     lines.append(f"total {meta['seconds']['total']:.0f} s")
     return "\n".join(lines)
@@ -1207,6 +1276,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], dict[s
 
         phase("codegen", lambda: bench_codegen(sizes))
         phase("deposit", lambda: bench_deposit(sizes, workdir))
+        phase("driver_speed", lambda: bench_driver_speed(sizes, workdir))
         base = make_base(workdir)
         small, big = workdir / "lookup-small.sqlite3", workdir / "lookup-big.sqlite3"
         shutil.copyfile(base, small)
