@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from opencrm_horscompte.base.db import timestamp_column
@@ -96,10 +96,14 @@ class Challenge(SQLModel, table=True):
     attempts count against: the dossier's, or for a decoy the typed email's."""
 
     __tablename__ = "horscompte_challenge"
+    # (guard_key, consumed_at): "kill the guard's older codes" (``guard_key = ? AND
+    # consumed_at IS NULL``) reaches the one open code directly, not every code the guard
+    # ever had (10,000 wrong lookups with one address made it 3 times slower).
+    __table_args__ = (Index("ix_horscompte_challenge_guard_open", "guard_key", "consumed_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     dossier_id: int | None = Field(default=None, index=True)
-    guard_key: str = Field(max_length=64, index=True)
+    guard_key: str = Field(max_length=64)
     code_hmac: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=timestamp_column())
     expires_at: datetime = Field(sa_column=timestamp_column())
