@@ -360,7 +360,7 @@ def replay(
     """Run ``statements`` (data statements only) in one ``BEGIN IMMEDIATE`` .. ``COMMIT``
     transaction through the raw driver, fetching every result as the ORM does. ``hold``
     gets the time from the lock taken (``BEGIN IMMEDIATE`` done) to ``COMMIT`` done."""
-    results = []
+    results: list[list[Any]] = []
     cursor = connection.cursor()
     cursor.execute("BEGIN IMMEDIATE")
     if hold is not None:

@@ -905,7 +905,7 @@ def bench_http(sizes: Sizes, small_path: Path) -> dict[str, Any]:
                 "tracking_code": format_tracking_code(target.code),
                 "csrf_token": "benchmark-csrf-token",
             },
-            headers={"Cookie": f"session={cookie.value}"},
+            headers=[("Cookie", f"session={cookie.value}")],
             environ_base={"REMOTE_ADDR": fresh_client()},
         )
         try:

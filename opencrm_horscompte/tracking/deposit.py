@@ -181,7 +181,7 @@ def _acknowledgment_parts(
 class _Prepared:
     """A candidate code and its rendered mail, and what they were made from."""
 
-    made_for: tuple[str, str, str]
+    made_for: tuple[str, ...]
     policy: CodePolicy
     code: str
     mail: MailMessage
@@ -191,8 +191,10 @@ _prepared: dict[tuple[int, int], _Prepared] = {}
 _prepared_lock = threading.Lock()
 
 
-def _made_for(dossier: Dossier) -> tuple[str, str, str]:
-    return (dossier.email, dossier.demarche_title, dossier.locale)
+def _made_for(host: Host, dossier: Dossier) -> tuple[str, ...]:
+    """What the prepared mail depends on, checked again inside the transaction."""
+    url = host.absolute_url(LOOKUP_PATH)
+    return (dossier.email, dossier.demarche_title, dossier.locale, url)
 
 
 def prepare(host: Host, dossier: Dossier) -> None:
@@ -204,7 +206,7 @@ def prepare(host: Host, dossier: Dossier) -> None:
         return
     code = _candidate(host, settings)
     prepared = _Prepared(
-        _made_for(dossier),
+        _made_for(host, dossier),
         CodePolicy.from_settings(settings),
         code,
         acknowledgment_mail(host, dossier, code),
@@ -218,9 +220,9 @@ def prepare(host: Host, dossier: Dossier) -> None:
 def _take_prepared(host: Host, dossier: Dossier, policy: CodePolicy) -> _Prepared | None:
     with _prepared_lock:
         prepared = _prepared.pop((id(host), dossier.id), None)
-    if prepared is None or prepared.policy != policy or prepared.made_for != _made_for(dossier):
+    if prepared is None or prepared.policy != policy:
         return None
-    return prepared
+    return prepared if prepared.made_for == _made_for(host, dossier) else None
 
 
 def deposit(host: Host, session: Session, dossier: Dossier) -> str:
