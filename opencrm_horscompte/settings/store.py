@@ -8,11 +8,11 @@ import secrets
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverStatement, writer
+from opencrm_horscompte.base.db import DriverStatement, upsert_insert, writer
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import SettingRow, SettingsVersion
 from opencrm_horscompte.hookspecs.host import Host
@@ -94,10 +94,10 @@ def _read(connection: Connection, template_keys: tuple[str, ...] | None) -> Sett
 def ensure_settings_version(engine: Engine) -> None:
     """Create the version row if it is missing (plugin setup; idempotent)."""
     with writer(engine).begin() as connection:
-        if connection.execute(_VERSION).first() is None:
-            connection.execute(
-                insert(_VERSION_TABLE).values(id=_VERSION_ID, token=secrets.token_hex(16))
-            )
+        if connection.execute(_VERSION).first() is None:  # workers may start at once:
+            row = {"id": _VERSION_ID, "token": secrets.token_hex(16)}
+            insert = upsert_insert(connection.dialect.name, _VERSION_TABLE).values(row)
+            connection.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
 
 
 def _move_version(session: Session) -> None:
