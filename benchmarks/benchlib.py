@@ -7,12 +7,14 @@ from __future__ import annotations
 import gc
 import os
 import queue
+import random
 import re
 import sqlite3
+import statistics
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +69,23 @@ def deposit_one(host: Any, demarche: Any, tag: str) -> Any:
     from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit
 
     draft = create_draft(host, demarche, identity(tag), None)
-    return deposit(host, draft.draft_key, ANSWERS)
+    return deposit(host, draft.draft_key, ANSWERS, draft)
+
+
+def lookup_handler(host: Any, email: str, typed_code: str, client: str) -> int:
+    """What the lookup page does with a POST up to the challenge, without the page (its
+    render and signed carrier): ``lookup.pages.lookup`` minus ``_validation_form``. The one
+    place to follow the page if its body changes."""
+    from opencrm_horscompte.base.db import writer
+    from opencrm_horscompte.lookup.start import read_input, start_lookup
+    from opencrm_horscompte.settings.store import load_settings
+
+    typed = read_input(email, typed_code)
+    with Session(writer(host.engine)) as session, session.begin():
+        settings = load_settings(session)
+        challenge_id = start_lookup(host, session, settings, typed, client)
+    assert challenge_id is not None
+    return challenge_id
 
 
 def set_sqlite_synchronous(engine: Engine, mode: str) -> None:
@@ -78,6 +96,149 @@ def set_sqlite_synchronous(engine: Engine, mode: str) -> None:
         dbapi_connection.execute(f"PRAGMA synchronous={mode}")
 
     engine.dispose()
+
+
+# --------------------------------------------------------------------------- clocks
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One operation: wall-clock seconds and this thread's CPU seconds."""
+
+    wall: float
+    cpu: float
+
+
+def measured(function: Callable[..., Any], *args: Any) -> tuple[Sample, Any]:
+    """Call ``function(*args)``; its wall time (``perf_counter``) and thread CPU time
+    (``thread_time``: user + system of this thread only, so other processes on a busy
+    machine don't count, but their cache and frequency effects still do)."""
+    wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+    result = function(*args)
+    return Sample(
+        (time.perf_counter_ns() - wall) / 1e9, (time.thread_time_ns() - cpu) / 1e9
+    ), result
+
+
+@dataclass
+class Operation:
+    """A benchmarked operation: ``prepare(index)`` (not timed) returns the arguments of
+    ``run`` (timed). ``after(sample, result)`` (not timed) may record more."""
+
+    name: str
+    run: Callable[..., Any]
+    prepare: Callable[[int], tuple[Any, ...]] = lambda index: ()
+    after: Callable[[Sample, Any], None] | None = None
+
+
+def interleaved(
+    operations: Sequence[Operation], iterations: int, rng: random.Random
+) -> dict[str, list[Sample]]:
+    """Each iteration runs every operation once, in a shuffled order: a burst of other work
+    on the machine hits all of them alike."""
+    samples: dict[str, list[Sample]] = {operation.name: [] for operation in operations}
+    order = list(operations)
+    for index in range(iterations):
+        rng.shuffle(order)
+        for operation in order:
+            args = operation.prepare(index)
+            sample, result = measured(operation.run, *args)
+            samples[operation.name].append(sample)
+            if operation.after is not None:
+                operation.after(sample, result)
+    return samples
+
+
+def median_sample(samples: Sequence[Sample]) -> Sample:
+    return Sample(
+        statistics.median(s.wall for s in samples), statistics.median(s.cpu for s in samples)
+    )
+
+
+class MachineLoad:
+    """The machine's load while a phase runs: the 1-minute load average at its start and
+    end, and the cores all processes kept busy on average (``/proc/stat``)."""
+
+    def __init__(self) -> None:
+        self.load_start = os.getloadavg()[0]
+        self.busy_start = machine_busy_seconds()
+        self.started = time.perf_counter()
+
+    def done(self) -> dict[str, float]:
+        seconds = time.perf_counter() - self.started
+        busy = machine_busy_seconds() - self.busy_start
+        return {
+            "loadavg_1min_start": round(self.load_start, 2),
+            "loadavg_1min_end": round(os.getloadavg()[0], 2),
+            "machine_cores_busy": round(busy / seconds, 2) if seconds > 0 else 0.0,
+            "cpu_count": os.cpu_count() or 0,
+            "seconds": round(seconds, 1),
+        }
+
+
+class LockClock:
+    """Time spent inside write transactions: from ``BEGIN IMMEDIATE`` done (SQLite's write
+    lock taken) to ``COMMIT``/``ROLLBACK`` done; wall and thread CPU, summed."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.transactions = 0
+        self._open: tuple[int, int] | None = None
+
+    def opened(self) -> None:
+        self._open = (time.perf_counter_ns(), time.thread_time_ns())
+
+    def closed(self) -> None:
+        if self._open is None:
+            return
+        wall, cpu = self._open
+        self._open = None
+        self.wall += (time.perf_counter_ns() - wall) / 1e9
+        self.cpu += (time.thread_time_ns() - cpu) / 1e9
+        self.transactions += 1
+
+    def reading(self) -> Sample:
+        return Sample(self.wall, self.cpu)
+
+
+@contextmanager
+def lock_clock(engine: Engine) -> Iterator[LockClock]:
+    """A :class:`LockClock` on ``engine``'s writer transactions: opened by a ``begin``
+    listener registered after the engine's own (which runs ``BEGIN IMMEDIATE``), closed
+    after the dialect's ``do_commit``/``do_rollback`` (wrapped on this engine's dialect
+    instance while attached)."""
+    from opencrm_horscompte.base.db import _WRITER_OPTION
+
+    clock = LockClock()
+    dialect = engine.dialect
+    original_commit, original_rollback = dialect.do_commit, dialect.do_rollback
+
+    def begin(connection: Any) -> None:
+        if connection.get_execution_options().get(_WRITER_OPTION, False):
+            clock.opened()
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            original_commit(dbapi_connection)
+        finally:
+            clock.closed()
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            original_rollback(dbapi_connection)
+        finally:
+            clock.closed()
+
+    event.listen(engine, "begin", begin)
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    try:
+        yield clock
+    finally:
+        del dialect.do_commit
+        del dialect.do_rollback
+        event.remove(engine, "begin", begin)
 
 
 # --------------------------------------------------------------------------- statements
@@ -193,12 +354,17 @@ def raw_sqlite(path: str) -> sqlite3.Connection:
     return connection
 
 
-def replay(connection: sqlite3.Connection, statements: Sequence[Recorded]) -> list[list[Any]]:
+def replay(
+    connection: sqlite3.Connection, statements: Sequence[Recorded], hold: LockClock | None = None
+) -> list[list[Any]]:
     """Run ``statements`` (data statements only) in one ``BEGIN IMMEDIATE`` .. ``COMMIT``
-    transaction through the raw driver, fetching every result as the ORM does."""
-    results = []
+    transaction through the raw driver, fetching every result as the ORM does. ``hold``
+    gets the time from the lock taken (``BEGIN IMMEDIATE`` done) to ``COMMIT`` done."""
+    results: list[list[Any]] = []
     cursor = connection.cursor()
     cursor.execute("BEGIN IMMEDIATE")
+    if hold is not None:
+        hold.opened()
     try:
         for recorded in statements:
             if recorded.executemany:
@@ -211,7 +377,58 @@ def replay(connection: sqlite3.Connection, statements: Sequence[Recorded]) -> li
     except BaseException:
         cursor.execute("ROLLBACK")
         raise
+    finally:
+        if hold is not None:
+            hold.closed()
     return results
+
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def substituted(statements: Sequence[Recorded], mapping: Mapping[Any, Any]) -> list[Recorded]:
+    """``statements`` with every parameter value found in ``mapping`` replaced by its image
+    (same positions, same types): a replay with fresh keys or for another dossier."""
+
+    def one(parameters: Any) -> Any:
+        if isinstance(parameters, dict):
+            return {key: _swap(value, mapping) for key, value in parameters.items()}
+        return type(parameters)(_swap(value, mapping) for value in parameters)
+
+    return [
+        Recorded(
+            recorded.statement,
+            [one(row) for row in recorded.parameters]
+            if recorded.executemany
+            else one(recorded.parameters),
+            recorded.executemany,
+        )
+        for recorded in statements
+    ]
+
+
+def _swap(value: Any, mapping: Mapping[Any, Any]) -> Any:
+    try:
+        return mapping.get(value, value)
+    except TypeError:  # unhashable
+        return value
+
+
+def hex_keys(statements: Sequence[Recorded]) -> set[str]:
+    """Every 64-hex-digit parameter value (HMAC keys: throttle counters, failure guards,
+    code HMACs) of ``statements``."""
+    found: set[str] = set()
+    for recorded in statements:
+        rows = recorded.parameters if recorded.executemany else [recorded.parameters]
+        for row in rows:
+            values = row.values() if isinstance(row, dict) else row
+            found.update(v for v in values if isinstance(v, str) and HEX64.match(v))
+    return found
+
+
+def fresh_hex_mapping(keys: set[str]) -> dict[str, str]:
+    """A fresh random 64-hex-digit value for each of ``keys``."""
+    return {key: os.urandom(32).hex() for key in keys}
 
 
 def last_code(connection: sqlite3.Connection, recipient: str) -> str:
@@ -420,3 +637,156 @@ class WorkerPool:
                 process.terminate()
                 process.join(timeout=5)
         self.reports.close()
+
+
+# --------------------------------------------------------------------------- growing tables
+
+BULK_BASE_ID = 10_000_000
+_HEX = "lower(hex(randomblob(32)))"
+_BULK_EMAIL = f"'usager' || ({BULK_BASE_ID} + i) || '@bulk.exemple.fr'"
+
+
+def bulk_email(dossier_id: int) -> str:
+    return f"usager{dossier_id}@bulk.exemple.fr"
+
+
+def _bulk_overrides(alphabet: str, length: int, total: int) -> dict[str, dict[str, str]]:
+    """SQL expressions of the generated columns, per table (``i`` counts 1, 2, ...);
+    every other column copies the table's newest real row."""
+    pick = f"substr('{alphabet}', 1 + (abs(random()) % {len(alphabet)}), 1)"
+    code = " || ".join([pick] * length)
+    random_dossier = f"{BULK_BASE_ID} + 1 + (abs(random()) % {total})"
+    return {
+        "host_dossier": {
+            "id": f"{BULK_BASE_ID} + i",
+            "draft_key": "lower(hex(randomblob(18)))",
+            "email": _BULK_EMAIL,
+            "status": "'deposited'",
+            "account_id": "NULL",
+        },
+        "horscompte_tracking_code": {
+            "dossier_id": f"{BULK_BASE_ID} + i",
+            "code": code,
+            "email": _BULK_EMAIL,
+            "email_key": _BULK_EMAIL,
+        },
+        "host_mail_outbox": {"recipient": _BULK_EMAIL, "sent_at": "created_at_"},
+        "horscompte_challenge": {
+            "dossier_id": random_dossier,
+            "guard_key": _HEX,
+            "code_hmac": _HEX,
+            "consumed_at": "created_at_",
+        },
+        "horscompte_throttle": {"key": _HEX},
+        "horscompte_failure_guard": {"key": _HEX},
+        "horscompte_audit_event": {},
+    }
+
+
+GROWN_TABLES = (
+    "host_dossier",
+    "horscompte_tracking_code",
+    "host_mail_outbox",
+    "horscompte_challenge",
+    "horscompte_throttle",
+    "horscompte_failure_guard",
+    "horscompte_audit_event",
+)
+
+
+def grow_tables(path: str, total: int, label: str) -> dict[str, int]:
+    """Bulk-insert generated rows (random keys and codes, copies of a real row otherwise)
+    until each of :data:`GROWN_TABLES` holds ``total`` rows; return the rows counted after.
+
+    One ``INSERT ... SELECT`` over a recursive counter per table and chunk, in SQLite
+    itself: a million rows per table take seconds, not minutes. Dossiers and tracking codes
+    share ids from :data:`BULK_BASE_ID` + 1, and the bulk dossiers' addresses are
+    :func:`bulk_email`, so a generated dossier can be looked up like a real one."""
+    import json
+
+    from opencrm_horscompte.tracking.codes import CodePolicy
+
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    counts: dict[str, int] = {}
+    try:
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute("PRAGMA cache_size=-262144")
+        template = connection.execute(
+            "SELECT policy_json FROM horscompte_tracking_code LIMIT 1"
+        ).fetchone()
+        policy = CodePolicy(**json.loads(template["policy_json"]))
+        overrides = _bulk_overrides(policy.alphabet, policy.length, total)
+        for table in GROWN_TABLES:
+            row = connection.execute(
+                f"SELECT * FROM {table} ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                raise RuntimeError(f"{table} has no row to copy: make one real row first")
+            generated = overrides[table]
+            columns = [c for c in row.keys() if c in generated or c != "id"]  # noqa: SIM118
+            expressions = []
+            for column in columns:
+                expression = generated.get(column, f":{column}")
+                if expression == "created_at_":
+                    expression = ":created_at"
+                expressions.append(expression)
+            values = {column: row[column] for column in row.keys()}  # noqa: SIM118
+            count = connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            start = 0
+            chunk = 200_000
+            while count < total:
+                wanted = min(chunk, total - count)
+                values.update(first=start + 1, last=start + wanted)
+                connection.execute("BEGIN")
+                connection.execute(
+                    "WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n "
+                    f"WHERE i < :last) INSERT OR IGNORE INTO {table} "
+                    f"({', '.join(columns)}) SELECT {', '.join(expressions)} FROM n",
+                    values,
+                )
+                connection.execute("COMMIT")
+                start += wanted
+                count = connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            counts[table] = count
+            progress(f"grow {label}: {table} holds {count:,} rows")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.execute("ANALYZE")
+    finally:
+        connection.close()
+    return counts
+
+
+def count_rows(path: str) -> dict[str, int]:
+    connection = sqlite3.connect(path)
+    try:
+        return {
+            table: connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in GROWN_TABLES
+        }
+    finally:
+        connection.close()
+
+
+def random_bulk_targets(path: str, count: int, rng: random.Random) -> list[tuple[int, str, str]]:
+    """``count`` generated dossiers drawn at random: ``(dossier_id, email, code)``, read
+    back from the file (not assumed)."""
+    connection = sqlite3.connect(path)
+    try:
+        ((low, high),) = connection.execute(
+            "SELECT MIN(dossier_id), MAX(dossier_id) FROM horscompte_tracking_code "
+            "WHERE dossier_id > ?",
+            (BULK_BASE_ID,),
+        )
+        ids = rng.sample(range(low, high + 1), min(count, high - low + 1))
+        targets = []
+        for dossier_id in ids:
+            row = connection.execute(
+                "SELECT dossier_id, email, code FROM horscompte_tracking_code WHERE dossier_id = ?",
+                (dossier_id,),
+            ).fetchone()
+            if row is not None:
+                targets.append((row[0], row[1], row[2]))
+        return targets
+    finally:
+        connection.close()

@@ -414,6 +414,27 @@ def opencrm_identity_step(
 
 
 @hookspec
+def opencrm_deposit_prepare(host: Host, dossier: Dossier) -> None:
+    """Prepare a dossier's deposit before the host opens its deposit transaction (optional).
+
+    :param host: the host.
+    :param dossier: the draft about to be deposited, as the host holds it (it has an id).
+    :return: nothing.
+
+    Called outside any transaction, just before the host opens the deposit transaction in
+    which it calls :func:`opencrm_deposit` for the same dossier. A plugin does its slow,
+    database-free work here (rendering mails, drawing codes, signing), so that the write
+    transaction (on SQLite, one lock for the whole host) stays short; it keeps the result
+    for its ``opencrm_deposit`` call and must check there that the dossier it now sees
+    matches (the draft may have changed in between). Optional for hosts: a host that never
+    calls it deposits just the same, plugins then do that work inside ``opencrm_deposit``.
+    Work prepared for a deposit that then fails or never happens is dropped.
+
+    Not firstresult: every enabled plugin prepares.
+    """
+
+
+@hookspec
 def opencrm_deposit(host: Host, session: Session, dossier: Dossier) -> None:
     """Take part in a dossier's deposit, inside the host's deposit transaction.
 
@@ -427,6 +448,8 @@ def opencrm_deposit(host: Host, session: Session, dossier: Dossier) -> None:
     Call it for every deposit, logged in or not. A dossier deposited by an account
     (``account_id`` set) gets no tracking code from the hors-compte plugin: its receipt and
     mail point to "Mon espace".
+    Keep this work short: on SQLite the write transaction locks every other writer out. A
+    host may call :func:`opencrm_deposit_prepare` first so plugins do the slow part outside.
 
     Not firstresult: every enabled plugin takes part.
     """

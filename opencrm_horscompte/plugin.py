@@ -55,6 +55,7 @@ from opencrm_horscompte.lookup.purge import PURGE_EVERY_SECONDS, purge_expired_s
 from opencrm_horscompte.settings import admin_page
 from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.store import ensure_settings_version
 from opencrm_horscompte.stats import page as stats_page
 from opencrm_horscompte.stats.audited import count_audit_event
 from opencrm_horscompte.tracking import deposit
@@ -75,6 +76,7 @@ def opencrm_plugin_setup(host: Host) -> None:
     manifest = load_manifest()
     check_manifest(manifest, manifest.name, Version(host.version))  # hosts without our loader
     upgrade(host.engine, create_unmigrated=True)  # Alembic, locked: N workers may start at once
+    ensure_settings_version(host.engine)
 
 
 @hookimpl
@@ -110,6 +112,11 @@ def opencrm_identity_step(
     host: Host, request: Request, demarche: Demarche, identity: Mapping[str, str]
 ) -> IdentityDecision | None:
     return identity_step(host, request, demarche, identity)
+
+
+@hookimpl
+def opencrm_deposit_prepare(host: Host, dossier: Dossier) -> None:
+    deposit.prepare(host, dossier)
 
 
 @hookimpl

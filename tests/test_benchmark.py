@@ -1,6 +1,7 @@
 """The benchmark script keeps running: ``benchmarks/run.py --quick`` ends with one JSON object
 holding every figure. Its timings are never asserted here (they depend on the machine and on
-what else runs on it); only the one correctness property it measures, duplicate codes."""
+what else runs on it); only what it checks for correctness (no deposit error, one code per
+deposited dossier) and that its baselines did the work they claim."""
 
 from __future__ import annotations
 
@@ -16,18 +17,27 @@ from conftest import PG_ADMIN_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "run.py"
-KEYS = {
+NUMBERS = {
+    "deposit_tx_overhead",
+    "deposit_ms_added",
     "deposit_overhead",
+    "deposit_lock_hold_vs_raw",
     "lookup_vs_raw",
     "verify_vs_raw",
+    "lookup_page_vs_raw",
+    "lookup_lock_hold_vs_raw",
     "lookup_statements",
     "verify_statements",
     "lookup_scaling",
+    "deposit_scaling",
+    "lookup_after_10k_wrong_same_email",
+    "http_lookup_cpu_vs_bare",
+    "rss_growth_mb_per_1e4_after_warmup",
     "pg_speedup_4_workers",
-    "pg_duplicates",
-    "rss_growth_mb",
+    "pg_errors",
     "codegen_us",
 }
+KEYS = NUMBERS | {"pg_codes_equal_dossiers"}
 
 
 @pytest.mark.slow
@@ -46,22 +56,35 @@ def test_quick_benchmark_reports_every_figure() -> None:
     figures = json.loads(lines[-1])
 
     assert set(figures) == KEYS | {"meta"}, sorted(set(figures) ^ (KEYS | {"meta"}))
-    for key in KEYS:
+    for key in NUMBERS:
         value = figures[key]
         assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
         assert math.isfinite(value), (key, value)
     assert isinstance(figures["lookup_statements"], int)
     assert isinstance(figures["verify_statements"], int)
-    assert figures["pg_duplicates"] == 0
-
     meta = figures["meta"]
+    assert figures["pg_errors"] == 0, meta["postgresql"]["first_errors"]
+    assert figures["pg_codes_equal_dossiers"] is True
+
     assert meta["quick"] is True
-    assert meta["postgresql"]["errors"] == 0, meta["postgresql"]["first_errors"]
-    # The baselines measured what they claim: real matches, granted codes, a replayed attempt.
+    # Every figure carries its spread (3 runs) and, when timed, the machine's load.
+    for key in KEYS:
+        figure = meta["figures"][key]
+        assert figure["min"] <= figure["value"] <= figure["max"], (key, figure)
+    for key in ("deposit_tx_overhead", "lookup_vs_raw", "http_lookup_cpu_vs_bare"):
+        figure = meta["figures"][key]
+        assert len(figure["runs"]) == 3, (key, figure)
+        assert figure["wall"] > 0 and "machine_cores_busy" in figure["load"], (key, figure)
+    # The baselines measured what they claim: real matches, granted codes, a replayed
+    # attempt, fresh keys for every raw lookup, every table grown and its rows counted.
     lookup = meta["lookup"]
-    assert lookup["lookups_matching"] == lookup["lookups_per_kind"]
-    assert lookup["verify_outcomes"] == {"granted": lookup["lookups_per_kind"]}
+    assert lookup["lookups_matching"] == lookup["lookups_measured"]
+    assert lookup["verify_outcomes"] == {"granted": lookup["verifies_measured"]}
     assert lookup["raw_verify_replay_took_attempt"] is True
+    assert lookup["raw_lookup_fresh_keys_per_replay"] >= 4
+    big = meta["scaling"]["rows"]["big"]
+    assert min(big.values()) >= meta["sizes"]["big_rows"], big
+    assert meta["http"]["statuses"]["lookup"] == {"200": 3 * meta["sizes"]["http_iterations"]}
 
 
 @pytest.mark.slow

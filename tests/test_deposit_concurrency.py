@@ -513,7 +513,7 @@ UNIQUE_KEYS = {
     "host_mail_outbox": ("id",),
 }
 # Tables whose size does not grow with the dossiers: one row per setting key / per plugin.
-FIXED_SIZE_TABLES = {"horscompte_setting", "host_plugin_state"}
+FIXED_SIZE_TABLES = {"horscompte_setting", "horscompte_settings_version", "host_plugin_state"}
 
 
 def unbounded(statement: str) -> str | None:

@@ -11,6 +11,7 @@ PostgreSQL :func:`writer` changes nothing.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Dialect, Table, TypeDecorator, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import create_engine
 
 _SQLITE_RETURNING = (3, 35, 0)
@@ -100,3 +102,57 @@ class UTCDateTime(TypeDecorator[datetime]):
 def timestamp_column(*, nullable: bool = False, index: bool = False) -> Column[datetime]:
     """A :class:`UTCDateTime` column for a table model (``Field(sa_column=...)``)."""
     return Column(UTCDateTime, nullable=nullable, index=index)
+
+
+class DriverStatement:
+    """A fixed Core statement compiled once per dialect and run on the DBAPI cursor of the
+    caller's connection, inside its transaction: the driver's own cost plus a few
+    microseconds, instead of SQLAlchemy's execution context per call (about 14 µs against
+    1.5 µs on SQLite for a primary-key read, measured by the benchmark's README).
+
+    Parameters go through the same bind processors SQLAlchemy would apply (timestamps to
+    UTC, SQLite's datetime text), and ``before_cursor_execute`` / ``after_cursor_execute``
+    listeners are told of each statement, so statement recorders and driver clocks see it
+    like any other (``context`` is None for them). Kept for the few statements of the hot
+    paths that run on every request; everything else goes through the ORM or Core.
+    """
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def _for(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            done = self.statement.compile(dialect=dialect)
+            binds: dict[str, Any] = {}
+            for name, bind in done.binds.items():
+                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                binds[name] = (bind.key, bind.effective_value, processor)
+            order = tuple(done.positiontup) if done.positional and done.positiontup else None
+            compiled = self._compiled[dialect.name] = (done.string, order, binds)
+        return compiled
+
+    def execute(self, connection: Any, parameters: Mapping[str, Any] | None = None) -> Any:
+        """Run with ``parameters`` (by bind name); returns the DBAPI cursor, to fetch from."""
+        sql, order, binds = self._for(connection.dialect)
+        values: dict[str, Any] = {}
+        given = parameters or {}
+        for name, (key, default, processor) in binds.items():
+            value = given.get(key, default)
+            values[name] = processor(value) if processor is not None else value
+        arguments: Any = tuple(values[name] for name in order) if order is not None else values
+        cursor = connection.connection.dbapi_connection.cursor()
+        dispatch = connection.dispatch
+        dispatch.before_cursor_execute(connection, cursor, sql, arguments, None, False)
+        dbapi = connection.dialect.loaded_dbapi
+        try:
+            cursor.execute(sql, arguments)
+        except dbapi.Error as error:  # raised as SQLAlchemy would (IntegrityError...)
+            cursor.close()
+            wrapped = DBAPIError.instance(
+                sql, arguments, error, dbapi.Error, dialect=connection.dialect
+            )
+            raise wrapped from error
+        dispatch.after_cursor_execute(connection, cursor, sql, arguments, None, False)
+        return cursor

@@ -30,6 +30,8 @@ def _environment(
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates ship in the package (and the host's): no stat of every file per render.
+        auto_reload=False,
     )
     environment.install_gettext_translations(  # type: ignore[attr-defined]
         translations(locale), newstyle=True

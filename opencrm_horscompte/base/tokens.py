@@ -8,6 +8,9 @@ holds it: never put a secret (a code) inside one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
@@ -18,13 +21,26 @@ SALT_PREFIX = "opencrm-horscompte."
 
 
 def _serializer(host: Host, purpose: str) -> URLSafeTimedSerializer:
+    keys, clock = tuple(host.secret_keys), host.now
+    try:
+        return _built(keys, purpose, clock)
+    except TypeError:  # an unhashable host object: build one for this call
+        return _built.__wrapped__(keys, purpose, clock)
+
+
+@lru_cache(maxsize=64)
+def _built(
+    keys: tuple[bytes, ...], purpose: str, clock: Callable[[], datetime]
+) -> URLSafeTimedSerializer:
+    """One serializer (and signer class) per key list, purpose and host clock: building
+    them costs tens of microseconds, so they are built once, not on every call. A new key
+    list (rotation) or another clock makes a new entry."""
+
     class HostClockSigner(TimestampSigner):
         def get_timestamp(self) -> int:
-            return int(host.now().timestamp())
+            return int(clock().timestamp())
 
-    return URLSafeTimedSerializer(
-        list(host.secret_keys), salt=SALT_PREFIX + purpose, signer=HostClockSigner
-    )
+    return URLSafeTimedSerializer(list(keys), salt=SALT_PREFIX + purpose, signer=HostClockSigner)
 
 
 def sign(host: Host, purpose: str, payload: Any) -> str:

@@ -1,16 +1,20 @@
-"""Load and save the settings in the database; every change is audited."""
+"""Load and save the settings in the database; every change is audited and moves the
+settings version, which tells every process to parse them again."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
+from opencrm_horscompte.base.db import DriverStatement, upsert_insert, writer
 from opencrm_horscompte.base.hooks import PluginHooks
-from opencrm_horscompte.base.models import SettingRow
+from opencrm_horscompte.base.models import SettingRow, SettingsVersion
 from opencrm_horscompte.hookspecs.host import Host
 from opencrm_horscompte.settings.schema import (
     TRACKING_CLASS_KEYS,
@@ -24,17 +28,82 @@ SETTINGS_CHANGED = "settings.changed"
 
 
 _SAVED = select(SettingRow.__table__.c.key, SettingRow.__table__.c.value_json)
+_VERSION_TABLE = SettingsVersion.__table__
+_VERSION_ID = 1
+_VERSION = select(_VERSION_TABLE.c.token).where(_VERSION_TABLE.c.id == _VERSION_ID)
+_VERSION_AT_DRIVER_SPEED = DriverStatement(_VERSION)  # runs on every request
+# (database URL, version token) -> the settings parsed under that token, per process.
+_CACHE: dict[tuple[str, str], Settings] = {}
+_CACHE_SIZE = 32
+# database URL -> the settings this process loaded last (a hint for work done before a
+# transaction opens; :func:`load_settings` inside it has the last word).
+_LATEST: dict[str, Settings] = {}
 
 
-def load_settings(session: Session, template_keys: list[str] | None = None) -> Settings:
+def load_settings(
+    session: Session | Connection, template_keys: list[str] | None = None
+) -> Settings:
     """The settings in force: saved values over the manifest defaults.
 
     A saved value the current manifest no longer accepts (bounds narrowed by an upgrade)
-    falls back to its default rather than breaking deposits. Read on every use (workers
-    share them through the database); parsing is cached per distinct saved content.
+    falls back to its default rather than breaking deposits. Workers share the settings
+    through the database: each process keeps the settings it parsed under the version
+    token of ``horscompte_settings_version`` and reads that one primary-key row per call;
+    every settings row is read again only when the token moved (:func:`save_settings`
+    moves it). Without a version row, or with ``template_keys``, every row is read.
     """
-    saved = tuple(sorted((key, value) for key, value in session.connection().execute(_SAVED)))
-    return _settings_from(saved, tuple(template_keys) if template_keys is not None else None)
+    connection = session.connection() if isinstance(session, Session) else session
+    if template_keys is not None:
+        return _read(connection, tuple(template_keys))
+    cursor = _VERSION_AT_DRIVER_SPEED.execute(connection)
+    try:
+        found = cursor.fetchone()
+    finally:
+        cursor.close()
+    token = found[0] if found else None
+    if token is None:
+        return _read(connection, None)
+    url = _url(connection.engine)
+    settings = _CACHE.get((url, token))
+    if settings is None:
+        settings = _read(connection, None)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[url, token] = settings
+    _LATEST[url] = settings
+    return settings
+
+
+def latest_settings(engine: Engine) -> Settings | None:
+    """The settings this process loaded last for ``engine``'s database, without reading it
+    (None before the first :func:`load_settings`): good enough to prepare work before a
+    transaction, which then checks it against :func:`load_settings`."""
+    return _LATEST.get(_url(engine))
+
+
+@lru_cache(maxsize=64)
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _read(connection: Connection, template_keys: tuple[str, ...] | None) -> Settings:
+    saved = tuple(sorted((key, value) for key, value in connection.execute(_SAVED)))
+    return _settings_from(saved, template_keys)
+
+
+def ensure_settings_version(engine: Engine) -> None:
+    """Create the version row if it is missing (plugin setup; idempotent)."""
+    with writer(engine).begin() as connection:
+        if connection.execute(_VERSION).first() is None:  # workers may start at once:
+            row = {"id": _VERSION_ID, "token": secrets.token_hex(16)}
+            insert = upsert_insert(connection.dialect.name, _VERSION_TABLE).values(row)
+            connection.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
+
+
+def _move_version(session: Session) -> None:
+    """A new version token: every process re-reads the settings on its next call."""
+    session.merge(SettingsVersion(id=_VERSION_ID, token=secrets.token_hex(16)))
+    session.flush()  # later reads in this transaction go through the connection
 
 
 @lru_cache(maxsize=16)
@@ -74,5 +143,6 @@ def save_settings(host: Host, session: Session, new: Settings, actor: str) -> di
             SettingRow(key=key, value_json=json.dumps(value), updated_at=now, updated_by=actor)
         )
     if changes:
+        _move_version(session)
         PluginHooks(host).audit(session, SETTINGS_CHANGED, changes, actor=actor)
     return changes

@@ -63,6 +63,7 @@ import secrets
 import string
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 from opencrm_horscompte.base.manifest import load_manifest
@@ -164,21 +165,44 @@ def check_policy(policy: CodePolicy) -> None:
         raise InvalidPolicy("Un type de caractères coché ne contient aucun caractère utilisable.")
 
 
-def _has_every_class(code: str, classes: tuple[str, ...]) -> bool:
-    return all(any(char in chars for char in code) for chars in classes)
-
-
-def generate_tracking_code(policy: CodePolicy) -> str:
-    """A code drawn uniformly among the codes that contain every selected class."""
+@lru_cache(maxsize=64)
+def _drawing(policy: CodePolicy, *constants: str) -> tuple[str, tuple[frozenset[str], ...], int]:
+    """What drawing a code under ``policy`` needs, computed once per policy: the alphabet,
+    each class as a set, and the largest multiple of the alphabet's size a byte can reach
+    (bytes from there up are rejected: no modulo bias). ``constants`` are the class
+    strings, part of the cache key because tests shrink them."""
     check_policy(policy)
     classes = policy.classes()
     alphabet = "".join(classes)
-    # Reject whole codes missing a class: uniform over valid codes. At least 29 % of draws
-    # are accepted under every allowed policy, so the bound is never reached in practice.
+    if len(alphabet) > 256:
+        raise InvalidPolicy("alphabet larger than a byte")
+    return alphabet, tuple(frozenset(chars) for chars in classes), 256 - 256 % len(alphabet)
+
+
+def generate_tracking_code(policy: CodePolicy) -> str:
+    """A code drawn uniformly among the codes that contain every selected class.
+
+    Each character is one byte of :func:`secrets.token_bytes` (drawn in one call per
+    attempt, not one ``os.urandom`` per character) taken modulo the alphabet's size, the
+    bytes at or above the largest multiple of that size being rejected, so every
+    character is equally likely and independent. Whole codes missing a class are then
+    rejected, which keeps every valid code equally likely.
+    """
+    alphabet, classes, limit = _drawing(policy, DIGITS, UPPERCASE, LOWERCASE, SPECIAL)
+    size = len(alphabet)
+    length = policy.length
+    # At least 29 % of codes are accepted under every allowed policy, and at least half the
+    # bytes: the bound is never reached in practice.
     for _ in range(MAX_DRAWS):
-        code = "".join(secrets.choice(alphabet) for _ in range(policy.length))
-        if _has_every_class(code, classes):
-            return code
+        chars: list[str] = []
+        while len(chars) < length:
+            for byte in secrets.token_bytes(2 * (length - len(chars)) + 4):
+                if byte < limit:
+                    chars.append(alphabet[byte % size])
+                    if len(chars) == length:
+                        break
+        if all(not chars_of.isdisjoint(chars) for chars_of in classes):
+            return "".join(chars)
     raise RuntimeError("could not draw a tracking code containing every selected class")
 
 

@@ -1,17 +1,28 @@
 """Deposit pipeline: give a dossier its unique tracking code inside the host's transaction,
-and queue the acknowledgment mail in the same transaction."""
+and queue the acknowledgment mail in the same transaction.
+
+Nothing slow inside the write transaction: when the host calls ``opencrm_deposit_prepare``
+before opening it (:func:`prepare`), the candidate code is drawn and the mail rendered
+there; inside, :func:`deposit` checks the preparation still fits (same address, title,
+language and code policy) and only inserts. A host that doesn't prepare gets the same
+result with that work done inside, as does a collision of the prepared code.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from functools import cache
+import threading
+from collections.abc import Hashable
+from dataclasses import asdict, dataclass
+from functools import cache, lru_cache
+from typing import cast
 
+from markupsafe import escape
 from sqlalchemy import bindparam
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import upsert_insert
+from opencrm_horscompte.base.db import DriverStatement, upsert_insert
 from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import TrackingCode
@@ -19,12 +30,13 @@ from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
 from opencrm_horscompte.settings.schema import Settings
-from opencrm_horscompte.settings.store import load_settings
+from opencrm_horscompte.settings.store import latest_settings, load_settings
 from opencrm_horscompte.stats.counters import count
 from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code
 
 MAX_ATTEMPTS = 12
 MAX_CODE_LENGTH = 64
+MAX_PREPARED = 256
 ACKNOWLEDGMENT_MAIL = plugin_mail("deposit_ack", "Accusé de dépôt avec le code de suivi")
 
 
@@ -41,7 +53,18 @@ def _candidate(host: Host, settings: Settings) -> str:
     return code
 
 
+@lru_cache(maxsize=64)
+def policy_json(policy: CodePolicy) -> str:
+    """The policy as stored beside each code: serialised once per policy, not per deposit."""
+    return json.dumps(asdict(policy))
+
+
 _CODES = TrackingCode.__table__
+
+
+@cache
+def _driver_insert(dialect: str) -> DriverStatement:
+    return DriverStatement(_insert_unless_taken(dialect))
 
 
 @cache
@@ -55,27 +78,41 @@ def _insert_unless_taken(dialect: str) -> Executable:
     )
 
 
-def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> str:
+def assign_tracking_code(
+    host: Host,
+    session: Session,
+    dossier: Dossier,
+    *,
+    settings: Settings | None = None,
+    first: str | None = None,
+) -> str:
     """Insert the dossier's tracking code, drawing again on a collision.
 
     Uniqueness comes from the unique index on ``code``: nothing is loaded to check it, so
-    the cost of a deposit does not grow with the number of dossiers.
+    the cost of a deposit does not grow with the number of dossiers. ``first`` is a
+    candidate drawn beforehand (under the same settings), tried before drawing here.
     """
-    settings = load_settings(session)
+    if settings is None:
+        settings = load_settings(session)
     connection = session.connection()
-    statement = _insert_unless_taken(connection.dialect.name)
+    statement = _driver_insert(connection.dialect.name)
     row = {
         "dossier_id": dossier.id,
-        "policy_json": json.dumps(asdict(CodePolicy.from_settings(settings))),
+        "policy_json": policy_json(CodePolicy.from_settings(settings)),
         "issued_at": host.now(),
         "email": dossier.email,
-        "email_key": email_key_or_blank(dossier.email),
+        "email_key": _email_key(dossier.email),
         "demarche_title": dossier.demarche_title,
         "locale": dossier.locale,
     }
-    for _ in range(MAX_ATTEMPTS):
-        code = _candidate(host, settings)
-        if connection.execute(statement, {**row, "code": code}).first() is not None:
+    for attempt in range(MAX_ATTEMPTS):
+        code = first if attempt == 0 and first is not None else _candidate(host, settings)
+        cursor = statement.execute(connection, {**row, "code": code})
+        try:
+            inserted = cursor.fetchone() is not None
+        finally:
+            cursor.close()
+        if inserted:
             return code
     raise TrackingCodeSpaceExhausted(
         f"no free tracking code after {MAX_ATTEMPTS} draws: lengthen the code or allow "
@@ -83,18 +120,126 @@ def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> str:
     )
 
 
+@lru_cache(maxsize=1024)
+def _email_key(email: str) -> str:
+    """The matching key of an address (normalisation and IDNA cost tens of microseconds;
+    the draft's address was normalised by the host, the key is cached per process)."""
+    return email_key_or_blank(email)
+
+
 def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
-    context = {
-        "demarche_title": dossier.demarche_title,
-        "tracking_code": format_tracking_code(code),
-        "lookup_url": host.absolute_url(LOOKUP_PATH),
-    }
-    return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context, dossier.locale)
+    """The acknowledgment mail of ``code``.
+
+    Its three parts are rendered once per (host, démarche title, language, lookup URL) with
+    a stand-in for the code, which each deposit then replaces: rendering twice with two
+    unlike stand-ins (case, digits, length, a dash) first proves the templates only print
+    the code as it is; otherwise, or for a code HTML would escape, every mail is rendered.
+    """
+    shown = format_tracking_code(code)
+    lookup_url = host.absolute_url(LOOKUP_PATH)
+    parts = None
+    if str(escape(shown)) == shown:
+        try:
+            parts = _acknowledgment_parts(
+                cast(Hashable, host), dossier.demarche_title, dossier.locale, lookup_url
+            )
+        except TypeError:  # an unhashable host object: no cache
+            parts = None
+    if parts is None:
+        return _render_acknowledgment(
+            host, dossier.email, dossier.demarche_title, dossier.locale, lookup_url, shown
+        )
+    subject, text, html = (part.replace(_STAND_INS[0], shown) if part else part for part in parts)
+    return MailMessage(to=dossier.email, subject=subject or "", text=text or "", html=html)
+
+
+_STAND_INS = ("\ue000Kq7-Wx\ue001", "\ue002mZ33P\ue003")
+_MARK = "\ue004"
+
+
+def _render_acknowledgment(
+    host: Host, to: str, title: str, locale: str, lookup_url: str, shown_code: str
+) -> MailMessage:
+    context = {"demarche_title": title, "tracking_code": shown_code, "lookup_url": lookup_url}
+    return render_mail(host, to, ACKNOWLEDGMENT_MAIL, context, locale)
+
+
+@lru_cache(maxsize=256)
+def _acknowledgment_parts(
+    host: Host, title: str, locale: str, lookup_url: str
+) -> tuple[str, str, str | None] | None:
+    """The mail's parts with ``_STAND_INS[0]`` where the code goes, or None when the
+    templates do more with the code than print it."""
+    rendered = []
+    for stand_in in _STAND_INS:
+        mail = _render_acknowledgment(host, "stand-in@invalid", title, locale, lookup_url, stand_in)
+        parts = (mail.subject, mail.text, mail.html)
+        rendered.append(tuple(p.replace(stand_in, _MARK) if p else p for p in parts))
+    first, second = rendered
+    if first != second or not any(_MARK in part for part in first if part):
+        return None
+    subject, text, html = (part.replace(_MARK, _STAND_INS[0]) if part else part for part in first)
+    return (subject or "", text or "", html)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A candidate code and its rendered mail, and what they were made from."""
+
+    made_for: tuple[str, ...]
+    policy: CodePolicy
+    code: str
+    mail: MailMessage
+
+
+_prepared: dict[tuple[int, int], _Prepared] = {}
+_prepared_lock = threading.Lock()
+
+
+def _made_for(host: Host, dossier: Dossier) -> tuple[str, ...]:
+    """What the prepared mail depends on, checked again inside the transaction."""
+    url = host.absolute_url(LOOKUP_PATH)
+    return (dossier.email, dossier.demarche_title, dossier.locale, url)
+
+
+def prepare(host: Host, dossier: Dossier) -> None:
+    """What ``opencrm_deposit_prepare`` does, outside any transaction: draw a candidate code
+    under the settings this process loaded last and render its acknowledgment mail. Before
+    this process has loaded the settings once, nothing is prepared."""
+    settings = latest_settings(host.engine)
+    if settings is None:
+        return
+    code = _candidate(host, settings)
+    prepared = _Prepared(
+        _made_for(host, dossier),
+        CodePolicy.from_settings(settings),
+        code,
+        acknowledgment_mail(host, dossier, code),
+    )
+    with _prepared_lock:
+        while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
+            _prepared.pop(next(iter(_prepared)))
+        _prepared[id(host), dossier.id] = prepared
+
+
+def _take_prepared(host: Host, dossier: Dossier, policy: CodePolicy) -> _Prepared | None:
+    with _prepared_lock:
+        prepared = _prepared.pop((id(host), dossier.id), None)
+    if prepared is None or prepared.policy != policy:
+        return None
+    return prepared if prepared.made_for == _made_for(host, dossier) else None
 
 
 def deposit(host: Host, session: Session, dossier: Dossier) -> str:
     """What ``opencrm_deposit`` does: the code, then the acknowledgment mail."""
-    code = assign_tracking_code(host, session, dossier)
+    settings = load_settings(session)
+    prepared = _take_prepared(host, dossier, CodePolicy.from_settings(settings))
+    first = prepared.code if prepared else None
+    code = assign_tracking_code(host, session, dossier, settings=settings, first=first)
+    if prepared is not None and code == prepared.code:
+        mail = prepared.mail
+    else:
+        mail = acknowledgment_mail(host, dossier, code)
     count(session, host.now(), deposits=1)
-    host.queue_mail(session, acknowledgment_mail(host, dossier, code))
+    host.queue_mail(session, mail)
     return code

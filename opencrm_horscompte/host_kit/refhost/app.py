@@ -275,7 +275,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         if errors:
             return render("form.html", status=400, dossier=dossier, values=values, errors=errors)
         try:
-            deposit(host, draft_key, values)
+            deposit(host, draft_key, values, draft=dossier)
         except AlreadyDeposited:
             pass
         except Exception:

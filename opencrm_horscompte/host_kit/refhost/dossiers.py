@@ -77,12 +77,18 @@ def save_answers(host: ReferenceHost, draft_key: str, answers: dict[str, Any]) -
         dossier.answers = answers
 
 
-def deposit(host: ReferenceHost, draft_key: str, answers: dict[str, Any]) -> Dossier:
+def deposit(
+    host: ReferenceHost, draft_key: str, answers: dict[str, Any], draft: Dossier | None = None
+) -> Dossier:
     """Deposit a draft: one transaction for the dossier and every plugin's part in it.
 
     A plugin that raises rolls the whole deposit back: the draft stays a draft, with its
-    answers, and no plugin state is left behind.
+    answers, and no plugin state is left behind. With ``draft`` (the draft as the caller
+    loaded it), plugins first prepare outside the transaction (``opencrm_deposit_prepare``):
+    the write lock is held for the inserts only.
     """
+    if draft is not None and draft.status == "draft" and draft.draft_key == draft_key:
+        host.hook.opencrm_deposit_prepare(host=host, dossier=draft)
     with Session(writer(host.engine), expire_on_commit=False) as session, session.begin():
         dossier = session.exec(
             select(Dossier).where(Dossier.draft_key == draft_key).with_for_update()

@@ -1,0 +1,132 @@
+"""What the lean hot paths keep: settings cached per process yet changed everywhere at once,
+the deposit's work prepared outside the transaction yet checked inside, the acknowledgment
+mail rendered once per démarche yet identical to a full render, statements run at driver
+speed yet seen by statement recorders and raising SQLAlchemy's errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import ADMIN, recorded_statements
+from sqlalchemy import exc
+from sqlmodel import Session, col, select
+
+from opencrm_horscompte.base.db import DriverStatement, writer
+from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit, update_identity
+from opencrm_horscompte.host_kit.refhost.models import Demarche
+from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
+from opencrm_horscompte.settings.store import load_settings, save_settings
+from opencrm_horscompte.tracking import deposit as tracking_deposit
+from opencrm_horscompte.tracking.codes import format_tracking_code
+
+IDENTITY = {"last_name": "Dupont", "first_name": "Léa", "email": "lea.dupont@exemple.fr"}
+ANSWERS = {"subject": "Lampadaire", "message": "Depuis lundi."}
+
+
+def a_demarche(host: Any) -> Demarche:
+    with Session(host.engine, expire_on_commit=False) as session:
+        return session.exec(select(Demarche).where(Demarche.slug == "signalement-voirie")).one()
+
+
+def settings_of(host: Any) -> Any:
+    with Session(host.engine) as session:
+        return load_settings(session)
+
+
+def test_a_saved_change_reaches_a_process_that_cached_the_settings(host_factory: Any) -> None:
+    """Two hosts on one database stand for two worker processes: the second keeps its parsed
+    settings until the first saves a change, then sees it on its next read."""
+    first, second = host_factory(), host_factory()
+    cached = settings_of(second)
+    assert settings_of(second) is cached  # parsed once, not on every request
+    with Session(writer(first.engine)) as session, session.begin():
+        save_settings(first, session, cached.replace(tracking_code_length=14), actor=ADMIN[0])
+    assert settings_of(second).tracking_code_length == 14
+
+
+def test_reading_the_settings_is_one_statement(host: Any) -> None:
+    settings_of(host)
+    with recorded_statements(host) as seen:
+        settings_of(host)
+    data = [sql for sql in seen if not sql.startswith("BEGIN")]
+    assert len(data) == 1 and "horscompte_settings_version" in data[0], seen
+
+
+def deposit_with_prepare(host: Any, email: str | None = None) -> tuple[Any, str, OutboxMail]:
+    draft = create_draft(host, a_demarche(host), IDENTITY, None)
+    settings_of(host)  # what a running process has: the settings loaded once
+    if email is not None:  # the draft changes between the preparation and the deposit
+        host.hook.opencrm_deposit_prepare(host=host, dossier=draft)
+        update_identity(host, draft.draft_key, {**IDENTITY, "email": email})
+        dossier = deposit(host, draft.draft_key, ANSWERS)
+    else:
+        dossier = deposit(host, draft.draft_key, ANSWERS, draft)
+    with Session(host.engine) as session:
+        row = session.get(TrackingCode, dossier.id)
+        mail = session.exec(select(OutboxMail).order_by(col(OutboxMail.id).desc())).first()
+    assert row is not None and mail is not None
+    code = row.code
+    return dossier, code, mail
+
+
+def test_the_prepared_code_and_mail_are_the_ones_deposited(
+    host: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[str] = []
+    original = tracking_deposit._candidate
+
+    def counting(host: Any, settings: Any) -> str:
+        drawn.append(original(host, settings))
+        return drawn[-1]
+
+    monkeypatch.setattr(tracking_deposit, "_candidate", counting)
+    _, code, mail = deposit_with_prepare(host)
+    assert drawn == [code]  # drawn once, before the transaction
+    assert mail.recipient == IDENTITY["email"] and format_tracking_code(code) in mail.text
+    assert tracking_deposit._prepared == {}
+
+
+def test_a_draft_changed_after_its_preparation_gets_a_fresh_mail(host: Any) -> None:
+    _, code, mail = deposit_with_prepare(host, email="autre.adresse@exemple.fr")
+    assert mail.recipient == "autre.adresse@exemple.fr"
+    assert format_tracking_code(code) in mail.text
+
+
+def test_the_cached_acknowledgment_is_the_full_render(host: Any) -> None:
+    dossier, code, _ = deposit_with_prepare(host)
+    for candidate in (code, "AbCd3EfGh4Jk", "<b>&amp;"):
+        cached = tracking_deposit.acknowledgment_mail(host, dossier, candidate)
+        full = tracking_deposit._render_acknowledgment(
+            host,
+            dossier.email,
+            dossier.demarche_title,
+            dossier.locale,
+            host.absolute_url(tracking_deposit.LOOKUP_PATH),
+            format_tracking_code(candidate),
+        )
+        assert cached == full
+    assert "&lt;b&gt;" in (tracking_deposit.acknowledgment_mail(host, dossier, "<b>").html or "")
+
+
+def test_driver_statements_are_recorded_and_raise_sqlalchemy_errors(host: Any) -> None:
+    dossier, code, _ = deposit_with_prepare(host)
+    statement = DriverStatement(tracking_deposit._insert_unless_taken(host.engine.dialect.name))
+    row = {
+        "dossier_id": dossier.id,
+        "code": code + "x",
+        "policy_json": "{}",
+        "issued_at": host.now(),
+        "email": "a@exemple.fr",
+        "email_key": "a@exemple.fr",
+        "demarche_title": "t",
+        "locale": "fr",
+    }
+    with (
+        recorded_statements(host) as seen,
+        pytest.raises(exc.IntegrityError),
+        writer(host.engine).begin() as connection,
+    ):
+        statement.execute(connection, row)
+    assert any("INSERT INTO horscompte_tracking_code" in sql for sql in seen), seen
