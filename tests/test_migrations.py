@@ -8,11 +8,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, Text, inspect, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel
 
-from opencrm_horscompte.base.db import UTCDateTime, make_engine
+from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.base.migrations import (
     PLUGIN_MIGRATIONS,
     MigrationSet,
@@ -24,14 +38,9 @@ from opencrm_horscompte.base.migrations import (
 )
 from opencrm_horscompte.base.models import (
     PLUGIN_TABLES,
-    AuditRecord,
-    Challenge,
-    SettingRow,
-    TrackingCode,
 )
 from opencrm_horscompte.cli import main
 from opencrm_horscompte.host_kit.refhost.migrate import HOST_MIGRATIONS
-from opencrm_horscompte.host_kit.refhost.models import HOST_TABLES
 
 AT = datetime(2026, 6, 1, 8, 30, tzinfo=UTC)
 SETS = [PLUGIN_MIGRATIONS, HOST_MIGRATIONS]
@@ -94,70 +103,184 @@ def test_version_tables_are_apart(engine: Engine) -> None:
     assert "alembic_version" not in inspect(engine).get_table_names()
 
 
-# --------------------------------------------------------------------------- release 0.2
+# --------------------------------------------------------------------------- release 0.1
 
-# The reference host's outbox as release 0.2 made it (frozen copy: the model has moved on).
-_RELEASE_0_2 = MetaData()
-_OUTBOX_0_2 = Table(
-    "host_mail_outbox",
-    _RELEASE_0_2,
-    Column("id", Integer, primary_key=True),
-    Column("recipient", Text, nullable=False),
-    Column("subject", Text, nullable=False),
-    Column("text", Text, nullable=False),
-    Column("html", Text, nullable=True),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("next_attempt_at", UTCDateTime, nullable=False, index=True),
-    Column("attempts", Integer, nullable=False),
-    Column("last_error", Text, nullable=True),
-    Column("sent_at", UTCDateTime, nullable=True),
+
+
+def _stamp(name: str, nullable: bool = False) -> Column[Any]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+# The schema release 0.1 made with ``create_all`` (its models, frozen here: today's models
+# have moved on, and the test must start from what is installed in town halls).
+_RELEASE_0_1 = MetaData()
+for _name, *_columns in [
+    (
+        "horscompte_setting",
+        Column("key", String(64), primary_key=True),
+        Column("value_json", Text, nullable=False),
+        _stamp("updated_at"),
+        Column("updated_by", String(320), nullable=False),
+    ),
+    (
+        "horscompte_tracking_code",
+        Column("dossier_id", Integer, primary_key=True, autoincrement=False),
+        Column("code", String(64), nullable=False, unique=True),
+        Column("policy_json", Text, nullable=False),
+        _stamp("issued_at"),
+        Column("email", String(320), nullable=False),
+        Column("email_key", String(320), nullable=False, index=True),
+        Column("demarche_title", String(200), nullable=False),
+        Column("locale", String(10), nullable=False),
+    ),
+    (
+        "horscompte_audit_event",
+        Column("id", Integer, primary_key=True),
+        Column("kind", String(64), nullable=False, index=True),
+        Column("actor", String(320), nullable=False),
+        _stamp("at"),
+        Column("details_json", Text, nullable=False),
+    ),
+    (
+        "horscompte_throttle",
+        Column("key", String(64), primary_key=True),
+        _stamp("window_start"),
+        _stamp("expires_at"),
+        Column("count", Integer, nullable=False),
+    ),
+    (
+        "horscompte_identity_choice",
+        Column("draft_ref", String(64), primary_key=True),
+        Column("choice", String(16), nullable=False),
+        _stamp("at"),
+    ),
+    (
+        "horscompte_challenge",
+        Column("id", Integer, primary_key=True),
+        Column("dossier_id", Integer, nullable=True, index=True),
+        Column("guard_key", String(64), nullable=False, index=True),
+        Column("code_hmac", String(64), nullable=False),
+        _stamp("created_at"),
+        _stamp("expires_at"),
+        Column("attempts", Integer, nullable=False),
+        _stamp("consumed_at", nullable=True),
+    ),
+    (
+        "horscompte_failure_guard",
+        Column("key", String(64), primary_key=True),
+        Column("failures", Integer, nullable=False),
+        _stamp("not_before"),
+    ),
+    (
+        "host_account",
+        Column("id", Integer, primary_key=True),
+        Column("email", String(320), nullable=False, unique=True),
+        Column("email_key", String(320), nullable=False, unique=True),
+        Column("display_name", String(200), nullable=False),
+        Column("password_hash", String(300), nullable=False),
+        Column("role", String(20), nullable=False),
+    ),
+    (
+        "host_demarche",
+        Column("id", Integer, primary_key=True),
+        Column("slug", String(80), nullable=False, unique=True),
+        Column("title", String(200), nullable=False),
+        Column("description", String(2000), nullable=False),
+        Column("open_without_account", Boolean, nullable=False),
+    ),
+    (
+        "host_dossier",
+        Column("id", Integer, primary_key=True),
+        Column("draft_key", String(64), nullable=False, unique=True),
+        Column("demarche_id", Integer, ForeignKey("host_demarche.id"), nullable=False, index=True),
+        Column("demarche_title", String(200), nullable=False),
+        Column("email", String(320), nullable=False, index=True),
+        Column("first_name", String(100), nullable=False),
+        Column("last_name", String(100), nullable=False),
+        Column("answers", JSON, nullable=False),
+        Column("account_id", Integer, ForeignKey("host_account.id"), nullable=True, index=True),
+        Column("status", String(20), nullable=False),
+        Column("locale", String(10), nullable=False),
+        _stamp("created_at"),
+        _stamp("deposited_at", nullable=True),
+    ),
+    (
+        "host_plugin_state",
+        Column("name", String(100), primary_key=True),
+        Column("enabled", Boolean, nullable=False),
+        _stamp("updated_at"),
+        Column("updated_by", String(320), nullable=False),
+    ),
+    (
+        "host_mail_outbox",
+        Column("id", Integer, primary_key=True),
+        Column("recipient", Text, nullable=False),
+        Column("subject", Text, nullable=False),
+        Column("text", Text, nullable=False),
+        Column("html", Text, nullable=True),
+        _stamp("created_at"),
+        _stamp("next_attempt_at"),
+        Column("attempts", Integer, nullable=False),
+        Column("last_error", Text, nullable=True),
+        _stamp("sent_at", nullable=True),
+    ),
+]:
+    Table(_name, _RELEASE_0_1, *_columns)
+Index(
+    "ix_host_mail_outbox_next_attempt_at", _RELEASE_0_1.tables["host_mail_outbox"].c.next_attempt_at
 )
+_OLD = _RELEASE_0_1.tables
 
 
-def _release_0_2_database(engine: Engine) -> None:
-    """What release 0.2 left: ``create_all`` tables (no version table) and some rows."""
-    SQLModel.metadata.create_all(engine, tables=[*PLUGIN_TABLES, *HOST_TABLES])
-    _RELEASE_0_2.create_all(engine)
-    with Session(engine) as session:
-        session.add(
-            SettingRow(key="tracking_code_length", value_json="14", updated_at=AT, updated_by="a")
-        )
-        session.add(
-            TrackingCode(
-                dossier_id=7,
-                code="ABCD-EFGH-JKLM",
-                policy_json="{}",
-                issued_at=AT,
-                email="eloise@example.org",
-                email_key="eloise@example.org",
-                demarche_title="Cantine",
-            )
-        )
-        session.add(AuditRecord(kind="settings.changed", actor="a", at=AT, details_json="{}"))
-        session.add(
-            Challenge(dossier_id=7, guard_key="g", code_hmac="h", created_at=AT, expires_at=AT)
-        )
-        session.commit()
+def _release_0_1_database(engine: Engine) -> None:
+    """What release 0.1 left: ``create_all`` tables (no version table) and some rows."""
+    _RELEASE_0_1.create_all(engine)
+    mail = {"subject": "s", "text": "t", "created_at": AT, "next_attempt_at": AT}
     with engine.begin() as connection:
         connection.execute(
-            _OUTBOX_0_2.insert(),
+            _OLD["horscompte_setting"].insert(),
+            {
+                "key": "tracking_code_length",
+                "value_json": "14",
+                "updated_at": AT,
+                "updated_by": "a",
+            },
+        )
+        connection.execute(
+            _OLD["horscompte_tracking_code"].insert(),
+            {
+                "dossier_id": 7,
+                "code": "ABCD-EFGH-JKLM",
+                "policy_json": "{}",
+                "issued_at": AT,
+                "email": "eloise@example.org",
+                "email_key": "eloise@example.org",
+                "demarche_title": "Cantine",
+                "locale": "fr",
+            },
+        )
+        connection.execute(
+            _OLD["horscompte_audit_event"].insert(),
+            {"kind": "settings.changed", "actor": "a", "at": AT, "details_json": "{}"},
+        )
+        connection.execute(
+            _OLD["horscompte_challenge"].insert(),
+            {
+                "dossier_id": 7,
+                "guard_key": "g",
+                "code_hmac": "h",
+                "created_at": AT,
+                "expires_at": AT,
+                "attempts": 0,
+            },
+        )
+        connection.execute(
+            _OLD["host_mail_outbox"].insert(),
             [
+                {**mail, "recipient": "a@example.org", "attempts": 0, "sent_at": AT},
                 {
-                    "recipient": "a@example.org",
-                    "subject": "s",
-                    "text": "t",
-                    "created_at": AT,
-                    "next_attempt_at": AT,
-                    "attempts": 0,
-                    "last_error": None,
-                    "sent_at": AT,
-                },
-                {
+                    **mail,
                     "recipient": "b@example.org",
-                    "subject": "s",
-                    "text": "t",
-                    "created_at": AT,
-                    "next_attempt_at": AT,
                     "attempts": 2,
                     "last_error": "OSError: down",
                     "sent_at": None,
@@ -167,19 +290,16 @@ def _release_0_2_database(engine: Engine) -> None:
 
 
 def _rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
-    tables = [table.name for table in PLUGIN_TABLES] + ["host_mail_outbox"]
+    """Every row of release 0.1's tables, by its 0.1 columns."""
     with engine.connect() as connection:
         return {
-            name: sorted(
-                tuple(row)[:10] if name == "host_mail_outbox" else tuple(row)
-                for row in connection.execute(text(f"SELECT * FROM {name}"))
-            )
-            for name in tables
+            name: sorted(tuple(row) for row in connection.execute(select(*table.c)))
+            for name, table in _OLD.items()
         }
 
 
-def test_a_release_0_2_database_is_upgraded_with_its_data(engine: Engine) -> None:
-    _release_0_2_database(engine)
+def test_a_release_0_1_database_is_upgraded_with_its_data(engine: Engine) -> None:
+    _release_0_1_database(engine)
     before = _rows(engine)
     assert sum(len(rows) for rows in before.values()) == 6
 

@@ -146,7 +146,7 @@ def test_wheel_ships_the_migrations(wheel_names: set[str], source: Path) -> None
             name = "opencrm_horscompte/" + path.relative_to(package).as_posix()
             assert name in wheel_names, f"migration file missing from the wheel: {name}"
     assert (
-        "opencrm_horscompte/migrations/versions/0001_initial_schema_release_0_2.py" in wheel_names
+        "opencrm_horscompte/migrations/versions/0001_initial_schema_release_0_1.py" in wheel_names
     )
 
 

@@ -7,7 +7,7 @@ revision; on PostgreSQL it holds a transaction-scoped advisory lock, so N worker
 once run it one after the other (the later ones find nothing to do); on SQLite the migration
 runs in one ``BEGIN IMMEDIATE`` transaction, which serialises it the same way.
 
-The first revision is the schema of release 0.2, which made its tables with ``create_all``:
+The first revision is the schema of release 0.1, which made its tables with ``create_all``:
 on such a database it creates only what is missing, so the tables and their rows are kept
 and the database is recorded at that revision.
 """

@@ -1,6 +1,6 @@
-"""Reference host, initial schema: its tables as release 0.2's ``create_all`` made them.
+"""Reference host, initial schema: its tables as release 0.1's ``create_all`` made them.
 
-Tables that already exist (a 0.2 database) are kept with their rows.
+Tables that already exist (a 0.1 database) are kept with their rows.
 
 Revision ID: host_0001_initial
 Revises:
@@ -36,7 +36,7 @@ def upgrade() -> None:
     existing = set(sa.inspect(op.get_bind()).get_table_names())
 
     def create(name: str, *items: sa.schema.SchemaItem, indexes: Sequence[str] = ()) -> None:
-        if name in existing:  # made by release 0.2's create_all: kept with its rows
+        if name in existing:  # made by release 0.1's create_all: kept with its rows
             return
         op.create_table(name, *items)
         for column in indexes:

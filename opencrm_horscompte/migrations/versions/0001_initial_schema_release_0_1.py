@@ -1,6 +1,6 @@
-"""Initial schema: the tables of release 0.2 exactly as its ``create_all`` made them.
+"""Initial schema: the tables of release 0.1 exactly as its ``create_all`` made them.
 
-A database made by 0.2 already has them: each table that exists is left as it is (with its
+A database made by 0.1 already has them: each table that exists is left as it is (with its
 rows) and the database is simply recorded at this revision. Later revisions change the
 schema with ordinary ``op`` calls (see README, "Upgrading").
 
@@ -42,7 +42,7 @@ def upgrade() -> None:
     existing = set(sa.inspect(op.get_bind()).get_table_names())
 
     def create(name: str, *items: sa.schema.SchemaItem, indexes: Sequence[str] = ()) -> None:
-        if name in existing:  # made by release 0.2's create_all: kept with its rows
+        if name in existing:  # made by release 0.1's create_all: kept with its rows
             return
         op.create_table(name, *items)
         for column in indexes:
