@@ -52,7 +52,7 @@ def load_settings(
     every settings row is read again only when the token moved (:func:`save_settings`
     moves it). Without a version row, or with ``template_keys``, every row is read.
     """
-    connection = session.connection() if isinstance(session, Session) else session
+    connection = session if isinstance(session, Connection) else session.connection()
     if template_keys is not None:
         return _read(connection, tuple(template_keys))
     cursor = _VERSION_AT_DRIVER_SPEED.execute(connection)

@@ -63,7 +63,7 @@ def count(target: Session | Connection, at: datetime, **increments: int) -> None
     unknown = set(increments) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics: {sorted(unknown)}")
-    connection = target.connection() if isinstance(target, Session) else target
+    connection = target if isinstance(target, Connection) else target.connection()
     params: dict[str, object] = {metric: int(increments.get(metric, 0)) for metric in METRICS}
     params["day"] = utc_day(at)
     connection.execute(_upsert(), params)
