@@ -106,7 +106,6 @@ def test_version_tables_are_apart(engine: Engine) -> None:
 # --------------------------------------------------------------------------- release 0.1
 
 
-
 def _stamp(name: str, nullable: bool = False) -> Column[Any]:
     return Column(name, DateTime(timezone=True), nullable=nullable)
 
