@@ -12,6 +12,7 @@ from packaging.version import Version
 from sqlmodel import Session, SQLModel
 
 from opencrm_horscompte.base.audit import store_event
+from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
 from opencrm_horscompte.base.models import PLUGIN_TABLES
 from opencrm_horscompte.base.paths import (
@@ -67,8 +68,9 @@ def opencrm_plugin_setup(host: Host) -> None:
 @hookimpl
 def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
     return [
-        MenuEntry("Administration", "Hors-compte", ADMIN_PATH, permission="admin"),
-        MenuEntry(PUBLIC_SECTION, "Suivre un dossier", LOOKUP_PATH, permission=None),
+        # French labels (the contract's); N_ marks them for the catalog hosts translate with.
+        MenuEntry("Administration", str(N_("Accès sans compte")), ADMIN_PATH, permission="admin"),
+        MenuEntry(PUBLIC_SECTION, str(N_("Suivre un dossier")), LOOKUP_PATH, permission=None),
     ]
 
 

@@ -268,7 +268,7 @@ def test_installed_entry_point_registers_with_pluggy(
     version = tomllib.loads((source / "pyproject.toml").read_text("utf-8"))["project"]["version"]
     assert installed_report["dist"] == ["opencrm-horscompte", version]
     assert installed_report["extension_spec"] is True
-    assert ["Administration", "Hors-compte", "/admin/hors-compte"] in installed_report["menu"]
+    assert ["Administration", "Accès sans compte", "/admin/hors-compte"] in installed_report["menu"]
     assert installed_report["loader"] == [["horscompte", True, None, "opencrm-horscompte"]]
 
 

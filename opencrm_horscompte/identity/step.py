@@ -68,14 +68,22 @@ def _invite_by_mail(
 
 
 def _proposal(
-    host: Host, request: Request, demarche: Demarche, draft: str, next_url: str
+    host: Host,
+    request: Request,
+    demarche: Demarche,
+    identity: Mapping[str, str],
+    email: str,
 ) -> Response:
+    draft, next_url = identity.get("draft", ""), identity.get("continue_url", "")
     token = sign(host, DECLINE_PURPOSE, {"draft": draft, "next": next_url})
     body = render_page(
         host,
         request,
         "horscompte/identity_proposal.html",
         demarche=demarche,
+        email=email,
+        step=identity.get("step", ""),
+        steps=identity.get("steps", ""),
         login_url=host.login_url(next_url),
         decline_url=DECLINE_PATH,
         decline_token=token,
@@ -113,7 +121,7 @@ def identity_step(
         with Session(writer(host.engine)) as session, session.begin():
             _invite_by_mail(host, session, email, demarche, request.locale)
         return None
-    return IdentityDecision("propose_login", _proposal(host, request, demarche, draft, next_url))
+    return IdentityDecision("propose_login", _proposal(host, request, demarche, identity, email))
 
 
 def decline(host: Host, request: Request) -> Response:

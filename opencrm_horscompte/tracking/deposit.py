@@ -1,5 +1,9 @@
 """Deposit pipeline: give a dossier its unique tracking code inside the host's transaction,
-and queue the acknowledgment mail in the same transaction."""
+and queue the acknowledgment mail in the same transaction.
+
+A dossier owned by an account (``account_id`` set when it is deposited) gets no tracking
+code: its owner follows it from their space, so the lookup never finds it and its
+acknowledgment points to the host's page for the dossier instead."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sqlmodel import Session
 from opencrm_horscompte.base.db import upsert_insert
 from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.base.hooks import PluginHooks
+from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
@@ -82,17 +87,23 @@ def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> str:
     )
 
 
-def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
+def acknowledgment_mail(host: Host, dossier: Dossier, code: str | None) -> MailMessage:
+    """The acknowledgment: démarche, date and number restated; the grouped tracking code
+    and the lookup page, or (``code`` None, an account's dossier) the dossier's page."""
     context = {
         "demarche_title": dossier.demarche_title,
-        "tracking_code": format_tracking_code(code),
+        "deposited_at": moment(host, dossier.deposited_at or host.now()),
+        "dossier_number": dossier.id,
+        "tracking_code": format_tracking_code(code) if code else None,
         "lookup_url": host.absolute_url(LOOKUP_PATH),
+        "dossier_url": host.absolute_url(host.dossier_url(dossier.id)),
     }
     return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context, dossier.locale)
 
 
-def deposit(host: Host, session: Session, dossier: Dossier) -> str:
-    """What ``opencrm_deposit`` does: the code, then the acknowledgment mail."""
-    code = assign_tracking_code(host, session, dossier)
+def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
+    """What ``opencrm_deposit`` does: the code (none for an account's dossier), then the
+    acknowledgment mail."""
+    code = None if dossier.account_id is not None else assign_tracking_code(host, session, dossier)
     host.queue_mail(session, acknowledgment_mail(host, dossier, code))
     return code

@@ -21,7 +21,7 @@ def main_menu(page: Any) -> Any:
 def log_in(page: Any, who: tuple[str, str]) -> None:
     """On the login page: type the credentials and submit."""
     expect(page.get_by_role("heading", level=1)).to_have_text("Connexion")
-    page.get_by_label("Adresse e-mail").fill(who[0])
+    page.get_by_label("Adresse électronique").fill(who[0])
     page.get_by_label("Mot de passe").fill(who[1])
     page.get_by_role("button", name="Se connecter").click()
 

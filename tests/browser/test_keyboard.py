@@ -78,7 +78,7 @@ def test_deposit_then_lookup_with_the_keyboard_only(page: Any, live: Any, shoot:
     press_enter_and_wait(page)
 
     expect(page.get_by_role("heading", level=1)).to_have_text(
-        "Un compte existe pour cette adresse e-mail"
+        "Un compte existe pour cette adresse électronique"
     )
     tab_to(page, text="Continuer sans compte")
     press_enter_and_wait(page)
@@ -123,9 +123,9 @@ def test_admin_settings_with_the_keyboard_only(page: Any, live: Any, shoot: Any)
     press_enter_and_wait(page)  # Enter in the password field submits
     tab_to(page, text="Administration")
     press_enter_and_wait(page)
-    tab_to(page, text="Hors-compte")
+    tab_to(page, text="Accès sans compte")
     press_enter_and_wait(page)
-    expect(page.get_by_role("heading", level=1)).to_have_text("Accès hors compte")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Accès sans compte")
 
     tab_to(page, id="tracking_code_length")
     page.keyboard.press("ControlOrMeta+A")
