@@ -14,8 +14,12 @@ SUBJECT = "Lampadaire éteint rue des Lilas"
 CODE_LINE = re.compile(r"^\s*(\d{6,14})\s*$", re.MULTILINE)
 
 
-def main_menu(page: Any) -> Any:
-    return page.get_by_role("navigation", name="Menu principal")
+def main_menu(page: Any, name: str = "Menu principal") -> Any:
+    """The header's menu; on a phone it sits behind the "Menu" button, opened first."""
+    summary = page.locator("details.menu-compact > summary")
+    if summary.is_visible() and page.locator("details.menu-compact[open]").count() == 0:
+        summary.click()
+    return page.get_by_role("navigation", name=name)
 
 
 def log_in(page: Any, who: tuple[str, str]) -> None:
