@@ -61,6 +61,7 @@ class Mail:
     subject: str
     text: str
     html: str | None
+    sender: str = ""
 
     @classmethod
     def parse(cls, raw: bytes) -> Mail:
@@ -74,6 +75,7 @@ class Mail:
             subject=str(message["Subject"]),
             text=str(plain.get_content()).replace("\r\n", "\n"),
             html=None if html is None else str(html.get_content()),
+            sender=str(message["From"]),
         )
 
 

@@ -16,6 +16,7 @@ CODE_LINE = re.compile(r"^\s*(\d{6,14})\s*$", re.MULTILINE)
 
 def main_menu(page: Any, name: str = "Menu principal") -> Any:
     """The header's menu; on a phone it sits behind the "Menu" button, opened first."""
+    page.wait_for_load_state("load")  # the stylesheet decides which menu shows
     summary = page.locator("details.menu-compact > summary")
     if summary.is_visible() and page.locator("details.menu-compact[open]").count() == 0:
         summary.click()

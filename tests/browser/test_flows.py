@@ -71,7 +71,9 @@ def test_admin_changes_the_tracking_code_settings(
     for label in ["Avec des lettres", "Avec des minuscules", "Avec des caractères spéciaux"]:
         page.get_by_label(label).uncheck()
     page.get_by_role("button", name="Prévisualiser").click()
-    expect(page.get_by_test_id("tracking-sample")).to_have_text(re.compile(r"^\d{16}$"))
+    expect(page.get_by_test_id("tracking-sample")).to_have_text(
+        re.compile(r"^\d{4}-\d{4}-\d{4}-\d{4}$")
+    )
     check_a11y(page)
     page.get_by_role("button", name="Enregistrer").click()
     expect(page.get_by_role("status").first).to_be_visible()
@@ -145,7 +147,7 @@ def test_citizen_declines_and_deposits_without_account(
     fill_form_and_deposit(page)
     code = tracking_code_on(page)
     assert re.fullmatch(r"[^-]{4}-[^-]{4}-[^-]{4}", code), code  # 12 characters by default
-    expect(page.get_by_role("link", name="Suivre un dossier")).to_be_visible()
+    expect(page.get_by_role("main").get_by_role("link", name="Suivre un dossier")).to_be_visible()
     check_a11y(page)
     shoot(page, "receipt")
     with Session(live.host.engine) as session:

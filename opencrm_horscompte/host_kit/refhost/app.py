@@ -341,9 +341,12 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         drafts = flask.session.get("drafts", [])
         assert account.id is not None
         attach_to_account(host, drafts, account.id)
+        chosen_locale = flask.session.get("locale")
         flask.session.clear()
         flask.session["account_id"] = account.id
         flask.session["drafts"] = drafts
+        if chosen_locale in LOCALES:
+            flask.session["locale"] = chosen_locale  # the language chosen before logging in
         return flask.redirect(next_url, 303)
 
     def draft_behind(next_url: str) -> Dossier | None:
