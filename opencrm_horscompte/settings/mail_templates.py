@@ -10,7 +10,7 @@ from opencrm_horscompte.base.rendering import plugin_mail
 from opencrm_horscompte.hookspecs.host import Host, MailTemplate
 
 DEFAULT_VALIDATION_TEMPLATE = replace(
-    plugin_mail("validation", str(N_("Code de validation (modèle par défaut)"))),
+    plugin_mail("validation", str(N_("Modèle par défaut"))),
     key="horscompte.validation",
 )
 

@@ -312,6 +312,7 @@ def test_administrator(
     expect(preview).to_be_in_viewport()
     check_a11y(page)
     shoot(page, f"admin-preview-{lang}")
+    preview.screenshot(path=str(ARTIFACTS / f"administrator--preview-{lang}--{device}.png"))
 
     # 16. The history names which code changed; its rows stack on a phone.
     page.get_by_role("button", name=t("Enregistrer")).click()
@@ -325,3 +326,6 @@ def test_administrator(
     no_stale_text(page)
     check_a11y(page)
     shoot(page, f"admin-history-{lang}")
+    section = page.locator("section[aria-labelledby=historique-titre]")
+    section.screenshot(path=str(ARTIFACTS / f"administrator--history-{lang}--{device}.png"))
+    select.screenshot(path=str(ARTIFACTS / f"administrator--select-{lang}--{device}.png"))
