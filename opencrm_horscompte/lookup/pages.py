@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, mask_email, normalize_email
 from opencrm_horscompte.base.hooks import PluginHooks
+from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.i18n import N_, NP_, Message
 from opencrm_horscompte.base.limits import (
     CHALLENGE_TOKEN_MAX_AGE,
@@ -233,7 +234,7 @@ def forgotten(host: Host, request: Request) -> Response:
             dossiers = [
                 {
                     "demarche_title": row.demarche_title,
-                    "date": row.issued_at.strftime("%d/%m/%Y"),
+                    "date": moment(host, row.issued_at, "date"),
                     "tracking_code": format_tracking_code(row.code),
                 }
                 for row in rows

@@ -19,7 +19,7 @@ from opencrm_horscompte.base.i18n import translations
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.host_kit.refhost.models import Dossier
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, VIEWPORTS
 from .helpers import DEMARCHE, validation_code, wrong
 
 pytestmark = pytest.mark.browser
@@ -329,3 +329,41 @@ def test_administrator(
     section = page.locator("section[aria-labelledby=historique-titre]")
     section.screenshot(path=str(ARTIFACTS / f"administrator--history-{lang}--{device}.png"))
     select.screenshot(path=str(ARTIFACTS / f"administrator--select-{lang}--{device}.png"))
+
+
+def test_copy_code_without_javascript(browser: Any, live: Any, device: str) -> None:
+    """4. "Copier le code" is a progressive enhancement: without JavaScript the same control
+    shows the code in a field, selected with one tap, to copy by hand."""
+    context = browser.new_context(
+        viewport=VIEWPORTS[device], base_url=live.url, locale="fr-FR", java_script_enabled=False
+    )
+    context.set_default_timeout(10_000)
+    try:
+        page = context.new_page()
+        t = translations("fr").gettext
+        deposit(page, t, STRANGER, "Lampadaire éteint")
+        code = page.get_by_test_id("tracking-code").inner_text().strip()
+        expect(page.get_by_role("button", name=t("Copier le code"))).to_have_count(0)
+        page.get_by_text(t("Copier le code"), exact=True).click()
+        field = page.get_by_label(re.compile(re.escape(t("Sélectionnez le code"))))
+        expect(field).to_have_value(code)
+        expect(field).to_have_attribute("readonly", "")
+        page.screenshot(
+            path=str(ARTIFACTS / f"copy_code_without_javascript--receipt--{device}.png"),
+            full_page=True,
+        )
+    finally:
+        context.close()
+
+
+def test_axe_positive_control(page: Any, check_a11y: Any) -> None:
+    """The accessibility check does fail on a page with a known violation, so its 0 on
+    every other page means something."""
+    page.goto("/")
+    check_a11y(page)
+    page.evaluate(
+        "document.querySelector('main').insertAdjacentHTML('beforeend',"
+        " '<input type=text id=sans-etiquette><img src=x.png>')"
+    )
+    with pytest.raises(AssertionError, match=r"label|image-alt"):
+        check_a11y(page)
