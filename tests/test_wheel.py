@@ -202,7 +202,9 @@ CHECK_SCRIPT = textwrap.dedent(
     )
     environment.install_null_translations(newstyle=True)
     report["receipt"] = environment.get_template("horscompte/receipt.html").render(
-        tracking_code="ABCD-<EF>", lookup_url="/hors-compte/suivi"
+        tracking_code="ABCD-<EF>",
+        lookup_url="/hors-compte/suivi",
+        lookup_address="https://example.org/hors-compte/suivi",
     )
     report["templates"] = sorted(environment.list_templates())
 
