@@ -5,8 +5,11 @@ and in English; the browser tests check the same points on screen."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from babel.messages.pofile import read_po
@@ -26,6 +29,7 @@ from lookup_helpers import (
 from sqlmodel import Session, select
 
 from opencrm_horscompte.base.emails import mask_email
+from opencrm_horscompte.base.hostinfo import host_timezone, moment, service_contact, service_name
 from opencrm_horscompte.base.i18n import NP_, translate, translations
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.host_kit.refhost.models import Dossier
@@ -233,3 +237,15 @@ def test_french_catalog_follows_the_glossary() -> None:
     assert problems == []
     email_fields = [m for m in catalog if m.id == "Adresse électronique"]
     assert email_fields and any(m.id == "Format attendu : nom@domaine.fr" for m in catalog)
+
+
+def test_hosts_of_the_earlier_contract_get_the_defaults() -> None:
+    """The Host attributes added for issue 12 are optional: read with their defaults."""
+    older = SimpleNamespace()
+    assert host_timezone(older) == ZoneInfo("Europe/Paris")
+    assert service_name(older) == "Votre mairie" and service_contact(older) == ""
+    assert host_timezone(SimpleNamespace(timezone="Mars/Olympus")) == ZoneInfo("Europe/Paris")
+    overseas = SimpleNamespace(timezone="Indian/Reunion")  # UTC+4, no summer time
+    at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    assert translate(moment(overseas, at), "fr") == "28 novembre 2026 à 13:00"
+    assert translate(moment(older, at, "date"), "en") == "November 28, 2026"

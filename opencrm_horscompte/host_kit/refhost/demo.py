@@ -68,7 +68,7 @@ def run_demo(port: int = 8765, data_dir: Path = Path("demo-data")) -> None:
     scheduler.start()
     database = host.engine.url.render_as_string(hide_password=True)
     print(
-        f"Open CRM (hôte de référence) avec le module Hors-compte : http://127.0.0.1:{port}/\n"
+        f"Open CRM (hôte de référence) avec le module Accès sans compte : http://127.0.0.1:{port}/\n"
         f"  base de données : {database}\n"
         f"  courriels       : {smtp_url or (data_dir / 'outbox').resolve()}\n"
         f"  usager          : {CITIZEN_EMAIL} / {stored['citizen_password']}\n"
