@@ -36,6 +36,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 HEADER_FORBIDDEN = ("\r", "\n", "\x00")
 
+# Defaults of the optional Host attributes (see :class:`Host`).
+DEFAULT_TIMEZONE = "Europe/Paris"
+DEFAULT_SERVICE_NAME = "Votre mairie"
+DEFAULT_SERVICE_CONTACT = ""
+
 
 # --------------------------------------------------------------------------- data types
 
@@ -266,6 +271,24 @@ class Host(Protocol):
     (tests move it). ``secret_keys``: signing keys, newest last, for rotation.
     ``template_loader``: the host's Jinja2 templates, searched before the plugin's; it
     provides ``opencrm/layout.html`` (blocks ``title`` and ``main``) that plugin pages extend.
+
+    Optional attributes (since 0.3; a plugin reads them with ``getattr`` and the defaults
+    below, so a host written against the earlier contract keeps working):
+
+    ``timezone``
+        IANA name of the time zone in which dates and times are shown to people, in pages
+        and mails (storage stays UTC). Default :data:`DEFAULT_TIMEZONE`, ``"Europe/Paris"``:
+        the plugin serves French public services; an overseas host sets its own
+        (``"America/Cayenne"``, ``"Indian/Reunion"``...). An unknown name means the default.
+    ``service_name``
+        The service that signs the mails, e.g. ``"Mairie de Démoville"``. Default
+        :data:`DEFAULT_SERVICE_NAME`.
+    ``service_contact``
+        One line telling how to reach that service (phone, opening hours, address of a
+        contact page), added to the mails' signature. Default: empty (no contact line).
+
+    The mail sender, with its display name (``"Mairie de Démoville
+    <ne-pas-repondre@...>"``), is the host's business: its outbox sets ``From``.
     """
 
     # Read-only for plugins: a plain attribute of the host's class satisfies each property.
@@ -401,7 +424,9 @@ def opencrm_identity_step(
     :param demarche: the online procedure being started.
     :param identity: what the citizen typed (``email``, ``first_name``, ``last_name``),
         plus ``draft``, the host's reference to the draft dossier, and ``continue_url``, the
-        same-site path where the draft continues (the form's next screen).
+        same-site path where the draft continues (the form's next screen). Optional (since
+        0.3): ``step`` and ``steps``, the identity screen's place in the démarche ("1", "3"),
+        shown on the proposal as "Étape 1 sur 3"; without them no step is shown.
     :return: an :class:`IdentityDecision`, or None to let the host continue.
 
     Call it after every new dossier's identity screen, for logged-in users and for
@@ -445,9 +470,11 @@ def opencrm_deposit(host: Host, session: Session, dossier: Dossier) -> None:
     :param dossier: the dossier being deposited (already flushed, so it has an id).
     :return: nothing.
 
-    Call it for every deposit, logged in or not. A dossier deposited by an account
-    (``account_id`` set) gets no tracking code from the hors-compte plugin: its receipt and
-    mail point to "Mon espace".
+    A dossier owned by an account (``dossier.account_id`` set) is followed from that
+    account's space: the hors-compte plugin gives it no tracking code, so the lookup by
+    tracking code never finds it, and its acknowledgment mail and receipt point to
+    ``host.dossier_url`` ("Mon espace") instead. Call the hook for every deposit all the same.
+
     Keep this work short: on SQLite the write transaction locks every other writer out. A
     host may call :func:`opencrm_deposit_prepare` first so plugins do the slow part outside.
 

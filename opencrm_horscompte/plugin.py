@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.agent import page as agent_page
 from opencrm_horscompte.base.audit import store_event
+from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
 from opencrm_horscompte.base.migrations import upgrade
 from opencrm_horscompte.base.paths import (
@@ -84,9 +85,10 @@ def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
     claim = [MenuEntry(ACCOUNT_SECTION, "Rattacher un dossier", CLAIM_PATH, permission="user")]
     return [
         *(claim if claim_page.attacher(host) else []),
-        MenuEntry("Administration", "Hors-compte", ADMIN_PATH, permission="admin"),
-        MenuEntry(PUBLIC_SECTION, "Suivre un dossier", LOOKUP_PATH, permission=None),
-        MenuEntry(AGENT_SECTION, "Assistance usagers", AGENT_PATH, permission="agent"),
+        # French labels (the contract's); N_ marks them for the catalog hosts translate with.
+        MenuEntry("Administration", str(N_("Accès sans compte")), ADMIN_PATH, permission="admin"),
+        MenuEntry(PUBLIC_SECTION, str(N_("Suivre un dossier")), LOOKUP_PATH, permission=None),
+        MenuEntry(AGENT_SECTION, str(N_("Assistance usagers")), AGENT_PATH, permission="agent"),
     ]
 
 

@@ -3,9 +3,11 @@
     python scripts/catalogs.py          # extract, merge into the .po files, compile .mo
     python scripts/catalogs.py --check  # exit 1 if a catalog is missing or lacks a message
 
-Sources: Python (``_``, ``N_``), the plugin's and the reference host's Jinja2 templates
-(``_``, ``gettext``, ``{% trans %}``) and the labels and help of ``plugin.toml``. Needs
-Babel (installed with the ``test`` extra).
+Sources: Python (``_``, ``N_``, ``NP_`` and ``ngettext`` with plural forms), the plugin's and
+the reference host's Jinja2 templates (``_``, ``gettext``, ``ngettext``, ``{% trans %}`` with
+``{% pluralize %}``) and the labels and help of ``plugin.toml``. Plural entries get the
+locale's plural rule (French ``n > 1``, English ``n != 1``, from Babel's CLDR data). Needs
+Babel.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ from babel.messages.pofile import read_po, write_po
 ROOT = Path(__file__).resolve().parent.parent
 LOCALE_DIR = ROOT / "opencrm_horscompte" / "locale"
 LOCALES = ("fr", "en")
+# gettext's usual rules: French singular for 0 and 1, English for 1 only (CLDR's third
+# French form, "1 000 000 de", has no use in this plugin's texts).
+PLURAL_FORMS = {"fr": "nplurals=2; plural=(n > 1);", "en": "nplurals=2; plural=(n != 1);"}
 DOMAIN = "messages"
-KEYWORDS = {"_": None, "N_": None, "gettext": None, "ngettext": (1, 2)}
+KEYWORDS = {"_": None, "N_": None, "gettext": None, "ngettext": (1, 2), "NP_": (1, 2)}
+Msgid = str | tuple[str, str]
 JINJA = "jinja2.ext:babel_extract"
 JINJA_OPTIONS = {"extensions": "jinja2.ext.i18n", "trimmed": "false"}
 SOURCES = [
@@ -37,18 +43,24 @@ SOURCES = [
 ]
 
 
-def _from_sources() -> Iterator[tuple[str, str, int]]:
+def _from_sources() -> Iterator[tuple[Msgid, str, int]]:
     for folder, methods in SOURCES:
         options = {pattern: JINJA_OPTIONS for pattern, method in methods if method == JINJA}
         for filename, lineno, message, _comments, _context in extract_from_dir(
             str(folder), methods, options_map=options, keywords=KEYWORDS, strip_comment_tags=True
         ):
-            text = message[0] if isinstance(message, tuple) else message
+            if isinstance(message, tuple | list):
+                forms = tuple(form for form in message if form)
+                text: Msgid | None = (forms[0], forms[1]) if len(forms) >= 2 else None
+                if len(forms) == 1:
+                    text = forms[0]
+            else:
+                text = message
             if text:
                 yield text, str((folder / filename).relative_to(ROOT)), lineno
 
 
-def _from_manifest() -> Iterator[tuple[str, str, int]]:
+def _from_manifest() -> Iterator[tuple[Msgid, str, int]]:
     manifest = tomllib.loads((ROOT / "plugin.toml").read_text("utf-8"))
     yield manifest["display_name"], "plugin.toml", 0
     for setting in manifest["settings"]:
@@ -85,7 +97,10 @@ def missing(template: Catalog, locale: str) -> list[str]:
         if not message.id:
             continue
         found = catalog.get(message.id)
-        if found is None or found.fuzzy or (locale != "fr" and not found.string):
+        strings = found.string if found is not None else None
+        filled = all(strings) if isinstance(strings, tuple | list) else bool(strings)
+        plural_lost = message.pluralizable and found is not None and not found.pluralizable
+        if found is None or found.fuzzy or (locale != "fr" and not filled) or plural_lost:
             gaps.append(str(message.id))
     return gaps
 
@@ -94,9 +109,19 @@ def update() -> None:
     for locale in LOCALES:
         catalog = load(locale)
         catalog.update(extract(), no_fuzzy_matching=True)  # a fresh template: update() shares it
+        catalog.mime_headers = [("Plural-Forms", PLURAL_FORMS[locale])]
         if locale == "fr":
             for message in catalog:
-                if message.id and not message.string:
+                if not message.id:
+                    continue
+                if message.pluralizable:
+                    if not (isinstance(message.string, tuple) and all(message.string)):
+                        forms = tuple(message.id)
+                        message.string = (forms + forms[-1:] * catalog.num_plurals)[
+                            : catalog.num_plurals
+                        ]
+                    message.flags.discard("fuzzy")
+                elif not message.string:
                     message.string = message.id
         path = po_path(locale)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -112,9 +112,15 @@ def token_of(page: str) -> str:
     return match.group(1)
 
 
+# The validation page repeats the address typed, masked (l***@exemple.fr): a function of
+# what the visitor typed only, never of what matched.
+_MASKED_ADDRESS = re.compile(r"\S\*\*\*@[^\s<]+")
+
+
 def without_hidden_values(page: str) -> str:
-    """The page with the values of its hidden inputs (CSRF, signed token) blanked."""
-    return _HIDDEN_VALUE.sub(r"\1\2", page)
+    """The page with the values of its hidden inputs (CSRF, signed token) blanked, and
+    the masked address typed (the same whatever matched) replaced by a placeholder."""
+    return _MASKED_ADDRESS.sub("x***@typed", _HIDDEN_VALUE.sub(r"\1\2", page))
 
 
 def lookup(client: Any, email: str, tracking_code: str) -> Any:

@@ -1,4 +1,4 @@
-"""CRM > Administration > Hors-compte, through the reference host over HTTP."""
+"""CRM > Administration > Accès sans compte, through the reference host over HTTP."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def saved_rows(host: Any) -> list[SettingRow]:
 def test_menu_entry_leads_to_the_page(client: Any) -> None:
     login(client, ADMIN)
     menu = client.get("/admin")
-    assert f'href="{PAGE}"' in menu.text and "Hors-compte" in menu.text
+    assert f'href="{PAGE}"' in menu.text and "Accès sans compte" in menu.text
     page = client.get(PAGE)
     assert page.status_code == 200
     assert "Vérifier l'existence d'un compte" in page.text
@@ -95,7 +95,7 @@ def test_valid_change_is_saved_audited_and_applies_to_new_codes(client: Any, hos
             "entre 1 et 60",
         ),
         ({"validation_code_expiry_minutes": "-5"}, "validation_code_expiry_minutes", "entier"),
-        ({"validation_mail_template": "inconnu"}, "validation_mail_template", "modèle de mail"),
+        ({"validation_mail_template": "inconnu"}, "validation_mail_template", "modèle de courriel"),
         (
             {
                 "tracking_code_digits": False,
@@ -154,7 +154,7 @@ def test_default_settings_are_not_called_weak(client: Any) -> None:
 def test_each_mail_template_is_previewed(client: Any) -> None:
     login(client, ADMIN)
     page = client.get(PAGE)
-    assert "Aperçu des modèles de mail de validation" in page.text
+    assert "Aperçu des modèles de courriel de validation" in page.text
     assert "Votre code de validation pour « Signaler un problème de voirie (exemple) »" in page.text
     assert 'sandbox="" srcdoc="' in page.text  # HTML part shown inert, escaped into srcdoc
 

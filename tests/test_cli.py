@@ -47,7 +47,7 @@ def test_strength_prints_bits_then_a_french_summary(capsys: pytest.CaptureFixtur
     assert main(["codes", "strength"]) == 0
     bits, summary = capsys.readouterr().out.splitlines()
     assert bits == "65.0 bits"
-    assert summary.startswith("Robustesse suffisante")
+    assert summary.startswith("Très robuste")
 
 
 def test_strength_of_a_weak_policy(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +55,7 @@ def test_strength_of_a_weak_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*argv, "--no-special"]) == 0
     bits, summary = capsys.readouterr().out.splitlines()
     assert bits == "18.6 bits"
-    assert "faible" in summary
+    assert summary.startswith("Faible")
 
 
 POLICY_ERRORS = [

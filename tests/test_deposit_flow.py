@@ -134,7 +134,7 @@ def test_disabled_plugin_gives_no_code_and_hides_its_pages(client: Any, host: An
 def test_admin_enables_and_disables_on_the_plugin_page(client: Any, host: Any) -> None:
     login(client, ADMIN)
     page = client.get("/admin/plugins")
-    assert page.status_code == 200 and "Accès hors compte" in page.text
+    assert page.status_code == 200 and "Accès sans compte" in page.text
     response = post(client, "/admin/plugins", {"plugin": "horscompte", "action": "disable"})
     assert response.status_code == 200 and "désactivé" in response.text
     assert not host.is_enabled("horscompte")

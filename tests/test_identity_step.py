@@ -61,7 +61,7 @@ def continue_location(response: Any) -> str:
 def test_existing_account_gets_a_proposal_with_two_choices(client: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
     assert page.status_code == 200
-    assert "Un compte existe pour cette adresse e-mail" in page.text
+    assert "Un compte existe pour cette adresse électronique" in page.text
     assert 'data-testid="accept-login"' in page.text and 'data-testid="decline-login"' in page.text
     assert "Camille" not in page.text.split("<main", 1)[1]  # nothing about the account shown
 

@@ -215,7 +215,9 @@ CHECK_SCRIPT = textwrap.dedent(
     )
     environment.install_null_translations(newstyle=True)
     report["receipt"] = environment.get_template("horscompte/receipt.html").render(
-        tracking_code="ABCD-<EF>", lookup_url="/hors-compte/suivi"
+        tracking_code="ABCD-<EF>",
+        lookup_url="/hors-compte/suivi",
+        lookup_address="https://example.org/hors-compte/suivi",
     )
     report["templates"] = sorted(environment.list_templates())
 
@@ -292,7 +294,7 @@ def test_installed_entry_point_registers_with_pluggy(
     version = tomllib.loads((source / "pyproject.toml").read_text("utf-8"))["project"]["version"]
     assert installed_report["dist"] == ["opencrm-horscompte", version]
     assert installed_report["extension_spec"] is True
-    assert ["Administration", "Hors-compte", "/admin/hors-compte"] in installed_report["menu"]
+    assert ["Administration", "Accès sans compte", "/admin/hors-compte"] in installed_report["menu"]
     assert installed_report["loader"] == [["horscompte", True, None, "opencrm-horscompte"]]
 
 

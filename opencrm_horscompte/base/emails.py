@@ -23,10 +23,12 @@ _LOCAL_FORBIDDEN = set(' "(),:;<>[\\]')
 _DOMAIN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
-NOT_AN_ADDRESS = N_("Saisissez une adresse e-mail valide, par exemple prenom.nom@exemple.fr.")
-NOT_ALLOWED = N_("L'adresse e-mail contient des caractères non autorisés.")
-TOO_LONG = N_("L'adresse e-mail est trop longue (%(max)s caractères au plus).", max=MAX_LENGTH)
-BAD_DOMAIN = N_("Le nom de domaine de l'adresse e-mail n'est pas valide.")
+NOT_AN_ADDRESS = N_("Saisissez une adresse électronique valide, au format nom@domaine.fr.")
+NOT_ALLOWED = N_("L'adresse électronique contient des caractères non autorisés.")
+TOO_LONG = N_(
+    "L'adresse électronique est trop longue (%(max)s caractères au plus).", max=MAX_LENGTH
+)
+BAD_DOMAIN = N_("Le nom de domaine de l'adresse électronique n'est pas valide.")
 
 
 class InvalidEmail(ValueError):
@@ -65,7 +67,7 @@ def normalize_email(raw: str) -> str:
         raise InvalidEmail(TOO_LONG)
     address = unicodedata.normalize("NFC", raw.strip())
     if not address:
-        raise InvalidEmail(N_("Saisissez votre adresse e-mail."))
+        raise InvalidEmail(N_("Saisissez votre adresse électronique."))
     if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in address):
         raise InvalidEmail(NOT_ALLOWED)
     if len(address) > MAX_LENGTH:
@@ -93,3 +95,12 @@ def email_key_or_blank(raw: str) -> str:
         return email_key(normalize_email(raw))
     except InvalidEmail:
         return ""
+
+
+def mask_email(address: str) -> str:
+    """``address`` with its local part hidden but the first character, for a page that must
+    not confirm it: ``lea.dupont@exemple.org`` -> ``l***@exemple.org``."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        return "***"
+    return f"{local[0]}***@{domain}"

@@ -9,6 +9,7 @@ from typing import Any
 import jinja2
 
 from opencrm_horscompte.base.hooks import PluginHooks
+from opencrm_horscompte.base.hostinfo import service_contact, service_name
 from opencrm_horscompte.base.i18n import DEFAULT_LOCALE, localized, supported, translations
 from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request
 
@@ -71,7 +72,12 @@ def render_mail(
     context: Mapping[str, Any],
     locale: str = DEFAULT_LOCALE,
 ) -> MailMessage:
-    """A mail from ``template``'s subject, text and HTML parts (HTML autoescaped)."""
+    """A mail from ``template``'s subject, text and HTML parts (HTML autoescaped).
+
+    Every part also gets ``locale`` (for ``<html lang>``), ``service_name`` and
+    ``service_contact`` (the signature), unless ``context`` sets them.
+    """
+    context = {**mail_context(host, locale), **context}
     subject = render_fragment(host, template.subject, context, locale)
     return MailMessage(
         to=to,
@@ -79,6 +85,15 @@ def render_mail(
         text=render_fragment(host, template.text, context, locale),
         html=render_fragment(host, template.html, context, locale) if template.html else None,
     )
+
+
+def mail_context(host: Host, locale: str) -> dict[str, Any]:
+    """What every mail template may use besides its own variables."""
+    return {
+        "locale": supported(locale),
+        "service_name": service_name(host),
+        "service_contact": service_contact(host),
+    }
 
 
 def plugin_mail(name: str, label: str) -> MailTemplate:

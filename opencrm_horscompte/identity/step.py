@@ -71,8 +71,13 @@ def _invite_by_mail(
 
 
 def _proposal(
-    host: Host, request: Request, demarche: Demarche, draft: str, next_url: str, email: str
+    host: Host,
+    request: Request,
+    demarche: Demarche,
+    identity: Mapping[str, str],
+    email: str,
 ) -> Response:
+    draft, next_url = identity.get("draft", ""), identity.get("continue_url", "")
     who = subject_hash(email)  # links the choice to the address for access and erasure
     token = sign(host, DECLINE_PURPOSE, {"draft": draft, "next": next_url, "who": who})
     body = render_page(
@@ -80,6 +85,9 @@ def _proposal(
         request,
         "horscompte/identity_proposal.html",
         demarche=demarche,
+        email=email,
+        step=identity.get("step", ""),
+        steps=identity.get("steps", ""),
         login_url=accept_url(host, _draft_ref(host, draft), next_url, who),  # counted
         decline_url=DECLINE_PATH,
         decline_token=token,
@@ -120,8 +128,7 @@ def identity_step(
         with Session(writer(host.engine)) as session, session.begin():
             _invite_by_mail(host, session, email, demarche, request.locale)
         return None
-    proposal = _proposal(host, request, demarche, draft, next_url, email)
-    return IdentityDecision("propose_login", proposal)
+    return IdentityDecision("propose_login", _proposal(host, request, demarche, identity, email))
 
 
 def decline(host: Host, request: Request) -> Response:

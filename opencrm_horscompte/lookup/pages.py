@@ -9,9 +9,10 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.db import writer
-from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
+from opencrm_horscompte.base.emails import InvalidEmail, email_key, mask_email, normalize_email
 from opencrm_horscompte.base.hooks import PluginHooks
-from opencrm_horscompte.base.i18n import N_, Message
+from opencrm_horscompte.base.hostinfo import moment
+from opencrm_horscompte.base.i18n import N_, NP_, Message
 from opencrm_horscompte.base.limits import (
     CHALLENGE_TOKEN_MAX_AGE,
     FORGOTTEN_CLIENT,
@@ -27,7 +28,11 @@ from opencrm_horscompte.lookup.grants import grant
 from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import Outcome, resend, verify
 from opencrm_horscompte.settings.store import load_settings
-from opencrm_horscompte.tracking.codes import format_tracking_code
+from opencrm_horscompte.tracking.codes import (
+    CodePolicy,
+    example_tracking_code,
+    format_tracking_code,
+)
 
 CHALLENGE_PURPOSE = "challenge"
 FORGOTTEN_MAIL = plugin_mail("forgotten", "Rappel des codes de suivi")
@@ -35,15 +40,18 @@ FORGOTTEN_MISS = "forgotten.miss"
 
 SENT = N_(
     "Si ces informations correspondent à un dossier, un code de validation vient d'être "
-    "envoyé à l'adresse e-mail indiquée lors du dépôt."
+    "envoyé à l'adresse électronique indiquée lors du dépôt."
 )
 RESENT = N_(
     "Si un dossier correspond, un nouveau code vient d'être envoyé ; l'ancien ne sert plus."
 )
-EXPIRED = N_("Votre demande a expiré : saisissez à nouveau votre e-mail et code.")
+EXPIRED = N_(
+    "Votre demande a expiré : saisissez à nouveau votre adresse électronique et votre code "
+    "de suivi."
+)
 FAILURES: dict[str, Message] = {
-    "wrong": N_("Ce code n'est pas le bon. Vérifiez le dernier e-mail reçu et recommencez."),
-    "malformed": N_("Saisissez le code à chiffres reçu par e-mail."),
+    "wrong": N_("Ce code n'est pas le bon. Vérifiez le dernier courriel reçu et recommencez."),
+    "malformed": N_("Saisissez le code à chiffres reçu par courriel."),
     "dead": N_(
         "Ce code n'est plus valable : il a expiré, a déjà servi, a été remplacé par un "
         "plus récent ou a reçu trop d'essais. Demandez un nouveau code."
@@ -53,11 +61,9 @@ FAILURES: dict[str, Message] = {
 
 def _duration(seconds: float) -> Message:
     if seconds < 90:
-        return N_("%(count)s secondes", count=int(seconds) + 1)
+        return NP_("%(count)s seconde", "%(count)s secondes", int(seconds) + 1)
     minutes = max(1, round(seconds / 60))
-    if minutes < 2:
-        return N_("%(count)s minute", count=minutes)
-    return N_("%(count)s minutes", count=minutes)
+    return NP_("%(count)s minute", "%(count)s minutes", minutes)
 
 
 def _wait_message(outcome: Outcome) -> Message:
@@ -76,6 +82,8 @@ def _wait_message(outcome: Outcome) -> Message:
 def _lookup_form(
     host: Host, request: Request, values: dict[str, str], errors: dict[str, Message], status: int
 ) -> Response:
+    with Session(host.engine) as session:
+        policy = CodePolicy.from_settings(load_settings(session))
     body = render_page(
         host,
         request,
@@ -84,6 +92,8 @@ def _lookup_form(
         values=values,
         errors=errors,
         forgotten_url=FORGOTTEN_PATH,
+        code_example=format_tracking_code(example_tracking_code(policy)),
+        case_sensitive=policy.case_sensitive,
     )
     return Response.html(body, status=status)
 
@@ -95,15 +105,22 @@ def _validation_form(
     *,
     status: int = 200,
     expiry: int | None = None,
+    sent_to: str = "",
     **messages: Any,
 ) -> Response:
-    """The code entry page; ``expiry`` (minutes) is told with a code just sent."""
+    """The code entry page; ``expiry`` (minutes) is told with a code just sent. ``sent_to``
+    is the typed address, masked: the page is the same whether or not a dossier matched."""
+    with Session(host.engine) as session:
+        code_length = load_settings(session).validation_code_length
+    carried = {"challenge": challenge_id, "to": sent_to} if sent_to else {"challenge": challenge_id}
     body = render_page(
         host,
         request,
         "horscompte/validate.html",
-        token=sign(host, CHALLENGE_PURPOSE, {"challenge": challenge_id}),
+        token=sign(host, CHALLENGE_PURPOSE, carried),
         expiry_minutes=expiry,
+        sent_to=sent_to,
+        code_length=code_length,
         action_url=VALIDATE_PATH,
         restart_url=LOOKUP_PATH,
         notice=messages.get("notice"),
@@ -124,7 +141,10 @@ def lookup(host: Host, request: Request) -> Response:
         settings = load_settings(session)
         challenge_id = start_lookup(host, session, settings, typed, request.client_addr)
     expiry = settings.validation_code_expiry_minutes
-    return _validation_form(host, request, challenge_id, expiry=expiry, notice=SENT)
+    sent_to = mask_email(typed.email)
+    return _validation_form(
+        host, request, challenge_id, expiry=expiry, sent_to=sent_to, notice=SENT
+    )
 
 
 def _challenge_id(host: Host, request: Request) -> int | None:
@@ -134,12 +154,21 @@ def _challenge_id(host: Host, request: Request) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _sent_to(host: Host, request: Request) -> str:
+    """The masked address the page's token carries (for the page's wording only)."""
+    max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
+    carried = unsign(host, CHALLENGE_PURPOSE, request.form.get("token", ""), max_age)
+    value = carried.get("to") if isinstance(carried, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def validate(host: Host, request: Request) -> Response:
     if request.method != "POST":
         return Response.redirect(LOOKUP_PATH)
     challenge_id = _challenge_id(host, request)
     if challenge_id is None:
         return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
+    sent_to = _sent_to(host, request)
     if request.form.get("action") == "resend":
         resent = resend(host, challenge_id)
         if resent.challenge_id is None:
@@ -150,9 +179,16 @@ def validate(host: Host, request: Request) -> Response:
                 "un autre.",
                 duration=_duration(resent.wait.total_seconds()),
             )
-            return _validation_form(host, request, challenge_id, status=429, error=error)
+            return _validation_form(
+                host, request, challenge_id, status=429, sent_to=sent_to, error=error
+            )
         return _validation_form(
-            host, request, resent.challenge_id, expiry=resent.expiry_minutes, notice=RESENT
+            host,
+            request,
+            resent.challenge_id,
+            expiry=resent.expiry_minutes,
+            sent_to=sent_to,
+            notice=RESENT,
         )
     outcome = verify(host, challenge_id, request.form.get("code", ""))
     if outcome.kind == "granted" and outcome.dossier_id is not None:
@@ -160,7 +196,9 @@ def validate(host: Host, request: Request) -> Response:
         return Response.redirect(host.dossier_url(outcome.dossier_id))
     message = FAILURES.get(outcome.kind) or _wait_message(outcome)
     status = 429 if outcome.kind in ("wait", "locked") else 400
-    return _validation_form(host, request, challenge_id, status=status, error=message)
+    return _validation_form(
+        host, request, challenge_id, status=status, sent_to=sent_to, error=message
+    )
 
 
 def _forgotten_form(host: Host, request: Request, **context: Any) -> Response:
@@ -196,7 +234,7 @@ def forgotten(host: Host, request: Request) -> Response:
             dossiers = [
                 {
                     "demarche_title": row.demarche_title,
-                    "date": row.issued_at.strftime("%d/%m/%Y"),
+                    "date": moment(host, row.issued_at, "date"),
                     "tracking_code": format_tracking_code(row.code),
                 }
                 for row in rows

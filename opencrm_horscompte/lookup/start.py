@@ -82,7 +82,7 @@ def read_input(form_email: str, form_code: str) -> LookupInput:
         errors["tracking_code"] = N_(
             "Ce code de suivi contient des caractères qui n'existent pas dans les codes "
             "(seuls les chiffres, les lettres et %(special)s en font partie) : "
-            "recopiez-le depuis l'e-mail de dépôt.",
+            "recopiez-le depuis le courriel de dépôt.",
             special=" ".join(SPECIAL),
         )
     if errors:

@@ -10,7 +10,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.db import writer
-from opencrm_horscompte.base.i18n import N_
+from opencrm_horscompte.base.hostinfo import moment
+from opencrm_horscompte.base.i18n import N_, Message, Number
 from opencrm_horscompte.base.manifest import load_manifest
 from opencrm_horscompte.base.models import AuditRecord
 from opencrm_horscompte.base.paths import ADMIN_PATH, AGENT_PATH, LOOKUP_PATH, STATS_PATH
@@ -22,6 +23,7 @@ from opencrm_horscompte.settings.store import SETTINGS_CHANGED, load_settings, s
 from opencrm_horscompte.settings.strength import tracking_strength, validation_strength
 from opencrm_horscompte.tracking.codes import (
     CodePolicy,
+    format_tracking_code,
     generate_tracking_code,
     generate_validation_code,
 )
@@ -35,6 +37,12 @@ FLASHES = {
     "unchanged": N_("Aucune modification."),
 }
 SAMPLE_ADDRESS = "usager@exemple.fr"
+# Settings of two groups share labels ("Longueur du code"): the history qualifies them.
+GROUP_LABELS = {
+    "identity": N_("Proposition de compte"),
+    "tracking": N_("Code de suivi"),
+    "validation": N_("Code de validation"),
+}
 
 
 def _preview(settings: Settings) -> dict[str, Any]:
@@ -42,13 +50,15 @@ def _preview(settings: Settings) -> dict[str, Any]:
     tracking = tracking_strength(policy)
     validation = validation_strength(settings.validation_code_length)
     return {
-        "tracking_sample": generate_tracking_code(policy),
+        "tracking_sample": format_tracking_code(generate_tracking_code(policy)),
         "validation_sample": generate_validation_code(settings.validation_code_length),
         "tracking": tracking,
         "validation": validation,
-        # Messages at the top of a dict, where the page's locale translates them.
+        # Messages and numbers at the top of a dict, where the page's locale translates them.
         "tracking_summary": tracking.summary,
         "validation_summary": validation.summary,
+        "tracking_bits": Number(tracking.bits, 1),
+        "validation_bits": Number(validation.bits, 1),
     }
 
 
@@ -80,14 +90,28 @@ def _mail_previews(
     return previews
 
 
-def _history(session: Session) -> list[dict[str, Any]]:
+def qualified_labels() -> dict[str, Message]:
+    """Each setting's label, preceded by its group's: "Code de suivi \u2013 Longueur du code"."""
+    labels: dict[str, Message] = {}
+    for spec in load_manifest().settings:
+        group = GROUP_LABELS.get(spec.group)
+        label = N_(spec.label)  # extracted from plugin.toml
+        qualified = N_("%(group)s \u2013 %(label)s", group=group, label=label)  # en dash
+        labels[spec.key] = qualified if group else label
+    return labels
+
+
+def _history(host: Host, session: Session) -> list[dict[str, Any]]:
     records = session.exec(
         select(AuditRecord)
         .where(AuditRecord.kind == SETTINGS_CHANGED)
         .order_by(col(AuditRecord.id).desc())
         .limit(HISTORY_SIZE)
     )
-    return [{"actor": r.actor, "at": r.at, "changes": json.loads(r.details_json)} for r in records]
+    return [
+        {"actor": r.actor, "at": moment(host, r.at), "changes": json.loads(r.details_json)}
+        for r in records
+    ]
 
 
 def _page(
@@ -111,14 +135,15 @@ def _page(
         stats_url=STATS_PATH,
         agent_url=AGENT_PATH,
         manifest=load_manifest(),
-        labels={spec.key: spec.label for spec in load_manifest().settings},
+        labels=qualified_labels(),
         values=values,
         errors=errors or {},
         templates=templates,
         mail_previews=_mail_previews(host, templates, shown, request.locale),
         preview=_preview(preview_of) if preview_of else None,
         previewing=previewing,
-        history=_history(session),
+        history=_history(host, session),
+        template_labels={template.key: template.label for template in templates},
         flash=FLASHES.get(request.session.pop(FLASH_KEY, None) or ""),
     )
     return Response.html(body, status=status)

@@ -1,15 +1,16 @@
-"""The mail templates an admin can choose for "Mail de validation"."""
+"""The mail templates an admin can choose for "Courriel de validation"."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from opencrm_horscompte.base.hooks import PluginHooks
+from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.rendering import plugin_mail
 from opencrm_horscompte.hookspecs.host import Host, MailTemplate
 
 DEFAULT_VALIDATION_TEMPLATE = replace(
-    plugin_mail("validation", "Code de validation (modèle par défaut du module Hors-compte)"),
+    plugin_mail("validation", str(N_("Modèle par défaut"))),
     key="horscompte.validation",
 )
 

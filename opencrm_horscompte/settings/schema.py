@@ -97,7 +97,7 @@ def check_values(values: Mapping[str, Any], template_keys: Collection[str]) -> S
                     max=spec.max,
                 )
         elif spec.type == "choice" and value not in template_keys:
-            errors[spec.key] = N_("Choisissez un modèle de mail dans la liste.")
+            errors[spec.key] = N_("Choisissez un modèle de courriel dans la liste.")
     if not any(values.get(key) is True for key in TRACKING_CLASS_KEYS):
         errors["tracking_code_classes"] = N_("Cochez au moins un type de caractères.")
     if errors:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from opencrm_horscompte.base.i18n import N_, Message, Number, translate
+from opencrm_horscompte.base.i18n import N_, NP_, Message, Number, translate
 from opencrm_horscompte.base.limits import ATTEMPTS_PER_CODE, LOCK_AFTER_FAILURES, LOOKUP_EMAIL
 from opencrm_horscompte.tracking.codes import CodePolicy, count_valid_codes
 
@@ -23,9 +23,22 @@ HOURS_PER_YEAR = 24 * 365.25
 MAX_READABLE_YEARS = 1e12
 
 
+# Plain-words levels, strongest first: a tracking code at the enforced lookup rate.
+VERY_STRONG_YEARS = 1e6
+STRONG_YEARS = 100.0
+# A validation code: the chance that guesses succeed before the lock.
+VERY_STRONG_CHANCE = 1e-4
+
+VERY_STRONG = N_("Très robuste")
+STRONG = N_("Robuste")
+ENOUGH = N_("Suffisante")
+WEAK = N_("Faible")
+
+
 @dataclass(frozen=True)
 class Strength:
-    """A code setting's strength; ``summary`` is shown on the admin page, translated.
+    """A code setting's strength; ``summary`` is shown on the admin page, translated. It
+    leads with ``level`` in plain words; ``bits`` is for the curious (in a detail).
 
     ``years_to_guess`` is the mean time of an online search at the enforced rate; it is
     infinite for validation codes, whose dossier locks first (see ``success_chance``).
@@ -36,6 +49,7 @@ class Strength:
     years_to_guess: float
     summary: Message
     success_chance: float | None = None
+    level: Message = ENOUGH
 
     @property
     def summary_fr(self) -> str:
@@ -82,17 +96,13 @@ def readable_duration(hours: float) -> Message:
         return N_("moins d'une heure")
     count = round(hours)
     if count < 48:
-        if count < 2:
-            return N_("environ %(count)s heure", count=count)
-        return N_("environ %(count)s heures", count=count)
+        return NP_("environ %(count)s heure", "environ %(count)s heures", count)
     days = round(hours / HOURS_PER_DAY)
     if days < 60:
-        if days < 2:
-            return N_("environ %(count)s jour", count=days)
-        return N_("environ %(count)s jours", count=days)
+        return NP_("environ %(count)s jour", "environ %(count)s jours", days)
     months = round(hours / HOURS_PER_MONTH)
     if months < 24:
-        return N_("environ %(count)s mois", count=months)
+        return NP_("environ %(count)s mois", "environ %(count)s mois", months)
     return _readable_years(hours / HOURS_PER_YEAR)
 
 
@@ -104,23 +114,31 @@ def format_duration_fr(hours: float) -> str:
     return str(readable_duration(hours))
 
 
-def _tracking_summary(weak: bool, hours: float) -> Message:
+def _tracking_level(weak: bool, years: float) -> Message:
+    if weak:
+        return WEAK
+    if years >= VERY_STRONG_YEARS:
+        return VERY_STRONG
+    return STRONG if years >= STRONG_YEARS else ENOUGH
+
+
+def _tracking_summary(level: Message, weak: bool, hours: float) -> Message:
     duration = readable_duration(hours)
     rate = LOOKUP_EMAIL.limit
     if not weak:
         return N_(
-            "Robustesse suffisante : il faudrait en moyenne %(duration)s pour deviner le code "
-            "de suivi d'un dossier, à raison de %(rate)s essais par heure pour une même "
-            "adresse e-mail.",
+            "%(level)s : %(duration)s en moyenne pour deviner le code de suivi d'un dossier "
+            "au rythme autorisé (%(rate)s essais par heure pour une même adresse "
+            "électronique).",
+            level=level,
             duration=duration,
             rate=rate,
         )
     return N_(
-        "Code de suivi faible (moins de %(bits)s bits) : il faudrait en moyenne "
-        "%(duration)s pour deviner le code de suivi d'un dossier, à raison de %(rate)s "
-        "essais par heure pour une même adresse e-mail. Augmentez la longueur du code ou "
-        "cochez d'autres types de caractères.",
-        bits=round(TRACKING_WEAK_BELOW_BITS),
+        "%(level)s : %(duration)s en moyenne pour deviner le code de suivi d'un dossier au "
+        "rythme autorisé (%(rate)s essais par heure pour une même adresse électronique). "
+        "Augmentez la longueur du code ou cochez d'autres types de caractères.",
+        level=level,
         duration=duration,
         rate=rate,
     )
@@ -132,25 +150,29 @@ def tracking_strength(policy: CodePolicy) -> Strength:
     bits = math.log2(count) if count > 0 else 0.0
     hours = count / 2 / LOOKUP_EMAIL.limit
     weak = bits < TRACKING_WEAK_BELOW_BITS
-    return Strength(bits, weak, hours / HOURS_PER_YEAR, _tracking_summary(weak, hours))
+    years = hours / HOURS_PER_YEAR
+    level = _tracking_level(weak, years)
+    summary = _tracking_summary(level, weak, hours)
+    return Strength(bits, weak, years, summary, level=level)
 
 
-def _validation_summary(weak: bool, codes: int) -> Message:
+def _validation_summary(level: Message, weak: bool, codes: int) -> Message:
     params = {
+        "level": level,
         "odds": readable_number(codes / LOCK_AFTER_FAILURES),
         "failures": LOCK_AFTER_FAILURES,
         "attempts": ATTEMPTS_PER_CODE,
     }
     if not weak:
         return N_(
-            "Robustesse suffisante : un attaquant a 1 chance sur %(odds)s de trouver le code "
-            "de validation avant le verrouillage du dossier (%(failures)s erreurs au plus, "
-            "%(attempts)s par code envoyé).",
+            "%(level)s : un attaquant a 1 chance sur %(odds)s de trouver le code de "
+            "validation avant que la recherche du dossier soit bloquée (%(failures)s erreurs "
+            "au plus, %(attempts)s par code envoyé).",
             **params,
         )
     return N_(
-        "Code de validation faible : un attaquant a 1 chance sur %(odds)s de trouver le code "
-        "de validation avant le verrouillage du dossier (%(failures)s erreurs au plus, "
+        "%(level)s : un attaquant a 1 chance sur %(odds)s de trouver le code de validation "
+        "avant que la recherche du dossier soit bloquée (%(failures)s erreurs au plus, "
         "%(attempts)s par code envoyé). Augmentez la longueur du code.",
         **params,
     )
@@ -162,5 +184,6 @@ def validation_strength(length: int) -> Strength:
     bits = length * math.log2(10)
     weak = bits < VALIDATION_WEAK_BELOW_BITS
     chance = min(1.0, LOCK_AFTER_FAILURES / codes)
-    summary = _validation_summary(weak, codes)
-    return Strength(bits, weak, math.inf, summary, success_chance=chance)
+    level = WEAK if weak else VERY_STRONG if chance <= VERY_STRONG_CHANCE else STRONG
+    summary = _validation_summary(level, weak, codes)
+    return Strength(bits, weak, math.inf, summary, success_chance=chance, level=level)

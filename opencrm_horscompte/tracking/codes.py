@@ -239,6 +239,23 @@ def could_be_tracking_code(typed: str) -> bool:
     return bool(stripped) and all(char in _CODE_CHARACTERS for char in stripped)
 
 
+def example_tracking_code(policy: CodePolicy) -> str:
+    """A code of the policy's length and classes to show as an example (never issued as
+    such: it is fixed, so screens and tests stay stable). Classes take turns; within a
+    class, characters are picked far apart."""
+    classes = [chars for chars in policy.classes() if chars]
+    if not classes:
+        return ""
+    picked = []
+    used = [0] * len(classes)
+    for index in range(policy.length):
+        turn = (index * 5 // 3) % len(classes)
+        chars = classes[turn]
+        picked.append(chars[(used[turn] * 7 + 3) % len(chars)])
+        used[turn] += 1
+    return "".join(picked)
+
+
 def format_tracking_code(code: str) -> str:
     """Groups of four for display: ``ABCD-EFGH-JK``."""
     groups = (code[start : start + GROUP_SIZE] for start in range(0, len(code), GROUP_SIZE))

@@ -6,18 +6,19 @@ before opening it (:func:`prepare`), the candidate code is drawn and the mail re
 there; inside, :func:`deposit` checks the preparation still fits (same address, title,
 language and code policy) and only inserts. A host that doesn't prepare gets the same
 result with that work done inside, as does a collision of the prepared code.
+
+A dossier owned by an account (``account_id`` set when it is deposited) gets no tracking
+code: its owner follows it from their space, so the lookup never finds it and its
+acknowledgment points to the host's page for the dossier instead.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Hashable
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
-from typing import cast
 
-from markupsafe import escape
 from sqlalchemy import bindparam
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
@@ -25,6 +26,7 @@ from sqlmodel import Session
 from opencrm_horscompte.base.db import DriverStatement, upsert_insert
 from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.base.hooks import PluginHooks
+from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail
@@ -127,59 +129,18 @@ def _email_key(email: str) -> str:
     return email_key_or_blank(email)
 
 
-def acknowledgment_mail(host: Host, dossier: Dossier, code: str) -> MailMessage:
-    """The acknowledgment mail of ``code``.
-
-    Its three parts are rendered once per (host, démarche title, language, lookup URL) with
-    a stand-in for the code, which each deposit then replaces: rendering twice with two
-    unlike stand-ins (case, digits, length, a dash) first proves the templates only print
-    the code as it is; otherwise, or for a code HTML would escape, every mail is rendered.
-    """
-    shown = format_tracking_code(code)
-    lookup_url = host.absolute_url(LOOKUP_PATH)
-    parts = None
-    if str(escape(shown)) == shown:
-        try:
-            parts = _acknowledgment_parts(
-                cast(Hashable, host), dossier.demarche_title, dossier.locale, lookup_url
-            )
-        except TypeError:  # an unhashable host object: no cache
-            parts = None
-    if parts is None:
-        return _render_acknowledgment(
-            host, dossier.email, dossier.demarche_title, dossier.locale, lookup_url, shown
-        )
-    subject, text, html = (part.replace(_STAND_INS[0], shown) if part else part for part in parts)
-    return MailMessage(to=dossier.email, subject=subject or "", text=text or "", html=html)
-
-
-_STAND_INS = ("\ue000Kq7-Wx\ue001", "\ue002mZ33P\ue003")
-_MARK = "\ue004"
-
-
-def _render_acknowledgment(
-    host: Host, to: str, title: str, locale: str, lookup_url: str, shown_code: str
-) -> MailMessage:
-    context = {"demarche_title": title, "tracking_code": shown_code, "lookup_url": lookup_url}
-    return render_mail(host, to, ACKNOWLEDGMENT_MAIL, context, locale)
-
-
-@lru_cache(maxsize=256)
-def _acknowledgment_parts(
-    host: Host, title: str, locale: str, lookup_url: str
-) -> tuple[str, str, str | None] | None:
-    """The mail's parts with ``_STAND_INS[0]`` where the code goes, or None when the
-    templates do more with the code than print it."""
-    rendered = []
-    for stand_in in _STAND_INS:
-        mail = _render_acknowledgment(host, "stand-in@invalid", title, locale, lookup_url, stand_in)
-        parts = (mail.subject, mail.text, mail.html)
-        rendered.append(tuple(p.replace(stand_in, _MARK) if p else p for p in parts))
-    first, second = rendered
-    if first != second or not any(_MARK in part for part in first if part):
-        return None
-    subject, text, html = (part.replace(_MARK, _STAND_INS[0]) if part else part for part in first)
-    return (subject or "", text or "", html)
+def acknowledgment_mail(host: Host, dossier: Dossier, code: str | None) -> MailMessage:
+    """The acknowledgment: démarche, date and number restated; the grouped tracking code
+    and the lookup page, or (``code`` None, an account's dossier) the dossier's page."""
+    context = {
+        "demarche_title": dossier.demarche_title,
+        "deposited_at": moment(host, dossier.deposited_at or host.now()),
+        "dossier_number": dossier.id,
+        "tracking_code": format_tracking_code(code) if code else None,
+        "lookup_url": host.absolute_url(LOOKUP_PATH),
+        "dossier_url": host.absolute_url(host.dossier_url(dossier.id)),
+    }
+    return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context, dossier.locale)
 
 
 @dataclass(frozen=True)
@@ -205,9 +166,10 @@ def _made_for(host: Host, dossier: Dossier) -> tuple[str, ...]:
 def prepare(host: Host, dossier: Dossier) -> None:
     """What ``opencrm_deposit_prepare`` does, outside any transaction: draw a candidate code
     under the settings this process loaded last and render its acknowledgment mail. Before
-    this process has loaded the settings once, nothing is prepared."""
+    this process has loaded the settings once, or for an account's dossier, nothing is
+    prepared. The hand-over stays within the request: the host deposits right after."""
     settings = latest_settings(host.engine)
-    if settings is None:
+    if settings is None or dossier.account_id is not None:
         return
     code = _candidate(host, settings)
     prepared = _Prepared(
@@ -230,16 +192,21 @@ def _take_prepared(host: Host, dossier: Dossier, policy: CodePolicy) -> _Prepare
     return prepared if prepared.made_for == _made_for(host, dossier) else None
 
 
-def deposit(host: Host, session: Session, dossier: Dossier) -> str:
-    """What ``opencrm_deposit`` does: the code, then the acknowledgment mail."""
-    settings = load_settings(session)
-    prepared = _take_prepared(host, dossier, CodePolicy.from_settings(settings))
-    first = prepared.code if prepared else None
-    code = assign_tracking_code(host, session, dossier, settings=settings, first=first)
-    if prepared is not None and code == prepared.code:
-        mail = prepared.mail
+def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
+    """What ``opencrm_deposit`` does: the code (none for an account's dossier), then the
+    acknowledgment mail."""
+    code: str | None = None
+    if dossier.account_id is not None:
+        mail = acknowledgment_mail(host, dossier, None)
     else:
-        mail = acknowledgment_mail(host, dossier, code)
+        settings = load_settings(session)
+        prepared = _take_prepared(host, dossier, CodePolicy.from_settings(settings))
+        first = prepared.code if prepared else None
+        code = assign_tracking_code(host, session, dossier, settings=settings, first=first)
+        if prepared is not None and code == prepared.code:
+            mail = prepared.mail
+        else:
+            mail = acknowledgment_mail(host, dossier, code)
     count(session, host.now(), deposits=1)
     host.queue_mail(session, mail)
     return code

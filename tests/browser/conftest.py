@@ -37,6 +37,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Sandboxed iframes (the admin's HTML mail previews) in the page's own process: otherwise
+    # full-page screenshots show them blank although they render on screen.
+    "--disable-features=IsolateSandboxedIframes",
 ]
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 812}}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
@@ -61,6 +64,7 @@ class Mail:
     subject: str
     text: str
     html: str | None
+    sender: str = ""
 
     @classmethod
     def parse(cls, raw: bytes) -> Mail:
@@ -74,6 +78,7 @@ class Mail:
             subject=str(message["Subject"]),
             text=str(plain.get_content()).replace("\r\n", "\n"),
             html=None if html is None else str(html.get_content()),
+            sender=str(message["From"]),
         )
 
 

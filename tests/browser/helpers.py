@@ -13,14 +13,19 @@ SUBJECT = "Lampadaire éteint rue des Lilas"
 # A validation code stands alone on its line in the validation mail.
 
 
-def main_menu(page: Any) -> Any:
-    return page.get_by_role("navigation", name="Menu principal")
+def main_menu(page: Any, name: str = "Menu principal") -> Any:
+    """The header's menu; on a phone it sits behind the "Menu" button, opened first."""
+    page.wait_for_load_state("load")  # the stylesheet decides which menu shows
+    summary = page.locator("details.menu-compact > summary")
+    if summary.is_visible() and page.locator("details.menu-compact[open]").count() == 0:
+        summary.click()
+    return page.get_by_role("navigation", name=name)
 
 
 def log_in(page: Any, who: tuple[str, str]) -> None:
     """On the login page: type the credentials and submit."""
     expect(page.get_by_role("heading", level=1)).to_have_text("Connexion")
-    page.get_by_label("Adresse e-mail").fill(who[0])
+    page.get_by_label("Adresse électronique").fill(who[0])
     page.get_by_label("Mot de passe").fill(who[1])
     page.get_by_role("button", name="Se connecter").click()
 

@@ -114,7 +114,7 @@ def test_citizen_pages_and_plugin_states(
     other = new_page()
     code = deposit_without_account(other, "lea.dupont@exemple.fr")
     other.goto("/hors-compte/suivi")
-    other.get_by_label("Adresse e-mail").fill("lea.dupont@exemple.fr")
+    other.get_by_label("Adresse électronique").fill("lea.dupont@exemple.fr")
     other.get_by_label("Code de suivi").fill(code)
     other.get_by_role("button", name="Recevoir un code de validation").click()
     other.get_by_role("button", name="Recevoir un nouveau code").click()

@@ -53,8 +53,8 @@ def test_admin_changes_the_tracking_code_settings(
     main_menu(page).get_by_role("link", name="Administration").click()
     expect(h1(page)).to_have_text("Administration")
     check_a11y(page)
-    page.get_by_role("link", name="Hors-compte").click()
-    expect(h1(page)).to_have_text("Accès hors compte")
+    page.get_by_role("link", name="Accès sans compte").click()
+    expect(h1(page)).to_have_text("Accès sans compte")
     check_a11y(page)
     shoot(page, "admin")
 
@@ -71,7 +71,9 @@ def test_admin_changes_the_tracking_code_settings(
     for label in ["Avec des lettres", "Avec des minuscules", "Avec des caractères spéciaux"]:
         page.get_by_label(label).uncheck()
     page.get_by_role("button", name="Prévisualiser").click()
-    expect(page.get_by_test_id("tracking-sample")).to_have_text(re.compile(r"^\d{16}$"))
+    expect(page.get_by_test_id("tracking-sample")).to_have_text(
+        re.compile(r"^\d{4}-\d{4}-\d{4}-\d{4}$")
+    )
     check_a11y(page)
     page.get_by_role("button", name="Enregistrer").click()
     expect(page.get_by_role("status").first).to_be_visible()
@@ -101,7 +103,7 @@ def test_citizen_accepts_the_login_proposal(
     shoot(page, "identity-errors")
 
     fill_identity(page, "Martin-Leroy", "Camille", CITIZEN[0])
-    expect(h1(page)).to_have_text("Un compte existe pour cette adresse e-mail")
+    expect(h1(page)).to_have_text("Un compte existe pour cette adresse électronique")
     check_a11y(page)
     shoot(page, "proposal")
     page.get_by_role("link", name="Me connecter et continuer").click()
@@ -140,12 +142,12 @@ def test_citizen_declines_and_deposits_without_account(
 ) -> None:
     start_demarche(page)
     fill_identity(page, "Martin", "Camille", CITIZEN[0])
-    expect(h1(page)).to_have_text("Un compte existe pour cette adresse e-mail")
+    expect(h1(page)).to_have_text("Un compte existe pour cette adresse électronique")
     page.get_by_role("button", name="Continuer sans compte").click()
     fill_form_and_deposit(page)
     code = tracking_code_on(page)
     assert re.fullmatch(r"[^-]{4}-[^-]{4}-[^-]{4}", code), code  # 12 characters by default
-    expect(page.get_by_role("link", name="Suivre un dossier")).to_be_visible()
+    expect(page.get_by_role("main").get_by_role("link", name="Suivre un dossier")).to_be_visible()
     check_a11y(page)
     shoot(page, "receipt")
     with Session(live.host.engine) as session:
@@ -167,14 +169,14 @@ def test_lookup_with_the_validation_code_from_the_mail(
     expect(h1(page)).to_have_text("Suivre un dossier déposé sans compte")
     check_a11y(page)
     shoot(page, "lookup")
-    page.get_by_label("Adresse e-mail").fill("pas-une-adresse")
+    page.get_by_label("Adresse électronique").fill("pas-une-adresse")
     page.get_by_label("Code de suivi").fill(code)
     page.get_by_role("button", name="Recevoir un code de validation").click()
     expect(page.locator("#email")).to_have_attribute("aria-invalid", "true")
     check_a11y(page)
     shoot(page, "lookup-bad-email")
 
-    page.get_by_label("Adresse e-mail").fill(STRANGER)
+    page.get_by_label("Adresse électronique").fill(STRANGER)
     page.get_by_label("Code de suivi").fill(code.replace("-", " "))  # separators are optional
     page.get_by_role("button", name="Recevoir un code de validation").click()
     expect(h1(page)).to_have_text("Saisissez le code de validation")
@@ -182,14 +184,14 @@ def test_lookup_with_the_validation_code_from_the_mail(
     shoot(page, "validate")
     secret = validation_code(live.deliver(), STRANGER)
 
-    page.get_by_label("Code de validation reçu par e-mail").fill(wrong(secret))
+    page.get_by_label("Code de validation reçu par courriel").fill(wrong(secret))
     page.get_by_role("button", name="Accéder à mon dossier").click()
     expect(page.get_by_role("alert")).to_contain_text("Ce code n'est pas le bon")
     expect(page.locator("#code")).to_have_attribute("aria-invalid", "true")
     check_a11y(page)
     shoot(page, "validate-wrong")
 
-    page.get_by_label("Code de validation reçu par e-mail").fill(secret)
+    page.get_by_label("Code de validation reçu par courriel").fill(secret)
     page.get_by_role("button", name="Accéder à mon dossier").click()
     expect(h1(page)).to_have_text(DEMARCHE)
     expect(page.get_by_test_id("dossier-status")).to_have_text("Déposé, en cours d'instruction")
@@ -201,14 +203,14 @@ def test_lookup_with_the_validation_code_from_the_mail(
 def test_expired_validation_code(page: Any, live: Any, shoot: Any, check_a11y: Any) -> None:
     code = deposit_without_account(page, STRANGER)
     page.goto("/hors-compte/suivi")
-    page.get_by_label("Adresse e-mail").fill(STRANGER)
+    page.get_by_label("Adresse électronique").fill(STRANGER)
     page.get_by_label("Code de suivi").fill(code)
     page.get_by_role("button", name="Recevoir un code de validation").click()
     expect(h1(page)).to_have_text("Saisissez le code de validation")
     secret = validation_code(live.deliver(), STRANGER)
 
     live.clock.advance(minutes=11)  # the default expiry is 10 minutes
-    page.get_by_label("Code de validation reçu par e-mail").fill(secret)
+    page.get_by_label("Code de validation reçu par courriel").fill(secret)
     page.get_by_role("button", name="Accéder à mon dossier").click()
     expect(page.get_by_role("alert")).to_contain_text("Ce code n'est plus valable")
     check_a11y(page)
@@ -218,7 +220,7 @@ def test_expired_validation_code(page: Any, live: Any, shoot: Any, check_a11y: A
     expect(page.get_by_role("status")).to_contain_text("un nouveau code vient d'être envoyé")
     check_a11y(page)
     fresh = validation_code(live.deliver(), STRANGER)
-    page.get_by_label("Code de validation reçu par e-mail").fill(fresh)
+    page.get_by_label("Code de validation reçu par courriel").fill(fresh)
     page.get_by_role("button", name="Accéder à mon dossier").click()
     expect(h1(page)).to_have_text(DEMARCHE)
 
@@ -232,12 +234,12 @@ def test_forgotten_tracking_code_mail(page: Any, live: Any, shoot: Any, check_a1
     expect(h1(page)).to_have_text("J'ai perdu mon code de suivi")
     check_a11y(page)
     shoot(page, "forgotten")
-    page.get_by_label("Adresse e-mail").fill("lea.dupont@")
+    page.get_by_label("Adresse électronique").fill("lea.dupont@")
     page.get_by_role("button", name="Recevoir mes codes de suivi").click()
     expect(page.locator("#email")).to_have_attribute("aria-invalid", "true")
     check_a11y(page)
     shoot(page, "forgotten-bad-email")
-    page.get_by_label("Adresse e-mail").fill(STRANGER.upper())
+    page.get_by_label("Adresse électronique").fill(STRANGER.upper())
     page.get_by_role("button", name="Recevoir mes codes de suivi").click()
     expect(page.get_by_role("status")).to_contain_text("la liste de ces dossiers")
     check_a11y(page)

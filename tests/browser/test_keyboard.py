@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.settings.store import load_settings
 
-from .helpers import DEMARCHE, SUBJECT, tracking_code_on, validation_code
+from .helpers import DEMARCHE, SUBJECT, tracking_code_on, validation_code, wrong
 
 pytestmark = pytest.mark.browser
 
@@ -38,8 +38,18 @@ def focused(page: Any) -> dict[str, Any]:
     return dict(state)
 
 
+def _is_target(state: dict[str, Any] | None, text: str | None, id: str | None) -> bool:
+    if state is None:
+        return False
+    return (id is not None and state["id"] == id) or (text is not None and text in state["text"])
+
+
 def tab_to(page: Any, *, text: str | None = None, id: str | None = None, limit: int = 30) -> None:
-    """Press Tab until the focus is on the element with this id or this visible text."""
+    """Press Tab until the focus is on the element with this id or this visible text (no
+    Tab when the page put the focus on that id itself)."""
+    if id is not None and _is_target(page.evaluate(FOCUSED), None, id):
+        focused(page)
+        return
     seen = []
     for _ in range(limit):
         page.keyboard.press("Tab")
@@ -53,6 +63,15 @@ def tab_to(page: Any, *, text: str | None = None, id: str | None = None, limit: 
 def type_into(page: Any, id: str, value: str) -> None:
     tab_to(page, id=id)
     page.keyboard.type(value)
+
+
+def open_menu(page: Any) -> None:
+    """On a phone the header's links sit behind "Menu": Tab to it, Enter opens it."""
+    page.wait_for_load_state("load")
+    if page.locator("details.menu-compact > summary").is_visible():
+        tab_to(page, text="Menu")
+        page.keyboard.press("Enter")
+        expect(page.locator("details.menu-compact")).to_have_attribute("open", "")
 
 
 def press_enter_and_wait(page: Any) -> None:
@@ -78,7 +97,7 @@ def test_deposit_then_lookup_with_the_keyboard_only(page: Any, live: Any, shoot:
     press_enter_and_wait(page)
 
     expect(page.get_by_role("heading", level=1)).to_have_text(
-        "Un compte existe pour cette adresse e-mail"
+        "Un compte existe pour cette adresse électronique"
     )
     tab_to(page, text="Continuer sans compte")
     press_enter_and_wait(page)
@@ -105,8 +124,18 @@ def test_deposit_then_lookup_with_the_keyboard_only(page: Any, live: Any, shoot:
     press_enter_and_wait(page)
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Saisissez le code de validation")
+    expect(page.locator("#code")).to_be_focused()  # the page puts it there (autofocus)
+    assert focused(page)["id"] == "code"
     secret = validation_code(live.deliver(), CITIZEN[0])
-    type_into(page, "code", secret)
+    page.keyboard.type(wrong(secret))
+    press_enter_and_wait(page)
+    expect(page.locator("#erreurs")).to_be_focused()  # after an error: the summary
+    assert focused(page)["id"] == "erreurs"
+    tab_to(page, text="Ce code n'est pas le bon")  # its link leads to the field
+    page.keyboard.press("Enter")
+    expect(page.locator("#code")).to_be_focused()
+    page.keyboard.press("ControlOrMeta+A")
+    page.keyboard.type(secret)
     shoot(page, "validate-focus")
     press_enter_and_wait(page)  # Enter in the field submits with the first button: verify
 
@@ -116,16 +145,18 @@ def test_deposit_then_lookup_with_the_keyboard_only(page: Any, live: Any, shoot:
 
 def test_admin_settings_with_the_keyboard_only(page: Any, live: Any, shoot: Any) -> None:
     page.goto("/")
+    open_menu(page)
     tab_to(page, text="Se connecter")
     press_enter_and_wait(page)
     type_into(page, "email", ADMIN[0])
     type_into(page, "password", ADMIN[1])
     press_enter_and_wait(page)  # Enter in the password field submits
+    open_menu(page)
     tab_to(page, text="Administration")
     press_enter_and_wait(page)
-    tab_to(page, text="Hors-compte")
+    tab_to(page, text="Accès sans compte")
     press_enter_and_wait(page)
-    expect(page.get_by_role("heading", level=1)).to_have_text("Accès hors compte")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Accès sans compte")
 
     tab_to(page, id="tracking_code_length")
     page.keyboard.press("ControlOrMeta+A")

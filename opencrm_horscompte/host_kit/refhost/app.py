@@ -19,12 +19,14 @@ from sqlmodel import Session, col, select
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.i18n import (
     DEFAULT_LOCALE,
     LOCALES,
     N_,
     Message,
     localized,
+    translate,
     translations,
 )
 from opencrm_horscompte.hookspecs.host import Request, Route, User
@@ -119,7 +121,15 @@ def create_app(host: ReferenceHost) -> flask.Flask:
     def render(name: str, status: int = 200, **context: Any) -> flask.Response:
         request = contract_request()
         context = localized({**layout(request), **context}, request.locale)
-        body = _environment(request.locale).get_template(name).render(request=request, **context)
+
+        def when(value: Any, style: str = "datetime") -> str:
+            """A stored UTC time, in the host's time zone, the page's language's way."""
+            if style == "date":
+                return translate(moment(host, value, "date"), request.locale)
+            return translate(moment(host, value, "datetime"), request.locale)
+
+        template = _environment(request.locale).get_template(name)
+        body = template.render(request=request, when=when, **context)
         return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
 
     def error_page(status: int, message: Message) -> flask.Response:
@@ -230,7 +240,13 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             host=host,
             request=contract_request(),
             demarche=demarche,
-            identity={**values, "draft": draft.draft_key, "continue_url": continue_url},
+            identity={
+                **values,
+                "draft": draft.draft_key,
+                "continue_url": continue_url,
+                "step": "1",
+                "steps": "2",
+            },
         )
         if decision is not None and decision.action == "propose_login" and decision.response:
             return to_flask(decision.response)
@@ -351,15 +367,37 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 for action in batch or ()
                 if has_permission(user, action.permission)
             ]
-        return render("dossier.html", dossier=dossier, actions=actions)
+        return render("dossier.html", dossier=dossier, actions=actions, visitor=not owner)
+
+    @app.post("/dossiers/<int:dossier_id>/fin-acces")
+    def end_access(dossier_id: int) -> flask.Response:
+        """ "Terminer l'accès" on a shared computer: the session forgets everything but the
+        account, the language and the CSRF token (plugins' grants, drafts...)."""
+        kept = {
+            key: flask.session[key]
+            for key in ("account_id", "csrf", "locale")
+            if key in flask.session
+        }
+        flask.session.clear()
+        flask.session.update(kept)
+        return render(
+            "message.html",
+            title=N_("Accès terminé"),
+            message=N_(
+                "Ce navigateur n'a plus accès au dossier. Pour le revoir, il faudra de "
+                "nouveau votre code de suivi et un code de validation."
+            ),
+        )
 
     # ---------------------------------------------------------------- accounts
 
     @app.route("/connexion", methods=["GET", "POST"])
     def login() -> flask.Response:
         next_url = _safe_next(flask.request.values.get("suivant", "/"))
+        draft = draft_behind(next_url)
         if flask.request.method == "GET":
-            return render("login.html", next_url=next_url, email="", error=None)
+            email = draft.email if draft else ""
+            return render("login.html", next_url=next_url, email=email, error=None, draft=draft)
         email = flask.request.form.get("email", "")[:320]
         with Session(host.engine) as session:
             account = authenticate(session, email, flask.request.form.get("password", "")[:1024])
@@ -369,15 +407,34 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 status=400,
                 next_url=next_url,
                 email=email,
-                error=N_("Adresse e-mail ou mot de passe incorrect."),
+                error=N_("Adresse électronique ou mot de passe incorrect."),
+                draft=draft,
             )
         drafts = flask.session.get("drafts", [])
         assert account.id is not None
         attach_to_account(host, drafts, account.id)
+        chosen_locale = flask.session.get("locale")
         flask.session.clear()
         flask.session["account_id"] = account.id
         flask.session["drafts"] = drafts
+        if chosen_locale in LOCALES:
+            flask.session["locale"] = chosen_locale  # the language chosen before logging in
         return redirect(next_url, 303)
+
+    def draft_behind(next_url: str) -> Dossier | None:
+        """The session's own draft that ``next_url`` continues (login from the proposal)."""
+        parts = next_url.split("/")
+        if len(parts) != 3 or parts[1] != "brouillons":
+            return None
+        if parts[2] not in flask.session.get("drafts", []):
+            return None
+        dossier = find_dossier(host, parts[2])
+        return dossier if dossier is not None and dossier.status == "draft" else None
+
+    @app.get("/mot-de-passe-oublie")
+    def forgotten_password() -> flask.Response:
+        """No reset flow in the reference host: say so, and who to contact."""
+        return render("forgotten_password.html", contact=host.service_contact)
 
     @app.get("/langue/<locale>")
     def choose_language(locale: str) -> flask.Response:

@@ -100,7 +100,7 @@ def run_demo(port: int = 8765, data_dir: Path = Path("demo-data")) -> None:
     agent_password = stored["agent_password"]
     agent_line = f"  agent           : {AGENT_EMAIL} / {agent_password}\n" if agent_password else ""
     print(
-        f"Open CRM (hôte de référence) avec le module Hors-compte : http://127.0.0.1:{port}/\n"
+        f"Open CRM (hôte de référence) avec le module Accès sans compte : http://127.0.0.1:{port}/\n"
         f"  base de données : {database}\n"
         f"  courriels       : {smtp_url or (data_dir / 'outbox').resolve()}\n"
         f"  usager          : {CITIZEN_EMAIL} / {stored['citizen_password']}\n"

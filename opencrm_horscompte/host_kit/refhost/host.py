@@ -50,6 +50,8 @@ class HostConfig:
     base_url: str = "http://127.0.0.1:8765"
     mail_sender: str = "Ville de Démoville <ne-pas-repondre@demoville.invalid>"
     site_name: str = "Ville de Démoville"
+    timezone: str = "Europe/Paris"
+    service_contact: str = "Mairie de Démoville, 01 23 45 67 89, du lundi au vendredi de 9 h à 17 h"
     clock: Callable[[], datetime] = utc_now
     entry_points: Iterable[EntryPoint] | None = None
     extra_plugins: Sequence[object] = ()
@@ -97,6 +99,18 @@ class ReferenceHost:
 
     def now(self) -> datetime:
         return self.config.clock()
+
+    @property
+    def timezone(self) -> str:
+        return self.config.timezone
+
+    @property
+    def service_name(self) -> str:
+        return self.config.site_name
+
+    @property
+    def service_contact(self) -> str:
+        return self.config.service_contact
 
     @property
     def hook(self) -> Any:
