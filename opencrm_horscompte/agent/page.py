@@ -22,7 +22,7 @@ TEMPLATE = "horscompte/agent.html"
 MAX_DOSSIER_DIGITS = 12
 DONE: dict[str, Message] = {
     "unlock": N_("Dossier débloqué : l'usager peut de nouveau demander un code de validation."),
-    "resend": N_("Le code de suivi a été envoyé à l'adresse e-mail indiquée lors du dépôt."),
+    "resend": N_("Le code de suivi a été envoyé à l'adresse électronique indiquée lors du dépôt."),
     "end_grants": N_("Les accès en cours à ce dossier sont terminés."),
 }
 NOT_SENT = N_(

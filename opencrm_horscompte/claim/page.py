@@ -36,7 +36,7 @@ WAIT = N_(
     "Trop de codes erronés pour ce dossier : patientez avant de réessayer, ou contactez la mairie."
 )
 ALREADY = N_("Ce dossier est déjà rattaché à un compte : il ne peut pas l'être une seconde fois.")
-INVALID_ACCOUNT = N_("L'adresse e-mail de votre compte ne peut pas servir à cette recherche.")
+INVALID_ACCOUNT = N_("L'adresse électronique de votre compte ne peut pas servir à cette recherche.")
 RESEND_WAIT = N_("Un code vient d'être envoyé : patientez une minute avant d'en demander un autre.")
 
 

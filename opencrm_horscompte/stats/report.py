@@ -110,9 +110,9 @@ def hints(totals: dict[str, int], settings: Settings) -> list[Message]:
     if tried >= ENOUGH_TO_JUDGE and totals["validations_failed"] / tried > STRUGGLE_RATIO:
         found.append(
             N_(
-                "%(share)s %% des codes de validation saisis sont faux : vérifiez que le mail "
-                "de validation est clair et que la durée d'expiration laisse le temps de le "
-                "recevoir.",
+                "%(share)s %% des codes de validation saisis sont faux : vérifiez que "
+                "le courriel de validation est clair et que la durée d'expiration laisse "
+                "le temps de le recevoir.",
                 share=round(100 * totals["validations_failed"] / tried),
             )
         )
