@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 from opencrm_horscompte.base.db import timestamp_column
@@ -80,15 +80,31 @@ class IdentityChoice(SQLModel, table=True):
 
 
 class Challenge(SQLModel, table=True):
-    """One validation code sent (or, for a lookup that matched nothing, a decoy that behaves
-    the same). Only the code's HMAC is stored. ``guard_key`` names the failure counter the
-    attempts count against: the dossier's, or for a decoy the typed email's."""
+    """The live validation code of one failure guard (or, for a lookup that matched nothing,
+    a decoy that behaves the same). Only the code's HMAC is stored. ``guard_key`` names the
+    failure counter the attempts count against: the dossier's, or for a decoy the pair
+    (typed email, typed tracking code)'s.
+
+    A guard has at most one live (unconsumed) row, enforced by the partial unique index
+    ``ix_horscompte_challenge_live``: a new code for the guard *replaces* it in place (one
+    upsert) under a fresh ``id``, so an older page's carrier finds no row ("replaced") and
+    ids say nothing about a guard's history. Rows leave the index once consumed (used):
+    they never pile up per guard, and the index only covers live rows."""
 
     __tablename__ = "horscompte_challenge"
+    __table_args__ = (
+        Index(
+            "ix_horscompte_challenge_live",
+            "guard_key",
+            unique=True,
+            sqlite_where=text("consumed_at IS NULL"),
+            postgresql_where=text("consumed_at IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     dossier_id: int | None = Field(default=None, index=True)
-    guard_key: str = Field(max_length=64, index=True)
+    guard_key: str = Field(max_length=64)
     code_hmac: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=timestamp_column())
     expires_at: datetime = Field(sa_column=timestamp_column())

@@ -26,7 +26,6 @@ from opencrm_horscompte.hookspecs.host import Host, Request, Response
 from opencrm_horscompte.lookup.grants import grant
 from opencrm_horscompte.lookup.start import LOOKUP_PATH, LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import Outcome, resend, verify
-from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.tracking.codes import format_tracking_code
 
 CHALLENGE_PURPOSE = "challenge"
@@ -44,9 +43,18 @@ EXPIRED = N_("Votre demande a expiré : saisissez à nouveau votre e-mail et cod
 FAILURES: dict[str, Message] = {
     "wrong": N_("Ce code n'est pas le bon. Vérifiez le dernier e-mail reçu et recommencez."),
     "malformed": N_("Saisissez le code à chiffres reçu par e-mail."),
-    "dead": N_(
-        "Ce code n'est plus valable : il a expiré, a déjà servi, a été remplacé par un "
-        "plus récent ou a reçu trop d'essais. Demandez un nouveau code."
+    "expired": N_("Ce code a expiré. Demandez un nouveau code avec le bouton ci-dessous."),
+    "used": N_(
+        "Ce code a déjà servi. Pour revoir votre dossier, recommencez la recherche avec "
+        "votre e-mail et votre code de suivi."
+    ),
+    "replaced": N_(
+        "Un code plus récent vous a été envoyé : celui-ci ne sert plus. Recommencez la "
+        "recherche avec votre e-mail et votre code de suivi pour recevoir un nouveau code."
+    ),
+    "exhausted": N_(
+        "Ce code a reçu trop d'essais erronés et ne sert plus. Demandez un nouveau code "
+        "avec le bouton ci-dessous."
     ),
 }
 
@@ -120,11 +128,10 @@ def lookup(host: Host, request: Request) -> Response:
     except LookupInputError as error:
         shown = {"email": request.form.get("email", "")[:320]}
         return _lookup_form(host, request, shown, error.errors, 400)
-    with Session(writer(host.engine)) as session, session.begin():
-        settings = load_settings(session)
-        challenge_id = start_lookup(host, session, settings, typed, request.client_addr)
-    expiry = settings.validation_code_expiry_minutes
-    return _validation_form(host, request, challenge_id, expiry=expiry, notice=SENT)
+    started = start_lookup(host, typed, request.client_addr, request.locale)
+    return _validation_form(
+        host, request, started.challenge_id, expiry=started.expiry_minutes, notice=SENT
+    )
 
 
 def _challenge_id(host: Host, request: Request) -> int | None:
@@ -141,9 +148,9 @@ def validate(host: Host, request: Request) -> Response:
     if challenge_id is None:
         return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
     if request.form.get("action") == "resend":
-        resent = resend(host, challenge_id)
-        if resent.challenge_id is None:
-            return _lookup_form(host, request, {}, {}, 200)
+        resent = resend(host, challenge_id, request.locale)
+        if resent.challenge_id is None:  # replaced by a newer code
+            return _lookup_form(host, request, {}, {"email": FAILURES["replaced"]}, 400)
         if resent.wait:
             error = N_(
                 "Un code vient d'être envoyé : patientez %(duration)s avant d'en demander "

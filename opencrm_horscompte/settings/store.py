@@ -6,9 +6,12 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
+from opencrm_horscompte.base.db import upsert_insert
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import SettingRow
 from opencrm_horscompte.hookspecs.host import Host
@@ -23,17 +26,32 @@ from opencrm_horscompte.settings.schema import (
 SETTINGS_CHANGED = "settings.changed"
 
 
-_SAVED = select(SettingRow.__table__.c.key, SettingRow.__table__.c.value_json)
+_TABLE = SettingRow.__table__
+_SAVED = select(_TABLE.c.key, _TABLE.c.value_json)
 
 
-def load_settings(session: Session, template_keys: list[str] | None = None) -> Settings:
+@lru_cache(maxsize=2)
+def _save_statement(dialect: str) -> Executable:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE``: two admins saving at once never collide."""
+    values = {column.name: bindparam(column.name, type_=column.type) for column in _TABLE.c}
+    insert = upsert_insert(dialect, _TABLE).values(values)
+    return insert.on_conflict_do_update(
+        index_elements=[_TABLE.c.key],
+        set_={name: insert.excluded[name] for name in ("value_json", "updated_at", "updated_by")},
+    )
+
+
+def load_settings(
+    session: Session | Connection, template_keys: list[str] | None = None
+) -> Settings:
     """The settings in force: saved values over the manifest defaults.
 
     A saved value the current manifest no longer accepts (bounds narrowed by an upgrade)
     falls back to its default rather than breaking deposits. Read on every use (workers
     share them through the database); parsing is cached per distinct saved content.
     """
-    saved = tuple(sorted((key, value) for key, value in session.connection().execute(_SAVED)))
+    connection = session if isinstance(session, Connection) else session.connection()
+    saved = tuple(sorted((key, value) for key, value in connection.execute(_SAVED)))
     return _settings_from(saved, tuple(template_keys) if template_keys is not None else None)
 
 
@@ -70,8 +88,10 @@ def save_settings(host: Host, session: Session, new: Settings, actor: str) -> di
         if old == value:
             continue
         changes[key] = [old, value]
-        session.merge(
-            SettingRow(key=key, value_json=json.dumps(value), updated_at=now, updated_by=actor)
+        connection = session.connection()
+        connection.execute(
+            _save_statement(connection.dialect.name),
+            {"key": key, "value_json": json.dumps(value), "updated_at": now, "updated_by": actor},
         )
     if changes:
         PluginHooks(host).audit(session, SETTINGS_CHANGED, changes, actor=actor)
