@@ -215,7 +215,8 @@ def test_code_is_refused_at_its_expiry_and_after(
     response = submit(client, token_of(response.text), code)
     assert response.status_code == 400 and CODE_EXPIRED in response.text
     assert browser(client).get(f"/dossiers/{deposited.dossier_id}").status_code == 403
-    assert rows(host, FailureGuard) == []  # an expired code is not a wrong guess
+    # An expired code is not a wrong guess (PostgreSQL locks the guard with 0 failures).
+    assert [guard.failures for guard in rows(host, FailureGuard)] in ([], [0])
 
 
 def test_expiry_follows_the_settings(

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Literal
 
-from sqlalchemy import bindparam, case, delete, exists, select, update
+from sqlalchemy import bindparam, case, delete, exists, literal, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
@@ -109,13 +109,22 @@ def _take_attempt_statement(dialect: str) -> Executable:
             .values(attempts=_CHALLENGE.c.attempts + 1)
             .returning(*returning)
         )
+    # The guard row is upserted (created with no failure if absent) rather than selected
+    # FOR UPDATE: it is then locked before the challenge row in every transaction, even the
+    # first one, so concurrent attempts queue on it in one order and cannot deadlock.
     owner = _CHALLENGE.alias("owner")
+    guard_row = select(
+        owner.c.guard_key, literal(0, _GUARD.c.failures.type), bindparam("stale", type_=_STAMP)
+    ).where(owner.c.id == _ID)
+    insert = upsert_insert(dialect, _GUARD).from_select(
+        ["key", "failures", "not_before"], guard_row
+    )
     locked = (
-        select(_GUARD.c.not_before)
-        .where(_GUARD.c.key == select(owner.c.guard_key).where(owner.c.id == _ID).scalar_subquery())
-        .with_for_update()
+        insert.on_conflict_do_update(
+            index_elements=[_GUARD.c.key], set_={"failures": _GUARD.c.failures}
+        )
+        .returning(_GUARD.c.not_before)
         .cte("locked_guard")
-        .prefix_with("MATERIALIZED")
     )
     waiting = exists().select_from(locked).where(locked.c.not_before > _NOW)
     return (
@@ -204,7 +213,7 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
         return Outcome("malformed")
     with writer(host.engine).begin() as connection:
         now = host.now()  # under the write lock on SQLite (BEGIN IMMEDIATE has run)
-        ids = {"challenge_id": challenge_id, "now": now}
+        ids = {"challenge_id": challenge_id, "now": now, "stale": now - NO_WAIT_SLACK}
         statement = _take_attempt_statement(connection.dialect.name)
         challenge = connection.execute(statement, ids).first()
         if challenge is None:
