@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import flask
 import jinja2
 from sqlmodel import Session, col, select
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from opencrm_horscompte.base.i18n import (
     DEFAULT_LOCALE,
@@ -23,6 +23,7 @@ from opencrm_horscompte.base.i18n import (
     localized,
     translations,
 )
+from opencrm_horscompte.base.paths import is_local_path
 from opencrm_horscompte.hookspecs.host import Request, User
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.accounts import authenticate
@@ -45,10 +46,32 @@ from opencrm_horscompte.host_kit.refhost.host import (
     has_permission,
 )
 from opencrm_horscompte.host_kit.refhost.models import Account, Demarche, Dossier
+from opencrm_horscompte.host_kit.refhost.sessions import (
+    LIFETIME,
+    RevocableSessionInterface,
+    end_session,
+)
 
 log = logging.getLogger(__name__)
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 ADMINS_ONLY = N_("Cette page est réservée aux administrateurs.")
+MAX_BODY = 64 * 1024
+FORM_REFUSED = N_(
+    "Ce formulaire a expiré ou ne vient pas de ce site. Rechargez la page et recommencez."
+)
+# Pages and the stylesheet only: no inline script or style anywhere (CSP enforces it).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Sec-Fetch-Site values a form of this site can send ("none": typed, bookmarked).
+SAME_ORIGIN_FETCH = {"same-origin", "none"}
 
 
 @functools.cache
@@ -72,8 +95,11 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         SECRET_KEY_FALLBACKS=list(host.secret_keys[:-1]),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        MAX_CONTENT_LENGTH=64 * 1024,
+        SESSION_COOKIE_SECURE=urlsplit(host.config.base_url).scheme == "https",
+        PERMANENT_SESSION_LIFETIME=LIFETIME,
+        MAX_CONTENT_LENGTH=MAX_BODY,
     )
+    app.session_interface = RevocableSessionInterface(host)
 
     def current_user() -> User | None:
         if "account_id" not in flask.g:
@@ -97,33 +123,53 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             return str(chosen)
         return flask.request.accept_languages.best_match(LOCALES) or DEFAULT_LOCALE
 
-    def contract_request() -> Request:
-        return to_request(current_user(), csrf_token(), current_locale())
+    def contract_request(*, with_form: bool = True) -> Request:
+        return to_request(current_user(), csrf_token(), current_locale(), with_form=with_form)
 
-    def render(name: str, status: int = 200, **context: Any) -> flask.Response:
-        request = contract_request()
+    def render(
+        name: str, status: int = 200, *, with_form: bool = True, **context: Any
+    ) -> flask.Response:
+        request = contract_request(with_form=with_form)
         context = localized({**host.layout_context(request), **context}, request.locale)
         body = _environment(request.locale).get_template(name).render(request=request, **context)
         return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
 
     def error_page(status: int, message: Message) -> flask.Response:
-        return render("error.html", status=status, status_code=status, message=message)
+        # Never reads the body: it may be the reason for the error (413).
+        return render(
+            "error.html", status=status, with_form=False, status_code=status, message=message
+        )
+
+    def foreign_origin() -> bool:
+        """Second CSRF layer: the browser says where the form comes from."""
+        origin = flask.request.headers.get("Origin")
+        if origin is not None:
+            ours = {flask.request.host_url.rstrip("/"), host.config.base_url.rstrip("/")}
+            if origin.rstrip("/") not in ours:
+                return True
+        fetch_site = flask.request.headers.get("Sec-Fetch-Site")
+        return fetch_site is not None and fetch_site not in SAME_ORIGIN_FETCH
 
     @app.before_request
     def check_csrf() -> flask.Response | None:
         if flask.request.method not in UNSAFE_METHODS:
             return None
+        length = flask.request.content_length
+        if length is not None and length > MAX_BODY:
+            raise RequestEntityTooLarge()
+        if foreign_origin():
+            return error_page(400, FORM_REFUSED)
         sent = flask.request.form.get("csrf_token", "")
         expected = flask.session.get("csrf", "")
         if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-            return error_page(
-                400,
-                N_(
-                    "Ce formulaire a expiré ou ne vient pas de ce site. "
-                    "Rechargez la page et recommencez."
-                ),
-            )
+            return error_page(400, FORM_REFUSED)
         return None
+
+    @app.after_request
+    def security_headers(response: flask.Response) -> flask.Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> flask.Response:
@@ -303,6 +349,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         drafts = flask.session.get("drafts", [])
         assert account.id is not None
         attach_to_account(host, drafts, account.id)
+        end_session(host, flask.session)  # a new session id at login (no fixation)
         flask.session.clear()
         flask.session["account_id"] = account.id
         flask.session["drafts"] = drafts
@@ -317,6 +364,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
 
     @app.post("/deconnexion")
     def logout() -> flask.Response:
+        end_session(host, flask.session)  # every copy of the cookie ends here
         flask.session.clear()
         return flask.redirect("/", 303)
 
@@ -422,8 +470,5 @@ def _mount(
 
 
 def _safe_next(url: str) -> str:
-    """Only same-site paths: no scheme, no host, no ``//`` (open redirect)."""
-    parts = urlsplit(url)
-    if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
-        return "/"
-    return url
+    """Only same-site paths (open redirect): see :func:`.paths.is_local_path`."""
+    return url if is_local_path(url) else "/"
