@@ -59,11 +59,14 @@ MAX_BODY = 64 * 1024
 FORM_REFUSED = N_(
     "Ce formulaire a expiré ou ne vient pas de ce site. Rechargez la page et recommencez."
 )
-# Pages and the stylesheet only: no inline script or style anywhere (CSP enforces it).
+# No inline script anywhere, no style element: the CSP enforces it. Style *attributes* are
+# allowed for the admin's preview of HTML mails (a sandboxed srcdoc iframe inherits this
+# policy, and mails style inline); they cannot run script.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "style-src-attr 'unsafe-inline'; img-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     ),
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
