@@ -42,6 +42,10 @@ class TrackingCode(SQLModel, table=True):
     email_key: str = Field(max_length=320, index=True)
     demarche_title: str = Field(max_length=200)
     locale: str = Field(default="fr", max_length=10)
+    # SHA-256 of the receipt proof kept in the depositing browser's session (the first
+    # receipt view, within minutes of the deposit, claims it): the receipt fragment shows
+    # the code to that session only.
+    receipt_proof: str | None = Field(default=None, max_length=64)
 
 
 class AuditRecord(SQLModel, table=True):

@@ -20,7 +20,7 @@ from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
 from opencrm_horscompte.lookup.start import LOOKUP_PATH
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings
-from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code
+from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code, is_findable
 
 MAX_ATTEMPTS = 12
 MAX_CODE_LENGTH = 64
@@ -33,10 +33,18 @@ class TrackingCodeSpaceExhausted(RuntimeError):
     or allow more character classes."""
 
 
-def _candidate(host: Host, settings: Settings) -> str:
+def _candidate(host: Host, settings: Settings, policy: CodePolicy) -> str:
     code = PluginHooks(host).generate_tracking_code(settings)
     if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_LENGTH:
         raise ValueError(f"tracking code generator returned an unusable value: {code!r}")
+    if not is_findable(code, policy):
+        # Shown and mailed, it could never be found again: normalising what the citizen
+        # types (separators removed, case folded per the policy) never gives it back.
+        raise ValueError(
+            f"tracking code generator returned an unusable value: {code!r} (a lookup could "
+            "never find it: use only digits, ASCII letters in the policy's case and "
+            "! $ * = @, without separators)"
+        )
     return code
 
 
@@ -61,19 +69,21 @@ def assign_tracking_code(host: Host, session: Session, dossier: Dossier) -> str:
     the cost of a deposit does not grow with the number of dossiers.
     """
     settings = load_settings(session)
+    policy = CodePolicy.from_settings(settings)
     connection = session.connection()
     statement = _insert_unless_taken(connection.dialect.name)
     row = {
         "dossier_id": dossier.id,
-        "policy_json": json.dumps(asdict(CodePolicy.from_settings(settings))),
+        "policy_json": json.dumps(asdict(policy)),
         "issued_at": host.now(),
         "email": dossier.email,
         "email_key": email_key_or_blank(dossier.email),
         "demarche_title": dossier.demarche_title,
         "locale": dossier.locale,
+        "receipt_proof": None,  # claimed by the depositor's first receipt view
     }
     for _ in range(MAX_ATTEMPTS):
-        code = _candidate(host, settings)
+        code = _candidate(host, settings, policy)
         if connection.execute(statement, {**row, "code": code}).first() is not None:
             return code
     raise TrackingCodeSpaceExhausted(
