@@ -13,8 +13,8 @@ database's failure counters and attempts equal the model's (so the lock comes at
 ``LOCK_AFTER_FAILURES``); and a decoy's reply is byte for byte the reply a real challenge
 gives in the same state (hidden values aside).
 
-CI runs a bounded number of examples (``HORSCOMPTE_STATEFUL_EXAMPLES``, default 12 per
-database, 30 steps each). Run longer with e.g.
+CI runs a bounded number of examples (``HORSCOMPTE_STATEFUL_EXAMPLES``, default 40 per
+database, up to 50 steps each). Run longer with e.g.
 ``HORSCOMPTE_STATEFUL_EXAMPLES=2000 HORSCOMPTE_STATEFUL_STEPS=60 pytest
 tests/test_lifecycle_state_machine.py``.
 """
@@ -31,7 +31,13 @@ from typing import Any
 from conftest import Clock
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 from lookup_helpers import (
     EMAIL,
     code_in,
@@ -64,14 +70,15 @@ from opencrm_horscompte.lookup.purge import KEEP_SPENT_CHALLENGES, purge_expired
 from opencrm_horscompte.lookup.start import dossier_guard, pair_guard
 from opencrm_horscompte.lookup.validation import NO_WAIT_SLACK, backoff, verify
 
-EXAMPLES = int(os.environ.get("HORSCOMPTE_STATEFUL_EXAMPLES", "12"))
-STEPS = int(os.environ.get("HORSCOMPTE_STATEFUL_STEPS", "30"))
+EXAMPLES = int(os.environ.get("HORSCOMPTE_STATEFUL_EXAMPLES", "40"))
+STEPS = int(os.environ.get("HORSCOMPTE_STATEFUL_STEPS", "50"))
 EXPIRY = timedelta(minutes=10)  # the default setting
 CARRIER_MAX_AGE = limits.CHALLENGE_TOKEN_MAX_AGE
 CLIENT = "127.0.0.1"
 UNKNOWN = "personne.inconnue@exemple.fr"
 WRONG_CODES = ("ABCD-EFGH-JKLM", "ZZZZ-YYYY-XXXX")
 
+SEEN: Counter[str] = Counter()  # outcomes reached, printed at the end (coverage of the rules)
 MARKERS = {
     "wrong": "n&#39;est pas le bon",
     "expired": "Ce code a expiré",
@@ -130,6 +137,8 @@ class Lifecycle(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        SEEN["examples"] += 1
+        # (the @initialize rule then opens a real page and a decoy page)
         self._reset_database()
         self.clock.current = datetime.fromisoformat("2026-11-28T09:00:00+00:00")
         self.client = create_app(self.host).test_client()
@@ -221,6 +230,16 @@ class Lifecycle(RuleBasedStateMachine):
 
     # ----------------------------------------------------------------- rules
 
+    @initialize()
+    def a_real_and_a_decoy_page(self) -> None:
+        self.look_up("right")
+        self.look_up("wrong-0")
+
+    def _page(self, data: st.DataObject) -> Page:
+        """Mostly one of the newest pages (as a citizen would), sometimes any older one."""
+        recent = self.pages[-3:]
+        return data.draw(st.sampled_from(recent) | st.sampled_from(self.pages))
+
     @rule(which=st.sampled_from(["right", "wrong-0", "wrong-1", "unknown"]))
     def look_up(self, which: str) -> None:
         email, typed = {
@@ -229,6 +248,7 @@ class Lifecycle(RuleBasedStateMachine):
             "wrong-1": (EMAIL, WRONG_CODES[1]),
             "unknown": (UNKNOWN, self.tracking_code),
         }[which]
+        SEEN[f"lookup:{which}"] += 1
         response = lookup(self.client, email, typed)
         assert response.status_code == 200
         self._same_reply_as_before("lookup", response)
@@ -251,9 +271,10 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def resend_from_a_page(self, data: st.DataObject) -> None:
-        if not self.pages:
-            return
-        page = data.draw(st.sampled_from(self.pages))
+        if self.pages:
+            self._resend(self._page(data))
+
+    def _resend(self, page: Page) -> None:
         response = resend(self.client, page.token)
         now = self.now()
         if now - page.issued_at > CARRIER_MAX_AGE:
@@ -281,9 +302,48 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(data=st.data(), right=st.booleans())
     def verify_a_code(self, data: st.DataObject, right: bool) -> None:
+        if self.pages:
+            self._verify(self._page(data), right)
+
+    @rule(data=st.data(), wait=st.sampled_from([61, 16 * 60]))
+    def a_burst_of_wrong_codes_then_a_new_code(self, data: st.DataObject, wait: int) -> None:
+        """Toward backoff and lock: the code's every attempt wrong, then a resend later."""
         if not self.pages:
             return
-        page = data.draw(st.sampled_from(self.pages))
+        page = self._page(data)
+        for _ in range(limits.ATTEMPTS_PER_CODE + 1):
+            self._verify(page, False)
+        self.clock.advance(seconds=wait)
+        self._resend(page)
+        self._verify(self.pages[-1], False)
+
+    @rule(data=st.data())
+    def wrong_codes_until_the_lock(self, data: st.DataObject) -> None:
+        """A stranger's patient attack on one guard: wrong codes, waiting out each backoff,
+        a new code whenever needed, until the lock (or the carrier runs out)."""
+        if not self.pages:
+            return
+        page = self._page(data)
+        for _ in range(3 * limits.LOCK_AFTER_FAILURES):
+            expected, row = self._expect(page)
+            if expected in ("locked", "carrier", "replaced", "used") or row is None:
+                break
+            if expected in ("exhausted", "expired"):
+                self.clock.advance(seconds=61)
+                self._resend(page)
+                page = self.pages[-1]
+                continue
+            if expected == "wait":
+                guard = self.model.guards[row.guard]
+                assert guard.not_before is not None
+                self._verify(page, False)  # once during the wait: refused, not counted
+                wait = guard.not_before - self.now()
+                self.clock.advance(seconds=int(wait.total_seconds()) + 1)
+                continue
+            self._verify(page, False)
+        self._verify(page, False)
+
+    def _verify(self, page: Page, right: bool) -> None:
         expected, row = self._expect(page)
         code = row.code if right and row is not None and row.code else "000000"
         response = submit(self.client, page.token, code)
@@ -300,6 +360,7 @@ class Lifecycle(RuleBasedStateMachine):
             else:
                 expected = "wrong"
                 self._fail(row)
+        SEEN[expected] += 1
         if expected == "granted":
             assert response.status_code == 303, (response.status_code, response.text)
             assert response.headers["Location"] == f"/dossiers/{self.dossier_id}"
@@ -361,7 +422,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(
         seconds=st.sampled_from(
-            [1, 30, 61, 5 * 60, 11 * 60, 16 * 60, 31 * 60, 2 * 3600 + 1, 86400 + 1]
+            [1, 2, 5, 30, 61, 61, 61, 5 * 60, 11 * 60, 16 * 60, 31 * 60, 2 * 3600 + 1, 86400 + 1]
         )
     )
     def move_the_clock(self, seconds: int) -> None:
@@ -450,3 +511,4 @@ def test_the_challenge_lifecycle_holds_every_invariant(
             database=None,
         ),
     )
+    print(f"\nverify outcomes reached: {dict(SEEN)}")
