@@ -29,7 +29,7 @@ KEYWORDS = {"_": None, "N_": None, "gettext": None, "ngettext": (1, 2)}
 JINJA = "jinja2.ext:babel_extract"
 JINJA_OPTIONS = {"extensions": "jinja2.ext.i18n", "trimmed": "false"}
 SOURCES = [
-    (ROOT / "opencrm_horscompte", [("**.py", "python"), ("refhost/templates/**.html", JINJA)]),
+    (ROOT / "opencrm_horscompte", [("**.py", "python"), ("**/refhost/templates/**.html", JINJA)]),
     (ROOT / "templates", [("**.html", JINJA), ("**.txt", JINJA)]),
 ]
 
