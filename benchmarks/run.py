@@ -101,13 +101,11 @@ from typing import Any
 import benchlib
 from benchlib import progress
 from sqlalchemy import text
-from sqlmodel import Session
 
-from opencrm_horscompte.base.db import make_engine, writer
+from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit
 from opencrm_horscompte.lookup.start import read_input, start_lookup
 from opencrm_horscompte.lookup.validation import verify
-from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.tracking.codes import (
     CodePolicy,
     format_tracking_code,
@@ -300,11 +298,7 @@ class Target:
 def lookup_handler(host: Any, email: str, typed_code: str, client: str) -> int:
     """What the lookup page does with a POST, up to the challenge (the page is not rendered)."""
     typed = read_input(email, typed_code)
-    with Session(writer(host.engine)) as session, session.begin():
-        settings = load_settings(session)
-        challenge_id = start_lookup(host, session, settings, typed, client)
-    assert challenge_id is not None
-    return challenge_id
+    return start_lookup(host, typed, client, "fr").challenge_id
 
 
 def client_address(index: int) -> str:
@@ -474,10 +468,18 @@ def measure_lookups(
             "SELECT COUNT(*) FROM horscompte_challenge WHERE dossier_id IS NOT NULL AND id IN "
             f"({','.join(str(c) for c in challenges['small'])})"
         ).fetchone()[0]
+        # A guard has one live challenge at most (partial unique index): drop any other live
+        # row of the captured challenge's guard (lookup replays issue them) before reviving it.
         reset = (
             "UPDATE horscompte_challenge SET consumed_at = NULL, attempts = 0 WHERE id = ?",
             (captured["challenge_id"],),
         )
+        clear = (
+            "DELETE FROM horscompte_challenge WHERE consumed_at IS NULL AND id <> ?1 AND "
+            "guard_key = (SELECT guard_key FROM horscompte_challenge WHERE id = ?1)",
+            (captured["challenge_id"],),
+        )
+        raw.execute(*clear)
         raw.execute(*reset)
         first_replay = benchlib.replay(raw, verify_statements)
         replay_took_attempt = bool(first_replay and first_replay[0])
@@ -489,6 +491,7 @@ def measure_lookups(
             rng.shuffle(operations)
             for operation in operations:
                 if operation == "raw":
+                    raw.execute(*clear)
                     raw.execute(*reset)
                     seconds, _ = timed(benchlib.replay, raw, verify_statements)
                 else:
