@@ -262,7 +262,10 @@ def issue_code(
 def read_target(connection: Connection, dossier_id: int | None) -> Row[Any] | None:
     if dossier_id is None:
         return None
-    return connection.execute(_TARGET_OF_DOSSIER, {"dossier_id": dossier_id}).first()
+    row: Row[Any] | None = connection.execute(
+        _TARGET_OF_DOSSIER, {"dossier_id": dossier_id}
+    ).first()
+    return row
 
 
 @dataclass(frozen=True)

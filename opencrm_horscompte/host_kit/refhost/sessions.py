@@ -15,9 +15,9 @@ from datetime import timedelta
 from typing import Any
 
 import flask
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from sqlalchemy import delete
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from opencrm_horscompte.base.db import upsert_insert, writer
 from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
@@ -39,14 +39,14 @@ def end_session(host: ReferenceHost, session: Any) -> None:
     sid = session.get(SID_KEY)
     if isinstance(sid, str):
         with Session(writer(host.engine)) as db, db.begin():
-            db.exec(delete(HostSession).where(HostSession.key == _key(sid)))  # type: ignore[call-overload]
+            db.exec(delete(HostSession).where(col(HostSession.key) == _key(sid)))
 
 
 def end_account_sessions(host: ReferenceHost, account_id: int) -> int:
     """Forget every session of an account (password change); how many there were."""
     with Session(writer(host.engine)) as db, db.begin():
         result = db.exec(  # type: ignore[call-overload]
-            delete(HostSession).where(HostSession.account_id == account_id)
+            delete(HostSession).where(col(HostSession.account_id) == account_id)
         )
         return int(result.rowcount)
 
@@ -75,7 +75,7 @@ class RevocableSessionInterface(SecureCookieSessionInterface):
         return row is not None and row.expires_at > self.host.now()
 
     def save_session(
-        self, app: flask.Flask, session: SecureCookieSession, response: flask.Response
+        self, app: flask.Flask, session: SessionMixin, response: flask.Response
     ) -> None:
         if session.get(SID_KEY) is None and any(key not in UNPROTECTED_KEYS for key in session):
             sid = secrets.token_urlsafe(32)
