@@ -47,6 +47,7 @@ from opencrm_horscompte.host_kit.refhost import host as host_module
 from opencrm_horscompte.lookup.pages import CHALLENGE_PURPOSE
 from opencrm_horscompte.lookup.start import LookupInput, pair_guard, start_lookup
 from opencrm_horscompte.lookup.validation import NO_WAIT_SLACK, backoff, verify
+from opencrm_horscompte.lookup.validation import resend as resend_code
 
 SUBMISSIONS = 20
 JOIN_TIMEOUT = 60.0
@@ -368,10 +369,17 @@ def test_the_clock_is_read_under_the_write_lock(
     page = lookup(client, EMAIL, deposited.code).text
     challenge, code = challenge_id(host, page), last_code(host)
     reads: list[bool] = []
-    actions = (
-        lambda: verify(host, challenge, wrong(code)),
-        lambda: start_lookup(host, LookupInput(EMAIL, deposited.code), "198.51.100.7", "fr"),
-    )
+    started: list[int] = []
+
+    def look_up() -> None:
+        typed = LookupInput(EMAIL, deposited.code)
+        started.append(start_lookup(host, typed, "198.51.100.7", "fr").challenge_id)
+
+    def resend_later() -> None:
+        clock.advance(seconds=61)
+        assert resend_code(host, started[-1]).challenge_id is not None
+
+    actions = (lambda: verify(host, challenge, wrong(code)), look_up, resend_later)
     for action in actions:
         with recorded_statements(host) as statements:
 

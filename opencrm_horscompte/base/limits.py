@@ -71,6 +71,7 @@ def counted_all(
     secret = host.secret_keys[-1]
     keyed = [(throttle_key(secret, limit.scope, value), limit) for limit, value in events]
     allowed = True
+    session.connection()  # begin first: on SQLite the write lock is held before the clock is read
     moment = host.now() if now is None else now
     for (_, limit), result in zip(keyed, hit_many(session, keyed, moment), strict=True):
         if result.first_refusal:

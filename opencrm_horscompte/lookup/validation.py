@@ -251,13 +251,14 @@ def resend(host: Host, challenge_id: int, locale: str = "fr") -> Resent:
         settings = load_settings(connection)
         target = read_target(connection, challenge.dossier_id)
     ready_at = utc(challenge.created_at) + RESEND_COOLDOWN
-    if ready_at > host.now():
-        return Resent(challenge_id, wait=ready_at - host.now())
     guard = challenge.guard_key
     decoy_to = "decoy@invalid.example"
     prepared = prepare_code(host, settings, target, guard, decoy_to, locale)
     with Session(writer(host.engine)) as session, session.begin():
+        session.connection()  # BEGIN (IMMEDIATE on SQLite) before the clock is read
         now = host.now()
+        if ready_at > now:
+            return Resent(challenge_id, wait=ready_at - now)
         # One resend per guard and cooldown, counted atomically: an older page, or the same
         # form posted twice (even at once), cannot mail a second code within the cooldown.
         cooldown = hit(
