@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import traceback
 from collections import Counter
@@ -21,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import recorded_statements
+from conftest import post, recorded_statements
 from lookup_helpers import (
     EMAIL,
     Deposited,
@@ -423,3 +424,30 @@ def test_the_branch_cpu_benchmark_reports_both_ratios() -> None:
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"lookup_branch_cpu_ratio", "identity_branch_cpu_ratio"} <= set(figures)
+
+
+def test_forgotten_code_does_the_same_work_with_or_without_dossiers(
+    client: Any, quiet_host: Any, deposited: Deposited, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Code oublié" tells a stranger nothing by its work either: the same statements and
+    renders whether or not the address has dossiers."""
+    host = quiet_host
+    original = rendering.render_fragment
+
+    def observe(email: str) -> tuple[list[str], list[str]]:
+        rendered: list[str] = []
+
+        def counting(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
+            rendered.append(template)
+            return original(host_, template, *args, **kwargs)
+
+        monkeypatch.setattr(rendering, "render_fragment", counting)
+        with recorded_statements(host) as statements:
+            response = post(browser(client), "/hors-compte/code-oublie", {"email": email})
+        monkeypatch.setattr(rendering, "render_fragment", original)
+        assert response.status_code == 200
+        mail_or_audit = re.compile(r"^INSERT INTO (host_mail_outbox|horscompte_audit_event) .*")
+        return [mail_or_audit.sub("INSERT <mail or audit>", s) for s in statements], rendered
+
+    observe("echauffement@exemple.fr")
+    assert observe(EMAIL) == observe("personne@exemple.fr")

@@ -16,7 +16,7 @@ from opencrm_horscompte.base.limits import (
     CHALLENGE_TOKEN_MAX_AGE,
     FORGOTTEN_CLIENT,
     FORGOTTEN_EMAIL,
-    counted,
+    counted_all,
 )
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.paths import FORGOTTEN_PATH, VALIDATE_PATH
@@ -188,7 +188,7 @@ def forgotten(host: Host, request: Request) -> Response:
         shown = {"email": request.form.get("email", "")[:320]}
         return _forgotten_form(host, request, values=shown, errors={"email": error.message})
     key = email_key(email)
-    with Session(writer(host.engine)) as session, session.begin():
+    with Session(host.engine) as session:
         rows = list(
             session.exec(
                 select(TrackingCode)
@@ -196,20 +196,22 @@ def forgotten(host: Host, request: Request) -> Response:
                 .order_by(col(TrackingCode.issued_at))
             )
         )
-        allowed = counted(host, session, FORGOTTEN_CLIENT, request.client_addr) & counted(
-            host, session, FORGOTTEN_EMAIL, key
-        )
-        if allowed and rows:
-            dossiers = [
-                {
-                    "demarche_title": row.demarche_title,
-                    "date": row.issued_at.strftime("%d/%m/%Y"),
-                    "tracking_code": format_tracking_code(row.code),
-                }
-                for row in rows
-            ]
-            context = {"dossiers": dossiers, "lookup_url": host.absolute_url(LOOKUP_PATH)}
-            mail = render_mail(host, rows[-1].email, FORGOTTEN_MAIL, context, request.locale)
+    # Rendered before the write transaction, and for an address without dossiers too (a
+    # list of one placeholder, never sent): the same work whether or not it has dossiers.
+    dossiers = [
+        {
+            "demarche_title": row.demarche_title,
+            "date": row.issued_at.strftime("%d/%m/%Y"),
+            "tracking_code": format_tracking_code(row.code),
+        }
+        for row in rows
+    ] or [{"demarche_title": "-", "date": "01/01/2000", "tracking_code": "XXXX-XXXX-XXXX"}]
+    context = {"dossiers": dossiers, "lookup_url": host.absolute_url(LOOKUP_PATH)}
+    to = rows[-1].email if rows else email
+    mail = render_mail(host, to, FORGOTTEN_MAIL, context, request.locale)
+    limits = [(FORGOTTEN_CLIENT, request.client_addr), (FORGOTTEN_EMAIL, key)]
+    with Session(writer(host.engine)) as session, session.begin():
+        if counted_all(host, session, limits) and rows:
             host.queue_mail(session, mail)
         else:
             PluginHooks(host).audit(session, FORGOTTEN_MISS)
