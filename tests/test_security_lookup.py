@@ -259,12 +259,13 @@ def _writes(statements: list[str]) -> list[str]:
 def test_lookup_and_verify_statement_budgets(
     client: Any, quiet_host: Any, deposited: Deposited
 ) -> None:
+    """The plugin's own work (the host's session check and page aside)."""
     host = quiet_host
-    lookup(client, "echauffement@exemple.fr", "AAAA-BBBB-CCCC")  # warm-up
+    start_lookup(host, LookupInput("echauffement@exemple.fr", "AAAA-BBBB-CCCC"), "x", "fr")
     with recorded_statements(host) as statements:
-        page = lookup(client, EMAIL, deposited.code).text
+        started = start_lookup(host, LookupInput(EMAIL, deposited.code), "198.51.100.7", "fr")
     assert len(_writes(statements)) <= 5, statements
-    challenge, code = challenge_id(host, page), last_code(host)
+    challenge, code = started.challenge_id, last_code(host)
     with recorded_statements(host) as statements:
         assert verify(host, challenge, wrong(code)).kind == "wrong"
     assert len(_writes(statements)) <= 3, statements
