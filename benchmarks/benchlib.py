@@ -76,16 +76,10 @@ def lookup_handler(host: Any, email: str, typed_code: str, client: str) -> int:
     """What the lookup page does with a POST up to the challenge, without the page (its
     render and signed carrier): ``lookup.pages.lookup`` minus ``_validation_form``. The one
     place to follow the page if its body changes."""
-    from opencrm_horscompte.base.db import writer
     from opencrm_horscompte.lookup.start import read_input, start_lookup
-    from opencrm_horscompte.settings.store import load_settings
 
     typed = read_input(email, typed_code)
-    with Session(writer(host.engine)) as session, session.begin():
-        settings = load_settings(session)
-        challenge_id = start_lookup(host, session, settings, typed, client)
-    assert challenge_id is not None
-    return challenge_id
+    return int(start_lookup(host, typed, client, "fr").challenge_id)
 
 
 def set_sqlite_synchronous(engine: Engine, mode: str) -> None:

@@ -614,6 +614,12 @@ def bench_lookup(sizes: Sizes, small_path: Path) -> dict[str, Any]:
             "UPDATE horscompte_challenge SET consumed_at = NULL, attempts = 0 WHERE id = ?",
             (captured["challenge_id"],),
         )
+        clear = (
+            "DELETE FROM horscompte_challenge WHERE consumed_at IS NULL AND id <> ?1 AND "
+            "guard_key = (SELECT guard_key FROM horscompte_challenge WHERE id = ?1)",
+            (captured["challenge_id"],),
+        )
+        raw.execute(*clear)
         raw.execute(*reset)
         first_replay = benchlib.replay(raw, verify_statements)
         replay_took_attempt = bool(first_replay and first_replay[0])

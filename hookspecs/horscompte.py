@@ -46,8 +46,15 @@ def horscompte_generate_tracking_code(host: Host, settings: Settings) -> str | N
     :return: a candidate code, or None to leave it to the next implementation (the plugin's
         default draws from ``secrets`` with the settings' alphabet).
 
-    firstresult. The candidate must be 1 to 64 characters; uniqueness is the plugin's job:
-    on a collision it asks again, a bounded number of times, then fails the deposit with
+    firstresult. The candidate must be 1 to 64 characters, each a digit ``0-9``, an ASCII
+    letter ``A-Z`` / ``a-z`` or one of ``! $ * = @``, and must be what the lookup's
+    normalisation of it gives back: no separator (space, ``-`` or any dash); letters in
+    lower case if the settings select lower case only, in upper case if they do not select
+    lower case; with both cases and ``avoid_ambiguous``, the case twins
+    ``c k s u v w x y z`` as capitals only. Anything else (``2026-ABC-123``, ``AB CD``,
+    fullwidth letters, markup) could be shown and mailed but never found again, so the
+    deposit fails with ``ValueError`` instead. Uniqueness is the plugin's job: on a
+    collision it asks again, a bounded number of times, then fails the deposit with
     ``TrackingCodeSpaceExhausted``.
     """
 

@@ -491,9 +491,12 @@ def opencrm_dossier_receipt(host: Host, request: Request, dossier: Dossier) -> l
     :param dossier: the deposited dossier.
     :return: a list of HTML fragments (already escaped, safe to insert).
 
-    Show the receipt to the depositor only (the session that made the draft, or its
-    account). The hors-compte plugin shows the tracking code only to the session that
-    deposited the dossier.
+    A fragment may hold a secret meant for the depositor only. The hors-compte plugin shows
+    the tracking code only to the browser session that deposited: the first receipt view
+    within minutes of the deposit stores a proof in ``request.session`` (and its hash in
+    the database), and later views show the code only to a session holding that proof;
+    any other request gets the fragment without the code. A host should still restrict its
+    receipt page to the depositor, and must show it first from the depositing session.
 
     Not firstresult: every plugin's fragments are shown, in hook order.
     """

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import post, recorded_statements
-from lookup_helpers import CODE_LINE, deposit
+from lookup_helpers import CODE_LINE, deposit, rows
 from lookup_workers import submit_codes
 from processes import HANG_GUARD_SECONDS, collect
 from sqlmodel import Session, col, select
@@ -100,9 +100,11 @@ def challenge(host: Any, challenge_id: int) -> Challenge:
 
 
 def failures(host: Any, challenge_id: int) -> int | None:
+    """The guard's failure count; None when it has none (on PostgreSQL an attempt creates
+    the row with 0 failures, to lock it)."""
     with Session(host.engine) as session:
         guard = session.get(FailureGuard, challenge(host, challenge_id).guard_key)
-        return None if guard is None else guard.failures
+        return None if guard is None or guard.failures == 0 else guard.failures
 
 
 def all_at_once(count: int, action: Callable[[], Any]) -> list[Any]:
@@ -163,14 +165,14 @@ def test_twenty_simultaneous_right_codes_grant_exactly_once(
     outcomes = all_at_once(SUBMISSIONS, lambda: verify(host, challenge_id, code))
 
     kinds = Counter(outcome.kind for outcome in outcomes)
-    assert kinds == {"granted": 1, "dead": SUBMISSIONS - 1}, kinds
+    assert kinds == {"granted": 1, "used": SUBMISSIONS - 1}, kinds
     [granted] = [outcome for outcome in outcomes if outcome.kind == "granted"]
     assert granted.dossier_id == tracking.dossier_id
     spent = challenge(host, challenge_id)
     assert spent.consumed_at is not None and utc(spent.consumed_at) == clock()
     assert spent.attempts == 1  # the refused submissions cost no attempt
     assert failures(host, challenge_id) is None  # the success reset the failure counter
-    assert verify(host, challenge_id, code).kind == "dead"  # replay
+    assert verify(host, challenge_id, code).kind == "used"  # replay
 
 
 @pytest.mark.postgresql
@@ -210,12 +212,13 @@ def test_four_worker_processes_submit_right_and_wrong_codes(
         for challenge_id in (right_id, wrong_id)
     }
 
-    assert kinds[right_id] == {"granted": 1, "dead": SUBMISSIONS - 1}, kinds
+    assert kinds[right_id] == {"granted": 1, "used": SUBMISSIONS - 1}, kinds
     spent = challenge(host, right_id)
     assert spent.consumed_at is not None and spent.attempts == 1
     assert failures(host, right_id) is None
 
-    assert kinds[wrong_id] == {"wrong": ATTEMPTS_PER_CODE, "dead": SUBMISSIONS - ATTEMPTS_PER_CODE}
+    exhausted = SUBMISSIONS - ATTEMPTS_PER_CODE
+    assert kinds[wrong_id] == {"wrong": ATTEMPTS_PER_CODE, "exhausted": exhausted}
     missed = challenge(host, wrong_id)
     assert missed.consumed_at is None and missed.attempts == ATTEMPTS_PER_CODE
     assert failures(host, wrong_id) == ATTEMPTS_PER_CODE
@@ -231,60 +234,58 @@ def test_twenty_simultaneous_wrong_codes_are_all_counted(host: Any, pending: Pen
 
     kinds = Counter(outcome.kind for outcome in outcomes)
     # Exactly ATTEMPTS_PER_CODE tries were evaluated; the rest found the code out of
-    # attempts (no backoff yet at 5 failures: "dead", not "wait").
-    assert kinds == {"wrong": ATTEMPTS_PER_CODE, "dead": SUBMISSIONS - ATTEMPTS_PER_CODE}, kinds
+    # attempts (no backoff yet at 5 failures: "exhausted", not "wait").
+    exhausted = SUBMISSIONS - ATTEMPTS_PER_CODE
+    assert kinds == {"wrong": ATTEMPTS_PER_CODE, "exhausted": exhausted}, kinds
     spent = challenge(host, challenge_id)
     assert spent.attempts == ATTEMPTS_PER_CODE and spent.consumed_at is None
     assert failures(host, challenge_id) == ATTEMPTS_PER_CODE  # no lost increment
-    assert verify(host, challenge_id, code).kind == "dead"  # even the right code, now
+    assert verify(host, challenge_id, code).kind == "exhausted"  # even the right code, now
 
 
 # --------------------------------------------------------------------------- 3. resends
 
 
 def _resend_race(host: Any, clock: Any, challenge_id: int) -> tuple[list[Any], list[Challenge]]:
+    """Resend ``challenge_id`` from RESENDS threads at once; the results, and every
+    challenge row left (a guard keeps one live row, replaced in place under a new id)."""
     clock.advance(seconds=RESEND_COOLDOWN.total_seconds() + 1)
     results = all_at_once(RESENDS, lambda: resend(host, challenge_id))
-    with Session(host.engine) as session:
-        newer = list(
-            session.exec(
-                select(Challenge)
-                .where(col(Challenge.id) > challenge_id)
-                .order_by(col(Challenge.id))
-            )
-        )
-    return results, newer
+    return results, rows(host, Challenge)
 
 
 def test_simultaneous_resends_stay_within_the_hourly_cap(
     host: Any, clock: Any, pending: Pending
 ) -> None:
     challenge_id = pending.challenge_id
-    results, newer = _resend_race(host, clock, challenge_id)
+    results, left = _resend_race(host, clock, challenge_id)
 
-    issued = [result.challenge_id for result in results if not result.wait]
-    assert issued and set(issued) == {fresh.id for fresh in newer}
+    # A resend either issued a code, waits for the cooldown, or found its code replaced
+    # by a racing one (no challenge id): never a second code within the cooldown.
+    issued = [r.challenge_id for r in results if r.challenge_id is not None and not r.wait]
+    assert len(issued) == 1
     # The hourly cap of mails per dossier is one atomic counter: never exceeded.
     assert len(validation_mails(host)) <= LOOKUP_DOSSIER_MAILS.limit
     # Every refusal is a cooldown wait on the same challenge.
     assert all(r.challenge_id == challenge_id for r in results if r.wait)
-    # Each resend killed the older codes, even racing: one code of the dossier stays live.
-    assert [fresh.id for fresh in newer if fresh.consumed_at is None] == [newer[-1].id]
-    assert challenge(host, challenge_id).consumed_at is not None
+    # Each resend replaced the older code, even racing: one code of the dossier stays live,
+    # under the id the last resend returned; the first code's id is gone.
+    assert [row.id for row in left if row.consumed_at is None] == issued
+    assert challenge_id not in {row.id for row in left}
 
 
 def test_simultaneous_resends_issue_one_code_per_cooldown(
     host: Any, clock: Any, pending: Pending
 ) -> None:
     challenge_id = pending.challenge_id
-    results, newer = _resend_race(host, clock, challenge_id)
+    results, left = _resend_race(host, clock, challenge_id)
 
-    assert len(newer) == 1, f"{len(newer)} new challenges from {RESENDS} resends"
-    assert sum(not result.wait for result in results) == 1
+    assert len(left) == 1, f"{len(left)} challenges after {RESENDS} resends"
+    assert sum(r.challenge_id is not None and not r.wait for r in results) == 1
     assert len(validation_mails(host)) == 2  # the lookup's, then one resend
 
 
-def test_resending_the_same_form_twice_waits_for_the_cooldown(
+def test_resending_the_same_form_twice_sends_one_code(
     host: Any, clock: Any, client: Any, pending: Pending
 ) -> None:
     clock.advance(seconds=RESEND_COOLDOWN.total_seconds() + 1)
@@ -293,7 +294,9 @@ def test_resending_the_same_form_twice_waits_for_the_cooldown(
     assert first.status_code == 200, first.text
     clock.advance(seconds=1)
     second = post(client, "/hors-compte/validation", form)  # the same form, a second later
-    assert second.status_code == 429, f"second resend answered {second.status_code}"
+    # Its code was replaced by the first resend: it says so and mails nothing.
+    assert second.status_code == 400, f"second resend answered {second.status_code}"
+    assert "Un code plus récent" in second.text
     assert len(validation_mails(host)) == 2
 
 
@@ -333,7 +336,7 @@ def test_lookup_statements_are_the_same_whatever_matches(
     print(f"\nlookup POST statements: {counts}")
     assert len(set(counts.values())) == 1, counts
     # The very same statements, but where a match queues its mail a miss writes an audit
-    # record (see lookup.send_code).
+    # record (see lookup.start.issue_code).
     assert shapes["unknown email"] == shapes["known email, wrong code"] == shapes["right pair"]
     assert len(validation_mails(host)) == 1  # only the right pair mailed a code
 

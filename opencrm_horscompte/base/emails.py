@@ -6,13 +6,17 @@ Unicode case folding and compatibility forms could make two *different* addresse
 ``a``). Addresses are kept in NFC, canonical composition, which only joins texts Unicode
 defines as the same; an address whose compatibility form differs (fullwidth letters,
 ligatures, superscripts) is refused rather than matched. Domains are compared in their IDNA
-(punycode) form.
+(punycode) form, per IDNA 2008 with the UTS 46 mapping and *no* transitional processing
+(the ``idna`` package): ``faß.de`` is ``xn--fa-hia.de``, not ``fass.de`` as Python's own
+IDNA 2003 codec would have it, and final sigma (U+03C2) stays distinct from sigma (U+03C3).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+import idna
 
 from opencrm_horscompte.base.i18n import N_, Message
 
@@ -41,9 +45,10 @@ class InvalidEmail(ValueError):
 
 def _ascii_domain(domain: str) -> str:
     try:
-        ascii_domain = domain.encode("idna").decode("ascii").lower()
-    except UnicodeError as error:
+        ascii_domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as error:
         raise InvalidEmail(BAD_DOMAIN) from error
+    ascii_domain = ascii_domain.lower()
     labels = ascii_domain.split(".")
     if len(labels) < 2 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
         raise InvalidEmail(BAD_DOMAIN)

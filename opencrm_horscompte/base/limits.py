@@ -4,7 +4,7 @@ strength estimates and the README read them from here)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -23,10 +23,14 @@ IDENTITY_CLIENT = Limit("identity.client", 30, HOUR)
 IDENTITY_SESSION = Limit("identity.session", 10, HOUR)
 IDENTITY_INVITATION = Limit("identity.invitation", 3, DAY)
 
-# Lookup (email + tracking code): per client address, per typed email; validation mails
-# per dossier (first code and resends together: the hourly cap).
+# Lookup (email + tracking code): per client address; lookups that match nothing per typed
+# email (a stranger guessing tracking codes); validation mails per failure guard, i.e. per
+# dossier for a match (first code and resends together: the hourly cap), which only someone
+# holding the email and the tracking code can spend. A match counts LOOKUP_EMAIL_MATCHED
+# instead of LOOKUP_EMAIL, so both paths write the same rows: it limits nothing.
 LOOKUP_CLIENT = Limit("lookup.client", 30, HOUR)
 LOOKUP_EMAIL = Limit("lookup.email", 10, HOUR)
+LOOKUP_EMAIL_MATCHED = Limit("lookup.email.matched", 2**31 - 1, HOUR)
 LOOKUP_DOSSIER_MAILS = Limit("lookup.dossier", 5, HOUR)
 
 # "Code de suivi oublié": per client address, and mails per address.
@@ -52,18 +56,28 @@ CHALLENGE_TOKEN_MAX_AGE = timedelta(hours=2)
 GRANT_MAX_AGE = timedelta(minutes=30)
 
 
-def counted(host: Host, session: Session, limit: Limit, value: str) -> bool:
+def counted(
+    host: Host, session: Session, limit: Limit, value: str, now: datetime | None = None
+) -> bool:
     """Count one event of ``value`` against ``limit``; False past the limit."""
-    return counted_all(host, session, [(limit, value)])
+    return counted_all(host, session, [(limit, value)], now)
 
 
-def counted_all(host: Host, session: Session, events: Sequence[tuple[Limit, str]]) -> bool:
+def counted_all(
+    host: Host,
+    session: Session,
+    events: Sequence[tuple[Limit, str]],
+    now: datetime | None = None,
+) -> bool:
     """Count each event against its limit, all in one statement; False if any is past its
-    limit. The first refusal of each window is audited (once, not on every request)."""
+    limit. The first refusal of each window is audited (once, not on every request).
+    ``now`` defaults to the host clock read here (read it after taking the write lock)."""
     secret = host.secret_keys[-1]
     keyed = [(throttle_key(secret, limit.scope, value), limit) for limit, value in events]
     allowed = True
-    for (_, limit), result in zip(keyed, hit_many(session, keyed, host.now()), strict=True):
+    session.connection()  # begin first: on SQLite the write lock is held before the clock is read
+    moment = host.now() if now is None else now
+    for (_, limit), result in zip(keyed, hit_many(session, keyed, moment), strict=True):
         if result.first_refusal:
             PluginHooks(host).audit(session, THROTTLE_REFUSED, {"scope": limit.scope})
         allowed = allowed and result.allowed

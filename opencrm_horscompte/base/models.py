@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Column, Date, Index, Table, Text
+from sqlalchemy import BigInteger, Column, Date, Index, Table, Text, text
 from sqlmodel import Field, SQLModel
 
 from opencrm_horscompte.base.db import timestamp_column
@@ -60,6 +60,10 @@ class TrackingCode(SQLModel, table=True):
     email_key: str = Field(max_length=320, index=True)
     demarche_title: str = Field(max_length=200)
     locale: str = Field(default="fr", max_length=10)
+    # SHA-256 of the receipt proof kept in the depositing browser's session (the first
+    # receipt view, within minutes of the deposit, claims it): the receipt fragment shows
+    # the code to that session only.
+    receipt_proof: str | None = Field(default=None, max_length=64)
 
 
 class AuditRecord(SQLModel, table=True):
@@ -107,17 +111,29 @@ class IdentityChoice(SQLModel, table=True):
 
 
 class Challenge(SQLModel, table=True):
-    """One validation code sent (or, for a lookup that matched nothing, a decoy that behaves
-    the same). Only the code's HMAC is stored. ``guard_key`` names the failure counter the
-    attempts count against: the dossier's, or for a decoy the typed email's."""
+    """The live validation code of one failure guard (or, for a lookup that matched nothing,
+    a decoy that behaves the same). Only the code's HMAC is stored. ``guard_key`` names the
+    failure counter the attempts count against: the dossier's, or for a decoy the pair
+    (typed email, typed tracking code)'s.
+
+    A guard has at most one live (unconsumed) row, enforced by the partial unique index
+    ``ix_horscompte_challenge_live``: a new code for the guard *replaces* it in place (one
+    upsert) under a fresh ``id``, so an older page's carrier finds no row ("replaced") and
+    ids say nothing about a guard's history. Rows leave the index once consumed (used):
+    they never pile up per guard, and the index only covers live rows."""
 
     __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
 
     __tablename__ = "horscompte_challenge"
-    # (guard_key, consumed_at): "kill the guard's older codes" (``guard_key = ? AND
-    # consumed_at IS NULL``) reaches the one open code directly, not every code the guard
-    # ever had (10,000 wrong lookups with one address made it 3 times slower).
-    __table_args__ = (Index("ix_horscompte_challenge_guard_open", "guard_key", "consumed_at"),)
+    __table_args__ = (
+        Index(
+            "ix_horscompte_challenge_live",
+            "guard_key",
+            unique=True,
+            sqlite_where=text("consumed_at IS NULL"),
+            postgresql_where=text("consumed_at IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     dossier_id: int | None = Field(default=None, index=True)

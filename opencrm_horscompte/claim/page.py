@@ -26,7 +26,6 @@ from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
 from opencrm_horscompte.lookup.pages import FAILURES, RESENT, SENT
 from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import resend, verify
-from opencrm_horscompte.settings.store import load_settings
 
 PURPOSE = "claim-challenge"
 ATTACHED = "claim.attached"
@@ -102,10 +101,8 @@ def _start(host: Host, request: Request, user: User) -> Response:
     except LookupInputError as error:
         errors = {k: v for k, v in error.errors.items() if k == "tracking_code"}
         return _page(host, request, 400, errors=errors or {"tracking_code": INVALID_ACCOUNT})
-    with Session(writer(host.engine)) as session, session.begin():
-        settings = load_settings(session)
-        challenge_id = start_lookup(host, session, settings, typed, request.client_addr)
-    return _page(host, request, token=_token(host, user, challenge_id), notice=SENT)
+    started = start_lookup(host, typed, request.client_addr, request.locale)
+    return _page(host, request, token=_token(host, user, started.challenge_id), notice=SENT)
 
 
 def _finish(

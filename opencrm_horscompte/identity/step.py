@@ -11,10 +11,13 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
+from functools import cache
 
+from sqlalchemy import bindparam
+from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.db import upsert_insert, writer
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import N_
@@ -26,7 +29,7 @@ from opencrm_horscompte.base.limits import (
     counted_all,
 )
 from opencrm_horscompte.base.models import IdentityChoice
-from opencrm_horscompte.base.paths import DECLINE_PATH
+from opencrm_horscompte.base.paths import DECLINE_PATH, is_local_path
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
@@ -39,6 +42,7 @@ DECLINE_PURPOSE = "identity-decline"
 DECLINE_MAX_AGE_SECONDS = 6 * 3600
 SESSION_ID_KEY = "horscompte.sid"
 INVITATION_MAIL = plugin_mail("invitation", "Invitation à se connecter (mode discret)")
+NO_INVITATION = "identity.no_invitation"
 
 
 def _draft_ref(host: Host, draft: str) -> str:
@@ -58,16 +62,36 @@ def _within_limits(host: Host, session: Session, request: Request) -> bool:
 
 
 def _invite_by_mail(
-    host: Host, session: Session, email: str, demarche: Demarche, locale: str
+    host: Host, email: str, demarche: Demarche, locale: str, *, account: bool
 ) -> None:
-    """Discreet mode: the address, not the screen, learns that an account exists."""
-    if not counted(host, session, IDENTITY_INVITATION, email_key(email)):
-        return
+    """Discreet mode: the address, not the screen, learns that an account exists.
+
+    The same work whether or not ``account``: the mail is rendered (before the write
+    transaction), the address's invitation counter counted, and the mail queued, or an
+    audit record written in its place (issue 8, finding 4: no timing difference)."""
     context = {
         "demarche_title": demarche.title,
         "login_url": host.absolute_url(host.login_url("/")),
     }
-    host.queue_mail(session, render_mail(host, email, INVITATION_MAIL, context, locale))
+    mail = render_mail(host, email, INVITATION_MAIL, context, locale)
+    with Session(writer(host.engine)) as session, session.begin():
+        allowed = counted(host, session, IDENTITY_INVITATION, email_key(email))
+        if account and allowed:
+            host.queue_mail(session, mail)
+        else:
+            PluginHooks(host).audit(session, NO_INVITATION)
+
+
+_CHOICES = IdentityChoice.__table__
+
+
+@cache
+def _remember_choice(dialect: str) -> Executable:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a double click on "Continuer sans
+    compte" records one choice (and counts one decline) and raises nothing."""
+    values = {column.name: bindparam(column.name, type_=column.type) for column in _CHOICES.c}
+    insert = upsert_insert(dialect, _CHOICES).values(values).on_conflict_do_nothing()
+    return insert.returning(_CHOICES.c.draft_ref)
 
 
 def _proposal(
@@ -103,7 +127,7 @@ def identity_step(
     draft, next_url = identity.get("draft", ""), identity.get("continue_url", "")
     if request.user is not None or not demarche.open_without_account or not draft:
         return None
-    if not next_url.startswith("/") or next_url.startswith("//"):
+    if not is_local_path(next_url):
         return None
     try:
         email = normalize_email(identity.get("email", ""))
@@ -119,14 +143,13 @@ def identity_step(
         if not _within_limits(host, session, request):
             return None
     # Outside any transaction: the account source may be a slow directory (LDAP...).
-    exists = PluginHooks(host).account_exists(email)
-    with Session(writer(host.engine)) as session, session.begin():  # same statement either way
-        count(session, host.now(), proposals_shown=int(exists))
-    if not exists:
-        return None
+    account = PluginHooks(host).account_exists(email)
     if settings.identity_discreet_mode:
-        with Session(writer(host.engine)) as session, session.begin():
-            _invite_by_mail(host, session, email, demarche, request.locale)
+        _invite_by_mail(host, email, demarche, request.locale, account=account)
+        return None
+    with Session(writer(host.engine)) as session, session.begin():  # same statement either way
+        count(session, host.now(), proposals_shown=int(account))
+    if not account:
         return None
     return IdentityDecision("propose_login", _proposal(host, request, demarche, identity, email))
 
@@ -147,12 +170,16 @@ def decline(host: Host, request: Request) -> Response:
         )
         return Response.html(body, status=400)
     draft, next_url = str(carried["draft"]), str(carried["next"])
-    with Session(writer(host.engine)) as session, session.begin():
-        ref = _draft_ref(host, draft)
-        if session.get(IdentityChoice, ref) is None:
-            who = carried.get("who") if isinstance(carried.get("who"), str) else None
-            session.add(
-                IdentityChoice(draft_ref=ref, choice="declined", at=host.now(), subject_hash=who)
-            )
-            count(session, host.now(), proposals_declined=1)
+    if not is_local_path(next_url):  # signed by us, checked again all the same
+        next_url = "/"
+    who = carried.get("who") if isinstance(carried.get("who"), str) else None
+    with writer(host.engine).begin() as connection:
+        row = {
+            "draft_ref": _draft_ref(host, draft),
+            "choice": "declined",
+            "at": host.now(),
+            "subject_hash": who,
+        }
+        first = connection.execute(_remember_choice(connection.dialect.name), row).first()
+        count(connection, host.now(), proposals_declined=int(first is not None))
     return Response.redirect(next_url)

@@ -17,7 +17,7 @@ from opencrm_horscompte.base.limits import (
     CHALLENGE_TOKEN_MAX_AGE,
     FORGOTTEN_CLIENT,
     FORGOTTEN_EMAIL,
-    counted,
+    counted_all,
 )
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.paths import FORGOTTEN_PATH, LOOKUP_PATH, VALIDATE_PATH
@@ -52,9 +52,19 @@ EXPIRED = N_(
 FAILURES: dict[str, Message] = {
     "wrong": N_("Ce code n'est pas le bon. Vérifiez le dernier courriel reçu et recommencez."),
     "malformed": N_("Saisissez le code à chiffres reçu par courriel."),
-    "dead": N_(
-        "Ce code n'est plus valable : il a expiré, a déjà servi, a été remplacé par un "
-        "plus récent ou a reçu trop d'essais. Demandez un nouveau code."
+    "expired": N_("Ce code a expiré. Demandez un nouveau code avec le bouton ci-dessous."),
+    "used": N_(
+        "Ce code a déjà servi. Pour revoir votre dossier, recommencez la recherche avec "
+        "votre adresse électronique et votre code de suivi."
+    ),
+    "replaced": N_(
+        "Un code plus récent vous a été envoyé : celui-ci ne sert plus. Recommencez la "
+        "recherche avec votre adresse électronique et votre code de suivi pour recevoir un "
+        "nouveau code."
+    ),
+    "exhausted": N_(
+        "Ce code a reçu trop d'essais erronés et ne sert plus. Demandez un nouveau code "
+        "avec le bouton ci-dessous."
     ),
 }
 
@@ -137,13 +147,14 @@ def lookup(host: Host, request: Request) -> Response:
     except LookupInputError as error:
         shown = {"email": request.form.get("email", "")[:320]}
         return _lookup_form(host, request, shown, error.errors, 400)
-    with Session(writer(host.engine)) as session, session.begin():
-        settings = load_settings(session)
-        challenge_id = start_lookup(host, session, settings, typed, request.client_addr)
-    expiry = settings.validation_code_expiry_minutes
-    sent_to = mask_email(typed.email)
+    started = start_lookup(host, typed, request.client_addr, request.locale)
     return _validation_form(
-        host, request, challenge_id, expiry=expiry, sent_to=sent_to, notice=SENT
+        host,
+        request,
+        started.challenge_id,
+        expiry=started.expiry_minutes,
+        sent_to=mask_email(typed.email),
+        notice=SENT,
     )
 
 
@@ -170,9 +181,9 @@ def validate(host: Host, request: Request) -> Response:
         return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
     sent_to = _sent_to(host, request)
     if request.form.get("action") == "resend":
-        resent = resend(host, challenge_id)
-        if resent.challenge_id is None:
-            return _lookup_form(host, request, {}, {}, 200)
+        resent = resend(host, challenge_id, request.locale)
+        if resent.challenge_id is None:  # replaced by a newer code
+            return _lookup_form(host, request, {}, {"email": FAILURES["replaced"]}, 400)
         if resent.wait:
             error = N_(
                 "Un code vient d'être envoyé : patientez %(duration)s avant d'en demander "
@@ -219,7 +230,7 @@ def forgotten(host: Host, request: Request) -> Response:
         shown = {"email": request.form.get("email", "")[:320]}
         return _forgotten_form(host, request, values=shown, errors={"email": error.message})
     key = email_key(email)
-    with Session(writer(host.engine)) as session, session.begin():
+    with Session(host.engine) as session:
         rows = list(
             session.exec(
                 select(TrackingCode)
@@ -227,20 +238,28 @@ def forgotten(host: Host, request: Request) -> Response:
                 .order_by(col(TrackingCode.issued_at))
             )
         )
-        allowed = counted(host, session, FORGOTTEN_CLIENT, request.client_addr) & counted(
-            host, session, FORGOTTEN_EMAIL, key
-        )
-        if allowed and rows:
-            dossiers = [
-                {
-                    "demarche_title": row.demarche_title,
-                    "date": moment(host, row.issued_at, "date"),
-                    "tracking_code": format_tracking_code(row.code),
-                }
-                for row in rows
-            ]
-            context = {"dossiers": dossiers, "lookup_url": host.absolute_url(LOOKUP_PATH)}
-            mail = render_mail(host, rows[-1].email, FORGOTTEN_MAIL, context, request.locale)
+    # Rendered before the write transaction, and for an address without dossiers too (a
+    # list of one placeholder, never sent): the same work whether or not it has dossiers.
+    dossiers = [
+        {
+            "demarche_title": row.demarche_title,
+            "date": moment(host, row.issued_at, "date"),
+            "tracking_code": format_tracking_code(row.code),
+        }
+        for row in rows
+    ] or [
+        {
+            "demarche_title": "-",
+            "date": moment(host, host.now(), "date"),
+            "tracking_code": "XXXX-XXXX-XXXX",
+        }
+    ]
+    context = {"dossiers": dossiers, "lookup_url": host.absolute_url(LOOKUP_PATH)}
+    to = rows[-1].email if rows else email
+    mail = render_mail(host, to, FORGOTTEN_MAIL, context, request.locale)
+    limits = [(FORGOTTEN_CLIENT, request.client_addr), (FORGOTTEN_EMAIL, key)]
+    with Session(writer(host.engine)) as session, session.begin():
+        if counted_all(host, session, limits) and rows:
             host.queue_mail(session, mail)
         else:
             PluginHooks(host).audit(session, FORGOTTEN_MISS)

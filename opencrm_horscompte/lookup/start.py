@@ -2,9 +2,24 @@
 
 Enumeration resistance: whatever the email and code match (nothing, another dossier's
 code, the right pair) and whether or not a limit was reached, the citizen gets the same
-page and the database the same statements. A lookup that matches nothing creates a *decoy*
-challenge, which the validation page treats exactly like a real one (attempts, backoff,
-lock), and records an audit event where a real lookup queues its mail.
+page, the database the same statements and the CPU the same work (the validation mail is
+rendered on both paths). A lookup that matches nothing issues a *decoy* challenge, which the
+validation page treats exactly like a real one (attempts, backoff, lock), and records an
+audit event where a real lookup queues its mail.
+
+Failure guards: a real challenge counts its wrong codes against the dossier's guard; a decoy
+against the guard of the pair (typed email, typed tracking code). A stranger who knows only
+the email can therefore put nothing into the state a right tracking code would meet: the
+guard of a pair is touched only by lookups of that very pair.
+
+Limits: every lookup counts against its client address. A miss counts against the typed
+email (how a stranger guesses tracking codes); a match only against its dossier's hourly
+mail cap, which only someone holding the email *and* the tracking code can spend. Both
+paths count three keys in one statement, so they write the same rows.
+
+A guard has one live challenge at most: issuing a new code replaces it in place (one
+upsert on a partial unique index over live rows), so wrong lookups never pile up rows that
+a later lookup would have to scan.
 """
 
 from __future__ import annotations
@@ -15,11 +30,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from functools import cache
+from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
+from opencrm_horscompte.base.db import upsert_insert, writer
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import N_, Message
@@ -27,18 +46,20 @@ from opencrm_horscompte.base.limits import (
     LOOKUP_CLIENT,
     LOOKUP_DOSSIER_MAILS,
     LOOKUP_EMAIL,
+    LOOKUP_EMAIL_MATCHED,
     counted_all,
 )
 from opencrm_horscompte.base.models import Challenge, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import render_mail
-from opencrm_horscompte.base.throttle import throttle_key
-from opencrm_horscompte.hookspecs.host import Host, MailTemplate
+from opencrm_horscompte.base.throttle import Limit, throttle_key
+from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate
 from opencrm_horscompte.settings.mail_templates import (
     DEFAULT_VALIDATION_TEMPLATE,
     available_templates,
 )
 from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.stats.counters import count
 from opencrm_horscompte.tracking.codes import (
     SPECIAL,
@@ -46,6 +67,7 @@ from opencrm_horscompte.tracking.codes import (
     could_be_tracking_code,
     generate_validation_code,
     normalize_tracking_code,
+    strip_separators,
 )
 
 MAX_TYPED_CODE = 100
@@ -94,11 +116,22 @@ def guard_key(host: Host, subject: str) -> str:
     return throttle_key(host.secret_keys[-1], "guard", subject)
 
 
+def dossier_guard(host: Host, dossier_id: int) -> str:
+    return guard_key(host, f"dossier:{dossier_id}")
+
+
+def pair_guard(host: Host, key: str, typed_code: str) -> str:
+    """The decoy guard of (email key, tracking code as typed, separators aside). Nothing is
+    case-folded: two typings lead to the same guard exactly when they would both match or
+    both miss, whatever the dossier's policy."""
+    return guard_key(host, f"pair:{key}\0{strip_separators(typed_code)}")
+
+
 def code_hmac(key: bytes, guard: str, code: str) -> str:
     return hmac.new(key, f"{guard}\0{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def _matching(rows: Sequence[IssuedCode], typed: str) -> IssuedCode | None:
+def _matching(rows: Sequence[Any], typed: str) -> Any:
     """The row whose code ``typed`` is, comparing every candidate in constant time."""
     found = None
     for row in rows:
@@ -120,25 +153,33 @@ _CHALLENGES = Challenge.__table__
 _STAMP = _CHALLENGES.c.created_at.type
 
 # Prebuilt Core statements (compiled once, cached): a lookup's hot path.
-_CANDIDATES = select(
+_TARGET_COLUMNS = (
     _CODES.c.dossier_id,
     _CODES.c.code,
     _CODES.c.policy_json,
     _CODES.c.email,
     _CODES.c.demarche_title,
     _CODES.c.locale,
-).where(_CODES.c.email_key == bindparam("email_key", type_=_CODES.c.email_key.type))
-_KILL_OLDER = (
-    update(_CHALLENGES)
-    .where(
-        _CHALLENGES.c.guard_key == bindparam("guard", type_=_CHALLENGES.c.guard_key.type),
-        _CHALLENGES.c.consumed_at.is_(None),
-    )
-    .values(consumed_at=bindparam("now", type_=_STAMP))
 )
-_INSERT_CHALLENGE = (
-    insert(_CHALLENGES)
-    .values(
+_CANDIDATES = select(*_TARGET_COLUMNS).where(
+    _CODES.c.email_key == bindparam("email_key", type_=_CODES.c.email_key.type)
+)
+_TARGET_OF_DOSSIER = select(*_TARGET_COLUMNS).where(
+    _CODES.c.dossier_id == bindparam("dossier_id", type_=_CODES.c.dossier_id.type)
+)
+
+
+@cache
+def _issue_statement(dialect: str) -> Executable:
+    """Insert the guard's live challenge, or replace it in place under a fresh id (the old
+    carrier then finds no row: "replaced"); returns the id. One statement, one index probe
+    on the live rows, whatever piled up before."""
+    if dialect == "postgresql":
+        sequence = func.pg_get_serial_sequence(_CHALLENGES.name, "id")
+        fresh_id: Any = func.nextval(sequence)
+    else:  # SQLite: the write lock is held, rowids above the current maximum are free
+        fresh_id = select(func.max(_CHALLENGES.c.id) + 1).scalar_subquery()
+    insert = upsert_insert(dialect, _CHALLENGES).values(
         dossier_id=bindparam("dossier_id", type_=_CHALLENGES.c.dossier_id.type),
         guard_key=bindparam("guard", type_=_CHALLENGES.c.guard_key.type),
         code_hmac=bindparam("code_hmac", type_=_CHALLENGES.c.code_hmac.type),
@@ -146,88 +187,124 @@ _INSERT_CHALLENGE = (
         expires_at=bindparam("expires_at", type_=_STAMP),
         attempts=0,
     )
-    .returning(_CHALLENGES.c.id)
-)
+    return insert.on_conflict_do_update(
+        index_elements=[_CHALLENGES.c.guard_key],
+        index_where=_CHALLENGES.c.consumed_at.is_(None),
+        set_={
+            "id": fresh_id,
+            "dossier_id": insert.excluded.dossier_id,
+            "code_hmac": insert.excluded.code_hmac,
+            "created_at": insert.excluded.created_at,
+            "expires_at": insert.excluded.expires_at,
+            "attempts": 0,
+        },
+    ).returning(_CHALLENGES.c.id)
 
 
-class IssuedCode(Protocol):
-    """What the lookup reads of a tracking code (a ``TrackingCode`` or a row of it)."""
+@dataclass(frozen=True)
+class PreparedCode:
+    """A validation code made, hashed and its mail rendered *before* the write transaction
+    (nothing slow under the write lock). ``target`` is None for a decoy, whose mail is
+    rendered all the same (equal CPU work) and never queued."""
 
-    dossier_id: int
-    code: str
-    policy_json: str
-    email: str
-    demarche_title: str
-    locale: str
+    guard: str
+    dossier_id: int | None
+    code_hmac: str
+    mail: MailMessage
+    expiry: timedelta
 
 
-def _new_challenge(
-    host: Host, session: Session, settings: Settings, guard: str, dossier_id: int | None
-) -> tuple[int, str, datetime]:
-    """Kill the guard's older codes and store a new one (its HMAC only); its id, code and
-    expiry."""
-    now = host.now()
-    connection = session.connection()
-    connection.execute(_KILL_OLDER, {"guard": guard, "now": now})
+def prepare_code(
+    host: Host, settings: Settings, target: Any, guard: str, decoy_to: str, locale: str
+) -> PreparedCode:
     code = generate_validation_code(settings.validation_code_length)
-    expires_at = now + timedelta(minutes=settings.validation_code_expiry_minutes)
+    context = {
+        "code": code,
+        "expiry_minutes": settings.validation_code_expiry_minutes,
+        "demarche_title": target.demarche_title if target is not None else "",
+        "lookup_url": host.absolute_url(LOOKUP_PATH),
+    }
+    template = validation_template(host, settings)
+    to, mail_locale = (target.email, target.locale) if target is not None else (decoy_to, locale)
+    return PreparedCode(
+        guard=guard,
+        dossier_id=target.dossier_id if target is not None else None,
+        code_hmac=code_hmac(host.secret_keys[-1], guard, code),
+        mail=render_mail(host, to, template, context, mail_locale),
+        expiry=timedelta(minutes=settings.validation_code_expiry_minutes),
+    )
+
+
+def issue_code(
+    host: Host, session: Session, prepared: PreparedCode, now: datetime, *, mail: bool
+) -> int:
+    """Store ``prepared`` as its guard's live challenge (replacing the older one), then
+    queue its mail when ``mail`` (a real target within its limits), else write the audit
+    record that stands where the mail would. Two statements either way; the challenge id."""
+    connection = session.connection()
+    expires_at = now + prepared.expiry
     params = {
-        "dossier_id": dossier_id,
-        "guard": guard,
-        "code_hmac": code_hmac(host.secret_keys[-1], guard, code),
+        "dossier_id": prepared.dossier_id,
+        "guard": prepared.guard,
+        "code_hmac": prepared.code_hmac,
         "now": now,
         "expires_at": expires_at,
     }
-    challenge_id: int = connection.execute(_INSERT_CHALLENGE, params).scalar_one()
-    return challenge_id, code, expires_at
-
-
-def send_code(
-    host: Host,
-    session: Session,
-    settings: Settings,
-    target: IssuedCode | None,
-    guard: str,
-    *,
-    mail: bool,
-) -> int:
-    """A new validation code for ``target``, mailed (to the address stored at deposit) when
-    ``mail`` is true; a decoy for ``None``. A code not mailed (a limit was reached) still
-    names its dossier, so a resend after the limit's window mails a real one. Same
-    statements either way: the audit record stands where the mail would."""
-    challenge_id, code, expires_at = _new_challenge(
-        host, session, settings, guard, target.dossier_id if target else None
+    challenge_id = int(
+        connection.execute(_issue_statement(connection.dialect.name), params).scalar_one()
     )
-    if target is not None and mail:
-        context = {
-            "code": code,
-            "expiry_minutes": settings.validation_code_expiry_minutes,
-            "demarche_title": target.demarche_title,
-            "lookup_url": host.absolute_url(LOOKUP_PATH),
-        }
-        template = validation_template(host, settings)
-        message = render_mail(host, target.email, template, context, target.locale)
+    if mail and prepared.dossier_id is not None:
         # useless once the code expires, and replaced by the next code of the same guard
-        message = replace(message, useless_after=expires_at, replaces=f"horscompte.code:{guard}")
+        message = replace(
+            prepared.mail,
+            useless_after=expires_at,
+            replaces=f"horscompte.code:{prepared.guard}",
+        )
         host.queue_mail(session, message)
     else:
         PluginHooks(host).audit(session, LOOKUP_MISS, {"challenge": challenge_id})
     return challenge_id
 
 
-def start_lookup(
-    host: Host, session: Session, settings: Settings, typed: LookupInput, client: str
-) -> int:
-    """Count the attempt, find the dossier, and send its code (or a decoy's).
+def read_target(connection: Connection, dossier_id: int | None) -> Any:
+    if dossier_id is None:
+        return None
+    row: Any = connection.execute(_TARGET_OF_DOSSIER, {"dossier_id": dossier_id}).first()
+    return row
 
-    Every limit is counted whatever matched, in one statement, so a match and a miss cost
-    the same statements: settings, candidates, counters, older codes, new code, mail/audit.
+
+@dataclass(frozen=True)
+class Started:
+    challenge_id: int
+    expiry_minutes: int
+
+
+def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> Started:
+    """Find the dossier, count the attempt and issue its code (or a decoy's).
+
+    Five statements whatever matched: settings and candidates (read, before the write
+    lock), then the counters, the challenge and the mail or audit record (one short write
+    transaction). The code is drawn, hashed and its mail rendered between the two.
     """
     key = email_key(typed.email)
-    candidates = list(session.connection().execute(_CANDIDATES, {"email_key": key}))
+    with host.engine.connect() as connection:
+        settings = load_settings(connection)
+        candidates = connection.execute(_CANDIDATES, {"email_key": key}).all()
     target = _matching(candidates, typed.tracking_code)
-    guard = guard_key(host, f"dossier:{target.dossier_id}" if target else f"email:{key}")
-    limits = [(LOOKUP_CLIENT, client), (LOOKUP_EMAIL, key), (LOOKUP_DOSSIER_MAILS, guard)]
-    allowed = counted_all(host, session, limits)
-    count(session, host.now(), lookups=1, codes_sent=int(target is not None and allowed))
-    return send_code(host, session, settings, target, guard, mail=allowed)
+    limits: list[tuple[Limit, str]] = [(LOOKUP_CLIENT, client)]
+    if target is not None:
+        guard = dossier_guard(host, target.dossier_id)
+        limits.append((LOOKUP_EMAIL_MATCHED, key))
+    else:
+        guard = pair_guard(host, key, typed.tracking_code)
+        limits.append((LOOKUP_EMAIL, key))
+    limits.append((LOOKUP_DOSSIER_MAILS, guard))
+    prepared = prepare_code(host, settings, target, guard, typed.email, locale)
+    with writer(host.engine).connect() as connection, connection.begin():
+        session = Session(bind=connection)
+        now = host.now()  # read under the write lock (SQLite), not before it
+        allowed = counted_all(host, session, limits, now)
+        sent = target is not None and allowed
+        count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
+        challenge_id = issue_code(host, session, prepared, now, mail=allowed)
+    return Started(challenge_id, settings.validation_code_expiry_minutes)

@@ -3,8 +3,14 @@
 Check-and-consume is race-free: one conditional ``UPDATE`` takes an attempt only while the
 code is unused, unexpired, under its attempt limit and its guard is not in backoff or
 locked; a second conditional ``UPDATE`` consumes it, so of N concurrent right answers
-exactly one wins. Wrong answers count against the guard (the dossier's failure counter),
-which survives resends: exponential backoff, then a lock.
+exactly one wins. Wrong answers count against the guard (the dossier's failure counter, or
+a decoy's), which survives resends: exponential backoff, then a lock.
+
+PostgreSQL (READ COMMITTED) re-checks only the updated row when an ``UPDATE`` waits on a
+lock, so the attempt's ``UPDATE`` also locks the guard row (``FOR UPDATE`` in a CTE) and
+decides on that locked, current version: concurrent wrong codes are checked one after the
+other, each seeing the failures counted before it. On SQLite the write lock serialises
+them; ``now`` is read once the lock is held, never before.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Literal
 
-from sqlalchemy import bindparam, case, delete, exists, update
+from sqlalchemy import bindparam, case, delete, exists, literal, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from opencrm_horscompte.base.db import upsert_insert, writer
 from opencrm_horscompte.base.limits import (
@@ -32,22 +38,28 @@ from opencrm_horscompte.base.limits import (
     RESEND_COOLDOWN,
     counted,
 )
-from opencrm_horscompte.base.models import Challenge, FailureGuard, TrackingCode, utc
+from opencrm_horscompte.base.models import Challenge, FailureGuard, utc
 from opencrm_horscompte.base.throttle import hit, throttle_key
 from opencrm_horscompte.hookspecs.host import Host
-from opencrm_horscompte.lookup.start import code_hmac, send_code
+from opencrm_horscompte.lookup.start import code_hmac, issue_code, prepare_code, read_target
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.stats.counters import count
 
 MAX_TYPED_LENGTH = 32
-OutcomeKind = Literal["granted", "wrong", "malformed", "dead", "wait", "locked"]
+OutcomeKind = Literal[
+    "granted", "wrong", "malformed", "expired", "used", "replaced", "exhausted", "wait", "locked"
+]
+# A failure that earns no wait leaves the guard's ``not_before`` this far in the past, so a
+# concurrent request whose clock was read a little earlier is not told to wait.
+NO_WAIT_SLACK = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
 class Outcome:
     """``granted`` (``dossier_id`` set), ``wrong``, ``malformed`` (not digits: nothing
-    counted), ``dead`` (expired, used, replaced or out of attempts), ``wait`` / ``locked``
-    (the guard's backoff or lock: ``wait`` says how long)."""
+    counted); the code is dead: ``expired``, ``used``, ``replaced`` (a newer code was
+    sent), ``exhausted`` (too many wrong tries on it); the guard refuses: ``wait`` /
+    ``locked`` (``wait`` says how long). Decoys reach them by the same rules."""
 
     kind: OutcomeKind
     dossier_id: int | None = None
@@ -76,20 +88,54 @@ _STAMP = _CHALLENGE.c.created_at.type
 _NOW = bindparam("now", type_=_STAMP)
 _ID = bindparam("challenge_id", type_=_CHALLENGE.c.id.type)
 _GUARD_KEY = bindparam("guard", type_=_GUARD.c.key.type)
-
-# Prebuilt Core statements (compiled once, cached): this is the hot path of a lookup.
-_TAKE_ATTEMPT = (
-    update(_CHALLENGE)
-    .where(
-        _CHALLENGE.c.id == _ID,
-        _CHALLENGE.c.consumed_at.is_(None),
-        _CHALLENGE.c.attempts < ATTEMPTS_PER_CODE,
-        _CHALLENGE.c.expires_at > _NOW,
-        ~exists().where(_GUARD.c.key == _CHALLENGE.c.guard_key, _GUARD.c.not_before > _NOW),
-    )
-    .values(attempts=_CHALLENGE.c.attempts + 1)
-    .returning(_CHALLENGE.c.code_hmac, _CHALLENGE.c.guard_key, _CHALLENGE.c.dossier_id)
+_LIVE = (
+    _CHALLENGE.c.id == _ID,
+    _CHALLENGE.c.consumed_at.is_(None),
+    _CHALLENGE.c.attempts < ATTEMPTS_PER_CODE,
+    _CHALLENGE.c.expires_at > _NOW,
 )
+
+
+@cache
+def _take_attempt_statement(dialect: str) -> Executable:
+    """Take one attempt on a live code whose guard is not waiting; returns what the check
+    needs. On PostgreSQL the guard row is locked first (a materialised ``FOR UPDATE`` CTE)
+    and the wait is decided on that locked, latest version of it."""
+    returning = (_CHALLENGE.c.code_hmac, _CHALLENGE.c.guard_key, _CHALLENGE.c.dossier_id)
+    if dialect != "postgresql":
+        waiting = exists().where(_GUARD.c.key == _CHALLENGE.c.guard_key, _GUARD.c.not_before > _NOW)
+        return (
+            update(_CHALLENGE)
+            .where(*_LIVE, ~waiting)
+            .values(attempts=_CHALLENGE.c.attempts + 1)
+            .returning(*returning)
+        )
+    # The guard row is upserted (created with no failure if absent) rather than selected
+    # FOR UPDATE: it is then locked before the challenge row in every transaction, even the
+    # first one, so concurrent attempts queue on it in one order and cannot deadlock.
+    owner = _CHALLENGE.alias("owner")
+    guard_row = select(
+        owner.c.guard_key, literal(0, _GUARD.c.failures.type), bindparam("stale", type_=_STAMP)
+    ).where(owner.c.id == _ID)
+    insert = upsert_insert(dialect, _GUARD).from_select(
+        ["key", "failures", "not_before"], guard_row
+    )
+    locked = (
+        insert.on_conflict_do_update(
+            index_elements=[_GUARD.c.key], set_={"failures": _GUARD.c.failures}
+        )
+        .returning(_GUARD.c.not_before)
+        .cte("locked_guard")
+    )
+    waiting = exists().select_from(locked).where(locked.c.not_before > _NOW)
+    return (
+        update(_CHALLENGE)
+        .where(*_LIVE, ~waiting)
+        .values(attempts=_CHALLENGE.c.attempts + 1)
+        .returning(*returning)
+    )
+
+
 _CONSUME = (
     update(_CHALLENGE)
     .where(_CHALLENGE.c.id == _ID, _CHALLENGE.c.consumed_at.is_(None))
@@ -98,10 +144,19 @@ _CONSUME = (
 )
 _FORGET_GUARD = delete(_GUARD).where(_GUARD.c.key == _GUARD_KEY)
 _WHY = (
-    select(_GUARD.c.failures, _GUARD.c.not_before)
-    .select_from(_CHALLENGE.join(_GUARD, _GUARD.c.key == _CHALLENGE.c.guard_key))
+    select(
+        _CHALLENGE.c.consumed_at,
+        _CHALLENGE.c.attempts,
+        _CHALLENGE.c.expires_at,
+        _GUARD.c.failures,
+        _GUARD.c.not_before,
+    )
+    .select_from(_CHALLENGE.outerjoin(_GUARD, _GUARD.c.key == _CHALLENGE.c.guard_key))
     .where(_CHALLENGE.c.id == _ID)
 )
+_CHALLENGE_OF = select(
+    _CHALLENGE.c.created_at, _CHALLENGE.c.guard_key, _CHALLENGE.c.dossier_id
+).where(_CHALLENGE.c.id == _ID)
 
 
 @cache
@@ -111,7 +166,7 @@ def _count_failure_statement(dialect: str) -> Executable:
     waits = {n: bindparam(f"wait_{n}", type_=_STAMP) for n in range(1, LOCK_AFTER_FAILURES + 1)}
     insert = upsert_insert(dialect, _GUARD)
     return (
-        insert.values(key=_GUARD_KEY, failures=1, not_before=_NOW)
+        insert.values(key=_GUARD_KEY, failures=1, not_before=bindparam("wait_1", type_=_STAMP))
         .on_conflict_do_update(
             index_elements=[_GUARD.c.key],
             set_={
@@ -123,32 +178,49 @@ def _count_failure_statement(dialect: str) -> Executable:
     )
 
 
+def _not_before(failures: int, now: datetime) -> datetime:
+    wait = backoff(failures)
+    return now + wait if wait else now - NO_WAIT_SLACK
+
+
 def _count_failure(connection: Connection, guard: str, now: datetime) -> int:
     """Count one failure; the guard's failures after it."""
-    params: dict[str, object] = {"guard": guard, "now": now, "locked": now + LOCK_DURATION}
-    params.update({f"wait_{n}": now + backoff(n) for n in range(1, LOCK_AFTER_FAILURES + 1)})
-    return int(
-        connection.execute(_count_failure_statement(connection.dialect.name), params).scalar_one()
-    )
+    params: dict[str, object] = {"guard": guard, "locked": now + LOCK_DURATION}
+    params.update({f"wait_{n}": _not_before(n, now) for n in range(1, LOCK_AFTER_FAILURES + 1)})
+    statement = _count_failure_statement(connection.dialect.name)
+    return int(connection.execute(statement, params).scalar_one())
 
 
 def _why_refused(connection: Connection, challenge_id: int, now: datetime) -> Outcome:
-    guard = connection.execute(_WHY, {"challenge_id": challenge_id}).first()
-    if guard is not None and utc(guard.not_before) > now:
-        locked = guard.failures >= LOCK_AFTER_FAILURES
-        return Outcome("locked" if locked else "wait", wait=utc(guard.not_before) - now)
-    return Outcome("dead")
+    """Why the attempt was not taken, in the order that tells the citizen what to do."""
+    row = connection.execute(_WHY, {"challenge_id": challenge_id}).first()
+    if row is None:
+        return Outcome("replaced")
+    if row.consumed_at is not None:
+        return Outcome("used")
+    waiting = row.not_before is not None and utc(row.not_before) > now
+    if waiting and row.failures >= LOCK_AFTER_FAILURES:
+        return Outcome("locked", wait=utc(row.not_before) - now)
+    if row.attempts >= ATTEMPTS_PER_CODE:
+        return Outcome("exhausted")
+    if utc(row.expires_at) <= now:
+        return Outcome("expired")
+    if waiting:
+        return Outcome("wait", wait=utc(row.not_before) - now)
+    return Outcome("expired")  # not reached: a live row under no wait takes the attempt
 
 
 def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
-    """Check ``typed`` against the challenge; on success the code is spent."""
+    """Check ``typed`` against the challenge; on success the code is spent. At most three
+    statements: take an attempt, then consume and forget the guard, or count a failure."""
     code = _clean(typed)
     if code is None:
         return Outcome("malformed")
-    now = host.now()
-    ids = {"challenge_id": challenge_id, "now": now}
     with writer(host.engine).begin() as connection:
-        challenge = connection.execute(_TAKE_ATTEMPT, ids).first()
+        now = host.now()  # under the write lock on SQLite (BEGIN IMMEDIATE has run)
+        ids = {"challenge_id": challenge_id, "now": now, "stale": now - NO_WAIT_SLACK}
+        statement = _take_attempt_statement(connection.dialect.name)
+        challenge = connection.execute(statement, ids).first()
         if challenge is None:
             return _why_refused(connection, challenge_id, now)
         guard = challenge.guard_key
@@ -157,7 +229,7 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
         matches = [hmac.compare_digest(answer, challenge.code_hmac) for answer in answers]
         if any(matches) and challenge.dossier_id is not None:
             if connection.execute(_CONSUME, ids).first() is None:
-                return Outcome("dead")
+                return _why_refused(connection, challenge_id, now)
             connection.execute(_FORGET_GUARD, {"guard": guard})
             count(connection, now, validations_ok=1)
             return Outcome("granted", dossier_id=challenge.dossier_id)
@@ -175,34 +247,36 @@ class Resent:
     expiry_minutes: int | None = None
 
 
-def resend(host: Host, challenge_id: int) -> Resent:
-    """A new code for the same dossier (or decoy): kills the older one, keeps the guard's
-    failure count; at most one per ``RESEND_COOLDOWN``, and the hourly cap of mails."""
-    now = host.now()
-    with Session(writer(host.engine)) as session, session.begin():
-        challenge = session.get(Challenge, challenge_id)
+def resend(host: Host, challenge_id: int, locale: str = "fr") -> Resent:
+    """A new code for the same dossier (or decoy): replaces the older one, keeps the guard's
+    failure count; at most one per ``RESEND_COOLDOWN``, and the hourly cap of mails. The
+    mail is rendered for a decoy too, before the write transaction."""
+    with host.engine.connect() as connection:
+        challenge = connection.execute(_CHALLENGE_OF, {"challenge_id": challenge_id}).first()
         if challenge is None:
             return Resent(None)
-        ready_at = utc(challenge.created_at) + RESEND_COOLDOWN
+        settings = load_settings(connection)
+        target = read_target(connection, challenge.dossier_id)
+    ready_at = utc(challenge.created_at) + RESEND_COOLDOWN
+    guard = challenge.guard_key
+    decoy_to = "decoy@invalid.example"
+    prepared = prepare_code(host, settings, target, guard, decoy_to, locale)
+    with Session(writer(host.engine)) as session, session.begin():
+        session.connection()  # BEGIN (IMMEDIATE on SQLite) before the clock is read
+        now = host.now()
         if ready_at > now:
             return Resent(challenge_id, wait=ready_at - now)
         # One resend per guard and cooldown, counted atomically: an older page, or the same
         # form posted twice (even at once), cannot mail a second code within the cooldown.
         cooldown = hit(
             session,
-            throttle_key(host.secret_keys[-1], LOOKUP_RESEND.scope, challenge.guard_key),
+            throttle_key(host.secret_keys[-1], LOOKUP_RESEND.scope, guard),
             LOOKUP_RESEND,
             now,
         )
         if not cooldown.allowed:
             return Resent(challenge_id, wait=cooldown.retry_after)
-        target = None
-        if challenge.dossier_id is not None:
-            target = session.exec(
-                select(TrackingCode).where(TrackingCode.dossier_id == challenge.dossier_id)
-            ).first()
-        settings = load_settings(session)
-        allowed = counted(host, session, LOOKUP_DOSSIER_MAILS, challenge.guard_key)
-        count(session, now, codes_sent=int(target is not None and allowed))
-        fresh = send_code(host, session, settings, target, challenge.guard_key, mail=allowed)
+        allowed = counted(host, session, LOOKUP_DOSSIER_MAILS, guard, now)
+        count(session, now, codes_sent=int(prepared.dossier_id is not None and allowed))
+        fresh = issue_code(host, session, prepared, now, mail=allowed)
         return Resent(fresh, expiry_minutes=settings.validation_code_expiry_minutes)

@@ -8,8 +8,9 @@ import secrets
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
 from opencrm_horscompte.base.db import DriverStatement, upsert_insert, writer
@@ -27,7 +28,8 @@ from opencrm_horscompte.settings.schema import (
 SETTINGS_CHANGED = "settings.changed"
 
 
-_SAVED = select(SettingRow.__table__.c.key, SettingRow.__table__.c.value_json)
+_TABLE = SettingRow.__table__
+_SAVED = select(_TABLE.c.key, _TABLE.c.value_json)
 _VERSION_TABLE = SettingsVersion.__table__
 _VERSION_ID = 1
 _VERSION = select(_VERSION_TABLE.c.token).where(_VERSION_TABLE.c.id == _VERSION_ID)
@@ -38,6 +40,17 @@ _CACHE_SIZE = 32
 # database URL -> the settings this process loaded last (a hint for work done before a
 # transaction opens; :func:`load_settings` inside it has the last word).
 _LATEST: dict[str, Settings] = {}
+
+
+@lru_cache(maxsize=2)
+def _save_statement(dialect: str) -> Executable:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE``: two admins saving at once never collide."""
+    values = {column.name: bindparam(column.name, type_=column.type) for column in _TABLE.c}
+    insert = upsert_insert(dialect, _TABLE).values(values)
+    return insert.on_conflict_do_update(
+        index_elements=[_TABLE.c.key],
+        set_={name: insert.excluded[name] for name in ("value_json", "updated_at", "updated_by")},
+    )
 
 
 def load_settings(
@@ -101,9 +114,14 @@ def ensure_settings_version(engine: Engine) -> None:
 
 
 def _move_version(session: Session) -> None:
-    """A new version token: every process re-reads the settings on its next call."""
-    session.merge(SettingsVersion(id=_VERSION_ID, token=secrets.token_hex(16)))
-    session.flush()  # later reads in this transaction go through the connection
+    """A new version token: every process re-reads the settings on its next call (an
+    upsert: two saves at once never collide)."""
+    connection = session.connection()
+    row = {"id": _VERSION_ID, "token": secrets.token_hex(16)}
+    insert = upsert_insert(connection.dialect.name, _VERSION_TABLE).values(row)
+    connection.execute(
+        insert.on_conflict_do_update(index_elements=["id"], set_={"token": insert.excluded.token})
+    )
 
 
 @lru_cache(maxsize=16)
@@ -139,8 +157,10 @@ def save_settings(host: Host, session: Session, new: Settings, actor: str) -> di
         if old == value:
             continue
         changes[key] = [old, value]
-        session.merge(
-            SettingRow(key=key, value_json=json.dumps(value), updated_at=now, updated_by=actor)
+        connection = session.connection()
+        connection.execute(
+            _save_statement(connection.dialect.name),
+            {"key": key, "value_json": json.dumps(value), "updated_at": now, "updated_by": actor},
         )
     if changes:
         _move_version(session)

@@ -215,9 +215,14 @@ def _is_separator(char: str) -> bool:
     )
 
 
+def strip_separators(typed: str) -> str:
+    """``typed`` without the characters that only separate groups (any policy)."""
+    return "".join(char for char in typed if not _is_separator(char))
+
+
 def normalize_tracking_code(typed: str, policy: CodePolicy) -> str:
     """What the user typed, in the form the code was stored in (see the module docstring)."""
-    code = "".join(char for char in typed if not _is_separator(char))
+    code = strip_separators(typed)
     if not policy.case_sensitive:
         only_lowercase = policy.lowercase and not policy.uppercase
         return code.translate(_TO_LOWER if only_lowercase else _TO_UPPER)
@@ -254,6 +259,18 @@ def example_tracking_code(policy: CodePolicy) -> str:
         picked.append(chars[(used[turn] * 7 + 3) % len(chars)])
         used[turn] += 1
     return "".join(picked)
+
+
+def is_findable(code: str, policy: CodePolicy) -> bool:
+    """Whether a lookup can ever find ``code`` issued under ``policy``: only code characters
+    (digits, ASCII letters, ``! $ * = @``) and exactly what normalising the code as typed
+    gives back (no separator, no case the policy folds away). A third-party generator's
+    candidate that fails this is refused at deposit."""
+    return (
+        bool(code)
+        and all(char in _CODE_CHARACTERS for char in code)
+        and normalize_tracking_code(code, policy) == code
+    )
 
 
 def format_tracking_code(code: str) -> str:

@@ -34,7 +34,7 @@ from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import latest_settings, load_settings
 from opencrm_horscompte.stats.counters import count
-from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code
+from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code, is_findable
 
 MAX_ATTEMPTS = 12
 MAX_CODE_LENGTH = 64
@@ -48,10 +48,18 @@ class TrackingCodeSpaceExhausted(RuntimeError):
     or allow more character classes."""
 
 
-def _candidate(host: Host, settings: Settings) -> str:
+def _candidate(host: Host, settings: Settings, policy: CodePolicy) -> str:
     code = PluginHooks(host).generate_tracking_code(settings)
     if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_LENGTH:
         raise ValueError(f"tracking code generator returned an unusable value: {code!r}")
+    if not is_findable(code, policy):
+        # Shown and mailed, it could never be found again: normalising what the citizen
+        # types (separators removed, case folded per the policy) never gives it back.
+        raise ValueError(
+            f"tracking code generator returned an unusable value: {code!r} (a lookup could "
+            "never find it: use only digits, ASCII letters in the policy's case and "
+            "! $ * = @, without separators)"
+        )
     return code
 
 
@@ -96,19 +104,22 @@ def assign_tracking_code(
     """
     if settings is None:
         settings = load_settings(session)
+    policy = CodePolicy.from_settings(settings)
     connection = session.connection()
     statement = _driver_insert(connection.dialect.name)
     row = {
         "dossier_id": dossier.id,
-        "policy_json": policy_json(CodePolicy.from_settings(settings)),
+        "policy_json": policy_json(policy),
         "issued_at": host.now(),
         "email": dossier.email,
         "email_key": _email_key(dossier.email),
         "demarche_title": dossier.demarche_title,
         "locale": dossier.locale,
+        "receipt_proof": None,  # claimed by the depositor's first receipt view
     }
     for attempt in range(MAX_ATTEMPTS):
-        code = first if attempt == 0 and first is not None else _candidate(host, settings)
+        fresh = attempt > 0 or first is None
+        code = _candidate(host, settings, policy) if fresh else str(first)
         cursor = statement.execute(connection, {**row, "code": code})
         try:
             inserted = cursor.fetchone() is not None
@@ -171,10 +182,11 @@ def prepare(host: Host, dossier: Dossier) -> None:
     settings = latest_settings(host.engine)
     if settings is None or dossier.account_id is not None:
         return
-    code = _candidate(host, settings)
+    policy = CodePolicy.from_settings(settings)
+    code = _candidate(host, settings, policy)
     prepared = _Prepared(
         _made_for(host, dossier),
-        CodePolicy.from_settings(settings),
+        policy,
         code,
         acknowledgment_mail(host, dossier, code),
     )

@@ -212,7 +212,7 @@ def test_expired_validation_code(page: Any, live: Any, shoot: Any, check_a11y: A
     live.clock.advance(minutes=11)  # the default expiry is 10 minutes
     page.get_by_label("Code de validation reçu par courriel").fill(secret)
     page.get_by_role("button", name="Accéder à mon dossier").click()
-    expect(page.get_by_role("alert")).to_contain_text("Ce code n'est plus valable")
+    expect(page.get_by_role("alert")).to_contain_text("Ce code a expiré")
     check_a11y(page)
     shoot(page, "validate-expired")
 

@@ -16,7 +16,7 @@ import jinja2
 from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from opencrm_horscompte.base.hostinfo import moment
@@ -29,6 +29,7 @@ from opencrm_horscompte.base.i18n import (
     translate,
     translations,
 )
+from opencrm_horscompte.base.paths import is_local_path
 from opencrm_horscompte.hookspecs.host import Request, Route, User
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.accounts import authenticate
@@ -50,12 +51,37 @@ from opencrm_horscompte.host_kit.refhost.host import (
     has_permission,
 )
 from opencrm_horscompte.host_kit.refhost.models import Account, Demarche, Dossier
+from opencrm_horscompte.host_kit.refhost.sessions import (
+    LIFETIME,
+    RevocableSessionInterface,
+    end_session,
+)
 
 log = logging.getLogger(__name__)
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NOT_KEPT_FIELDS = {"csrf_token", "password"}  # never echoed back into a page
 ADMINS_ONLY = N_("Cette page est réservée aux administrateurs.")
 STAFF_ONLY = N_("Cette page est réservée aux agents et aux administrateurs.")
+MAX_BODY = 64 * 1024
+FORM_REFUSED = N_(
+    "Ce formulaire a expiré ou ne vient pas de ce site. Rechargez la page et recommencez."
+)
+# No inline script anywhere, no style element: the CSP enforces it. Style *attributes* are
+# allowed for the admin's preview of HTML mails (a sandboxed srcdoc iframe inherits this
+# policy, and mails style inline); they cannot run script.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "style-src-attr 'unsafe-inline'; img-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Sec-Fetch-Site values a form of this site can send ("none": typed, bookmarked).
+SAME_ORIGIN_FETCH = {"same-origin", "none"}
 
 
 @functools.cache
@@ -79,12 +105,15 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         SECRET_KEY_FALLBACKS=list(host.secret_keys[:-1]),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        MAX_CONTENT_LENGTH=64 * 1024,
+        SESSION_COOKIE_SECURE=urlsplit(host.config.base_url).scheme == "https",
+        PERMANENT_SESSION_LIFETIME=LIFETIME,
+        MAX_CONTENT_LENGTH=MAX_BODY,
     )
     if host.config.trusted_proxies:  # X-Forwarded-For, resolved by werkzeug's own middleware
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=host.config.trusted_proxies, x_proto=0, x_host=0
         )
+    app.session_interface = RevocableSessionInterface(host)
 
     def current_user() -> User | None:
         if "account_id" not in flask.g:
@@ -108,8 +137,8 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             return str(chosen)
         return flask.request.accept_languages.best_match(LOCALES) or DEFAULT_LOCALE
 
-    def contract_request() -> Request:
-        return to_request(current_user(), csrf_token(), current_locale())
+    def contract_request(*, with_form: bool = True) -> Request:
+        return to_request(current_user(), csrf_token(), current_locale(), with_form=with_form)
 
     def layout(request: Request) -> Any:
         try:
@@ -118,8 +147,10 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             log.warning("layout without menu: database unavailable")
             return {"site_name": host.config.site_name, "menu": {}}
 
-    def render(name: str, status: int = 200, **context: Any) -> flask.Response:
-        request = contract_request()
+    def render(
+        name: str, status: int = 200, *, with_form: bool = True, **context: Any
+    ) -> flask.Response:
+        request = contract_request(with_form=with_form)
         context = localized({**layout(request), **context}, request.locale)
 
         def when(value: Any, style: str = "datetime") -> str:
@@ -133,23 +164,41 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
 
     def error_page(status: int, message: Message) -> flask.Response:
-        return render("error.html", status=status, status_code=status, message=message)
+        # Never reads the body: it may be the reason for the error (413).
+        return render(
+            "error.html", status=status, with_form=False, status_code=status, message=message
+        )
+
+    def foreign_origin() -> bool:
+        """Second CSRF layer: the browser says where the form comes from."""
+        origin = flask.request.headers.get("Origin")
+        if origin is not None:
+            ours = {flask.request.host_url.rstrip("/"), host.config.base_url.rstrip("/")}
+            if origin.rstrip("/") not in ours:
+                return True
+        fetch_site = flask.request.headers.get("Sec-Fetch-Site")
+        return fetch_site is not None and fetch_site not in SAME_ORIGIN_FETCH
 
     @app.before_request
     def check_csrf() -> flask.Response | None:
         if flask.request.method not in UNSAFE_METHODS:
             return None
+        length = flask.request.content_length
+        if length is not None and length > MAX_BODY:
+            raise RequestEntityTooLarge()
+        if foreign_origin():
+            return error_page(400, FORM_REFUSED)
         sent = flask.request.form.get("csrf_token", "")
         expected = flask.session.get("csrf", "")
         if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-            return error_page(
-                400,
-                N_(
-                    "Ce formulaire a expiré ou ne vient pas de ce site. "
-                    "Rechargez la page et recommencez."
-                ),
-            )
+            return error_page(400, FORM_REFUSED)
         return None
+
+    @app.after_request
+    def security_headers(response: flask.Response) -> flask.Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> flask.Response:
@@ -414,6 +463,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         assert account.id is not None
         attach_to_account(host, drafts, account.id)
         chosen_locale = flask.session.get("locale")
+        end_session(host, flask.session)  # a new session id at login (no fixation)
         flask.session.clear()
         flask.session["account_id"] = account.id
         flask.session["drafts"] = drafts
@@ -445,6 +495,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
 
     @app.post("/deconnexion")
     def logout() -> flask.Response:
+        end_session(host, flask.session)  # every copy of the cookie ends here
         flask.session.clear()
         return redirect("/", 303)
 
@@ -574,8 +625,5 @@ def redirect(location: str, code: int = 302) -> flask.Response:
 
 
 def _safe_next(url: str) -> str:
-    """Only same-site paths: no scheme, no host, no ``//`` (open redirect)."""
-    parts = urlsplit(url)
-    if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
-        return "/"
-    return url
+    """Only same-site paths (open redirect): see :func:`.paths.is_local_path`."""
+    return url if is_local_path(url) else "/"

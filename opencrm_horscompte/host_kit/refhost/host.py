@@ -16,7 +16,7 @@ import jinja2
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
-from opencrm_horscompte.base.db import make_engine, writer
+from opencrm_horscompte.base.db import make_engine, upsert_insert, writer
 from opencrm_horscompte.hookspecs.host import MailMessage, MenuEntry, Request, Route, User
 from opencrm_horscompte.host_kit.loader import (
     EnabledHooks,
@@ -172,9 +172,22 @@ class ReferenceHost:
             raise KeyError(name)
         if enabled and not call_setup(self.pm, self, record):
             raise RuntimeError(record.error)
-        with Session(writer(self.engine)) as session, session.begin():
-            session.merge(
-                PluginState(name=name, enabled=enabled, updated_at=self.now(), updated_by=actor)
+        table = PluginState.__table__
+        with writer(self.engine).begin() as connection:
+            insert = upsert_insert(connection.dialect.name, table).values(
+                name=name, enabled=enabled, updated_at=self.now(), updated_by=actor
+            )
+            # An upsert: two admins (or two workers seeding) switching it at once never
+            # collide on the primary key.
+            connection.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[table.c.name],
+                    set_={
+                        "enabled": insert.excluded.enabled,
+                        "updated_at": insert.excluded.updated_at,
+                        "updated_by": insert.excluded.updated_by,
+                    },
+                )
             )
         self._state.read_at = float("-inf")
 

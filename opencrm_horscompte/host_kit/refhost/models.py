@@ -74,4 +74,25 @@ class PluginState(SQLModel, table=True):
     updated_by: str = Field(max_length=320)
 
 
-HOST_TABLES = [Account.__table__, Demarche.__table__, Dossier.__table__, PluginState.__table__]
+class HostSession(SQLModel, table=True):
+    """A live browser session (server side): the signed cookie names it by a random id,
+    stored here only as its SHA-256. Deleting the row ends every copy of the cookie:
+    logout deletes the session's row, a password change every row of the account."""
+
+    __table__: ClassVar[Table]  # set by SQLModel, declared for type checkers
+
+    __tablename__ = "host_session"
+
+    key: str = Field(primary_key=True, max_length=64)
+    account_id: int | None = Field(default=None, foreign_key="host_account.id", index=True)
+    created_at: datetime = _timestamp()
+    expires_at: datetime = _timestamp()
+
+
+HOST_TABLES = [
+    Account.__table__,
+    Demarche.__table__,
+    Dossier.__table__,
+    PluginState.__table__,
+    HostSession.__table__,
+]

@@ -1,0 +1,380 @@
+"""Issue 8, through the reference host over HTTP, on SQLite and PostgreSQL:
+
+* finding 4: discreet mode does the same work whether or not the address has an account;
+* finding 5: logout and a password change end every copy of the session cookie, and the
+  dossier grants inside it; cookie flags;
+* finding 6: an oversized body gets a 413 page on every route;
+* finding 7: synchronised double submissions (decline, settings, plugin switch) never fail;
+* finding 12: known open-redirect payloads are refused by the host and by the plugin;
+* finding 13: a foreign ``Origin`` / ``Sec-Fetch-Site`` is refused even with a valid CSRF
+  token; security headers on every response; no inline script or style in the pages.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import ADMIN, CITIZEN, csrf_token, login, post, recorded_statements
+from lookup_helpers import EMAIL, deposit, last_code, start, submit
+from sqlmodel import Session, select
+
+from opencrm_horscompte.base import rendering
+from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.models import IdentityChoice, SettingRow
+from opencrm_horscompte.base.paths import is_local_path
+from opencrm_horscompte.base.tokens import sign
+from opencrm_horscompte.hookspecs.host import Request
+from opencrm_horscompte.host_kit.refhost import host as host_module
+from opencrm_horscompte.host_kit.refhost.app import SECURITY_HEADERS, create_app
+from opencrm_horscompte.host_kit.refhost.models import Account, PluginState
+from opencrm_horscompte.host_kit.refhost.sessions import change_password
+from opencrm_horscompte.identity import step as identity
+from opencrm_horscompte.settings.schema import Settings
+from opencrm_horscompte.settings.store import load_settings, save_settings
+
+ROUNDS = 30
+JOIN_TIMEOUT = 60.0
+START = "/demarches/signalement-voirie/nouveau"
+
+
+def browser(client: Any) -> Any:
+    return client.application.test_client()
+
+
+def copy_of(client: Any) -> Any:
+    """Another browser holding a copy of ``client``'s session cookie."""
+    other = browser(client)
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    other.set_cookie("session", cookie.value)
+    return other
+
+
+def twice_at_once(action: Callable[[], Any]) -> list[Any]:
+    """``action`` in two threads released together; waits for both (hang guard only)."""
+    barrier = threading.Barrier(2)
+    results: list[Any] = []
+    errors: list[str] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(JOIN_TIMEOUT)
+            results.append(action())
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT * 2)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    assert not errors, "\n".join(errors)
+    return results
+
+
+# --------------------------------------------------------------------------- finding 4
+
+
+def test_discreet_mode_does_the_same_work_with_or_without_an_account(
+    host: Any, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(host_module, "PLUGIN_STATE_TTL_SECONDS", 3600.0)
+    with Session(host.engine) as session, session.begin():
+        settings = Settings.defaults().replace(identity_discreet_mode=True)
+        save_settings(host, session, settings, actor=ADMIN[0])
+    host._state.read_at = float("-inf")
+    host.disabled_names()
+    original = rendering.render_fragment
+
+    def observe(email: str) -> tuple[list[str], list[str]]:
+        rendered: list[str] = []
+
+        def counting(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
+            rendered.append(template)
+            return original(host_, template, *args, **kwargs)
+
+        monkeypatch.setattr(rendering, "render_fragment", counting)
+        who = browser(client)
+        who.get(START)
+        identity_form = {"last_name": "Martin", "first_name": "Camille", "email": email}
+        with recorded_statements(host) as statements:
+            response = post(who, START, identity_form)
+        monkeypatch.setattr(rendering, "render_fragment", original)
+        assert response.status_code == 303
+        mail_or_audit = re.compile(r"^INSERT INTO (host_mail_outbox|horscompte_audit_event) .*")
+        shapes = [mail_or_audit.sub("INSERT <mail or audit>", s) for s in statements]
+        # The draft's own insert differs only in values; its statement text is the same.
+        return shapes, rendered
+
+    observe("echauffement@exemple.fr")  # warm-up
+    with_account = observe(CITIZEN[0])
+    without = observe("personne.sans.compte@exemple.fr")
+    assert with_account == without
+    assert with_account[1], "the invitation is rendered in both cases"
+
+
+# --------------------------------------------------------------------------- finding 5
+
+
+def test_logout_ends_every_copy_of_the_session(client: Any) -> None:
+    login(client, CITIZEN)
+    assert client.get("/mon-espace").status_code == 200
+    stolen = copy_of(client)
+    assert stolen.get("/mon-espace").status_code == 200
+    assert post(client, "/deconnexion", {}).status_code == 303
+    response = stolen.get("/mon-espace")
+    assert response.status_code in (302, 303) and "/connexion" in response.headers["Location"]
+
+
+def test_a_dossier_grant_dies_with_its_session(client: Any, host: Any) -> None:
+    deposited = deposit(browser(client), host)
+    login(client, CITIZEN)
+    token = start(client, EMAIL, deposited.code)
+    assert submit(client, token, last_code(host)).status_code == 303
+    page = f"/dossiers/{deposited.dossier_id}"
+    assert client.get(page).status_code == 200
+    stolen = copy_of(client)
+    assert stolen.get(page).status_code == 200
+    post(client, "/deconnexion", {})
+    assert stolen.get(page).status_code == 403
+
+
+def test_a_password_change_ends_every_session_of_the_account(client: Any, host: Any) -> None:
+    login(client, CITIZEN)
+    laptop = browser(client)
+    login(laptop, CITIZEN)
+    stolen = copy_of(client)
+    with Session(host.engine) as session:
+        account = session.exec(select(Account).where(Account.email == CITIZEN[0])).one()
+    assert account.id is not None
+    change_password(host, account.id, "a-new-long-password")
+    for who in (client, laptop, stolen):
+        assert who.get("/mon-espace").status_code in (302, 303)
+    fresh = browser(client)
+    login(fresh, (CITIZEN[0], "a-new-long-password"))
+    assert fresh.get("/mon-espace").status_code == 200
+
+
+def test_session_cookie_flags(host_factory: Any) -> None:
+    for base_url, secure in (("http://127.0.0.1:8765", False), ("https://crm.exemple.fr", True)):
+        app = create_app(host_factory(base_url=base_url))
+        client = app.test_client()
+        client.get("/")
+        response = post(client, "/connexion", {"email": CITIZEN[0], "password": CITIZEN[1]})
+        cookie = response.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert ("Secure" in cookie) is secure
+
+
+# --------------------------------------------------------------------------- finding 6
+
+
+def _concrete(rule: Any) -> str:
+    values = {"slug": "signalement-voirie", "draft_key": "x", "dossier_id": "1", "locale": "fr"}
+    path = rule.rule
+    for name in rule.arguments:
+        path = re.sub(rf"<(?:[a-z]+:)?{name}>", values.get(name, "x"), path)
+    return path
+
+
+def test_an_oversized_body_gets_a_413_page_on_every_route(client: Any) -> None:
+    client.get("/")
+    body = {"csrf_token": csrf_token(client), "message": "x" * (70 * 1024)}
+    paths = sorted({_concrete(rule) for rule in client.application.url_map.iter_rules()})
+    assert len(paths) > 10
+    for path in paths:
+        response = client.post(path, data=body)
+        assert response.status_code == 413, (path, response.status_code)
+        assert "trop volumineuses" in response.text, path
+
+
+def test_an_oversized_body_without_a_length_gets_a_413_page(client: Any) -> None:
+    client.get("/")
+    response = client.post(
+        "/hors-compte/suivi",
+        input_stream=io.BytesIO(b"csrf_token=x&message=" + b"x" * (70 * 1024)),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413 and "trop volumineuses" in response.text
+
+
+# --------------------------------------------------------------------------- finding 7
+
+
+def _request(host: Any, form: dict[str, str]) -> Request:
+    return Request(method="POST", path="/hors-compte/identite/continuer", form=form)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_double_clicks_on_continue_without_account_never_fail(host: Any) -> None:
+    for round_ in range(ROUNDS):
+        token = sign(host, identity.DECLINE_PURPOSE, {"draft": f"draft-{round_}", "next": "/b"})
+        responses = twice_at_once(
+            lambda token=token: identity.decline(host, _request(host, {"token": token}))
+        )
+        assert [r.status for r in responses] == [303, 303]
+    with Session(host.engine) as session:
+        assert len(list(session.exec(select(IdentityChoice)))) == ROUNDS
+
+
+def test_simultaneous_settings_saves_never_fail(host: Any) -> None:
+    for round_ in range(ROUNDS):
+        length = 10 + round_ % 5
+
+        def save(length: int = length) -> None:
+            with Session(writer(host.engine)) as session, session.begin():
+                current = load_settings(session)
+                new = current.replace(tracking_code_length=length, validation_code_length=8)
+                save_settings(host, session, new, actor=ADMIN[0])
+
+        twice_at_once(save)
+    with Session(host.engine) as session:
+        saved = {row.key: row.value_json for row in session.exec(select(SettingRow))}
+    assert saved["validation_code_length"] == "8"
+
+
+def test_simultaneous_plugin_switches_never_fail(host: Any) -> None:
+    for round_ in range(ROUNDS):
+        enabled = bool(round_ % 2)
+        with Session(host.engine) as session, session.begin():
+            state = session.get(PluginState, "horscompte")
+            if state is not None:
+                session.delete(state)
+        twice_at_once(lambda enabled=enabled: host.set_enabled("horscompte", enabled, ADMIN[0]))
+    with Session(host.engine) as session:
+        assert len(list(session.exec(select(PluginState)))) == 1
+
+
+# --------------------------------------------------------------------------- finding 12
+
+OPEN_REDIRECTS = [
+    "//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "/\\/evil.example",
+    "\\\\evil.example",
+    "\\/evil.example",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r\n/evil.example",
+    "/ /evil.example",
+    " //evil.example",
+    "/%2F/evil.example",
+    "/%2f%2fevil.example",
+    "/%5Cevil.example",
+    "/%5cevil.example",
+    "/%09/evil.example",
+    "/%0a/evil.example",
+    "/%00/evil.example",
+    "/\x00/evil.example",
+    "/\u2028/evil.example",
+    "/\u3000/evil.example",
+    "https://evil.example",
+    "http:/evil.example",
+    "https:evil.example",
+    "HTTPS://evil.example",
+    "javascript:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "evil.example",
+    "@evil.example",
+    "",
+    "/%E0%A4%A/evil",
+]
+SAFE = ["/", "/mon-espace", "/demarches/signalement-voirie/nouveau?a=b#c", "/hors-compte/suivi"]
+
+
+@pytest.mark.parametrize("payload", OPEN_REDIRECTS)
+def test_open_redirect_payloads_are_refused_by_the_shared_check(payload: str) -> None:
+    assert not is_local_path(payload)
+
+
+@pytest.mark.parametrize("url", SAFE)
+def test_same_site_paths_pass(url: str) -> None:
+    assert is_local_path(url)
+
+
+def test_the_host_never_redirects_off_site(client: Any) -> None:
+    for payload in OPEN_REDIRECTS:
+        response = client.get("/langue/fr", query_string={"suivant": payload})
+        assert response.headers["Location"] == "/", payload
+    for url in SAFE:
+        response = client.get("/langue/fr", query_string={"suivant": url})
+        assert response.headers["Location"] == url
+
+
+def test_the_plugin_never_proposes_an_off_site_continuation(host: Any) -> None:
+    from opencrm_horscompte.host_kit.refhost.models import Demarche
+
+    with Session(host.engine) as session:
+        demarche = session.exec(select(Demarche)).first()
+    assert demarche is not None
+    request = Request(method="POST", path=START, client_addr="203.0.113.9")
+    for payload in OPEN_REDIRECTS:
+        identity_form = {"email": CITIZEN[0], "draft": "d", "continue_url": payload}
+        assert identity.identity_step(host, request, demarche, identity_form) is None, payload
+    good = {"email": CITIZEN[0], "draft": "d", "continue_url": "/brouillons/d"}
+    assert identity.identity_step(host, request, demarche, good) is not None
+
+
+# --------------------------------------------------------------------------- finding 13
+
+
+def test_a_valid_csrf_token_from_a_foreign_origin_is_refused(client: Any) -> None:
+    client.get("/")
+    form = {"email": EMAIL, "tracking_code": "ABCD-EFGH-JKLM"}
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ):
+        response = post(client, "/hors-compte/suivi", form, headers=headers)
+        assert response.status_code == 400 and "ne vient pas de ce site" in response.text
+    for headers in (
+        {"Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+        {},
+    ):
+        assert post(client, "/hors-compte/suivi", form, headers=headers).status_code == 200
+
+
+def test_security_headers_on_every_response(client: Any) -> None:
+    for path in ("/", "/hors-compte/suivi", "/static/style.css", "/nulle-part", "/connexion"):
+        response = client.get(path)
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers.get(name) == value, (path, name)
+    csp = SECURITY_HEADERS["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp
+    # Inline style *attributes* only (the sandboxed preview of an HTML mail); never inline
+    # script, nor style elements.
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert "'unsafe-inline'" not in directives["script-src"] + directives["style-src"]
+
+
+def test_pages_have_no_inline_script_or_style(client: Any) -> None:
+    login(client, ADMIN)
+    inline = re.compile(r"<script|<style|\sstyle=|\son[a-z]+=|javascript:", re.IGNORECASE)
+    for path in (
+        "/",
+        START,
+        "/hors-compte/suivi",
+        "/hors-compte/code-oublie",
+        "/admin",
+        "/admin/hors-compte",
+        "/admin/plugins",
+        "/admin/courriels",
+        "/mon-espace",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        # A mail preview (srcdoc of a sandboxed iframe) may style its elements, as mails do.
+        page = re.sub(r'srcdoc="[^"]*"', "", response.text)
+        assert not inline.search(page), (path, inline.search(page))

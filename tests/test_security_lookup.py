@@ -1,0 +1,454 @@
+"""Issue 8, the lookup and the validation code, on SQLite and PostgreSQL:
+
+* finding 1: simultaneous wrong codes at every stage of the failure counter (before the
+  backoff, in it, at the lock): exactly the documented number is checked;
+* finding 2: a decoy and a real challenge answer alike, even after a stranger drove the
+  email's other lookups into backoff;
+* finding 4: a match and a miss run the same statements and render the same templates;
+* finding 11: wrong lookups do not pile up challenge rows, and a lookup after 10^4 of
+  them runs the same statements, one index probe each, as for a fresh email;
+* finding 13: the clock is read once the write lock is held (SQLite);
+* issue 11 budget: a lookup is at most 5 statements, a verify at most 3 (BEGIN aside).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import post, recorded_statements
+from lookup_helpers import (
+    EMAIL,
+    Deposited,
+    deposit,
+    last_code,
+    lookup,
+    resend,
+    rows,
+    start,
+    submit,
+    token_of,
+    without_hidden_values,
+    wrong,
+)
+from sqlalchemy import insert, text
+from sqlmodel import Session
+
+from opencrm_horscompte.base import limits, rendering
+from opencrm_horscompte.base.emails import email_key
+from opencrm_horscompte.base.models import Challenge, FailureGuard
+from opencrm_horscompte.base.tokens import unsign
+from opencrm_horscompte.host_kit.refhost import host as host_module
+from opencrm_horscompte.lookup.pages import CHALLENGE_PURPOSE
+from opencrm_horscompte.lookup.start import LookupInput, pair_guard, start_lookup
+from opencrm_horscompte.lookup.validation import NO_WAIT_SLACK, backoff, verify
+from opencrm_horscompte.lookup.validation import resend as resend_code
+
+SUBMISSIONS = 20
+JOIN_TIMEOUT = 60.0
+
+
+def browser(client: Any) -> Any:
+    return client.application.test_client()
+
+
+def challenge_id(host: Any, page: str) -> int:
+    carried = unsign(host, CHALLENGE_PURPOSE, token_of(page), 7200)
+    assert isinstance(carried, dict)
+    return int(carried["challenge"])
+
+
+def all_at_once(count: int, action: Callable[[], Any]) -> list[Any]:
+    """``action`` in ``count`` threads released together; waits for every result."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            barrier.wait(JOIN_TIMEOUT)
+            result = action()
+            with lock:
+                results.append(result)
+        except BaseException:
+            with lock:
+                errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT * 2)  # a hang guard only
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    assert not errors, "\n".join(errors)
+    return results
+
+
+@pytest.fixture
+def quiet_host(host: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(host_module, "PLUGIN_STATE_TTL_SECONDS", 3600.0)
+    host._state.read_at = float("-inf")
+    host.disabled_names()
+    return host
+
+
+@pytest.fixture
+def deposited(client: Any, quiet_host: Any) -> Deposited:
+    return deposit(client, quiet_host)
+
+
+def _set_failures(host: Any, guard: str, failures: int) -> None:
+    with Session(host.engine) as session, session.begin():
+        session.merge(
+            FailureGuard(key=guard, failures=failures, not_before=host.now() - timedelta(hours=1))
+        )
+
+
+def _guard_of(host: Any, challenge: int) -> str:
+    with Session(host.engine) as session:
+        row = session.get(Challenge, challenge)
+        assert row is not None
+        return row.guard_key
+
+
+def _expected_checked(failures: int) -> int:
+    """How many of many simultaneous wrong codes on a fresh code are checked, after
+    ``failures`` consecutive failures (README, "Failure counter"): up to the code's attempt
+    limit while no backoff applies, then one, which earns the wait that refuses the rest."""
+    free = max(1, limits.BACKOFF_AFTER_FAILURES + 1 - failures)
+    return min(limits.ATTEMPTS_PER_CODE, free)
+
+
+# --------------------------------------------------------------------------- finding 1
+
+
+@pytest.mark.parametrize("failures", [0, 3, 5, 6, 12, 19])
+def test_simultaneous_wrong_codes_check_exactly_the_documented_number(
+    client: Any, quiet_host: Any, deposited: Deposited, failures: int
+) -> None:
+    host = quiet_host
+    page = lookup(client, EMAIL, deposited.code).text
+    challenge, code = challenge_id(host, page), last_code(host)
+    guard = _guard_of(host, challenge)
+    _set_failures(host, guard, failures)
+
+    kinds = Counter(
+        outcome.kind
+        for outcome in all_at_once(SUBMISSIONS, lambda: verify(host, challenge, wrong(code)))
+    )
+
+    checked = _expected_checked(failures)
+    assert kinds["wrong"] == checked, kinds
+    after = failures + checked
+    with Session(host.engine) as session:
+        stored = session.get(FailureGuard, guard)
+        assert stored is not None and stored.failures == after
+    if after >= limits.LOCK_AFTER_FAILURES:
+        refused = "locked"
+    elif after > limits.BACKOFF_AFTER_FAILURES:
+        refused = "wait"
+    else:
+        refused = "exhausted"
+    assert kinds == {"wrong": checked, refused: SUBMISSIONS - checked}, kinds
+
+
+# --------------------------------------------------------------------------- finding 2
+
+
+def _drive_into_backoff(client: Any, email: str, tracking_code: str) -> str:
+    """Look the pair up and fail until its guard is in backoff; the last page's token."""
+    token = start(client, email, tracking_code)
+    for _ in range(limits.ATTEMPTS_PER_CODE):
+        assert submit(client, token, "000000").status_code == 400
+    token = start(client, email, tracking_code)
+    assert submit(client, token, "000000").status_code == 400  # failure 6: backoff starts
+    return token
+
+
+def test_decoys_and_real_challenges_answer_alike_after_a_strangers_backoff(
+    client: Any, quiet_host: Any, deposited: Deposited
+) -> None:
+    host = quiet_host
+    stranger = browser(client)
+    for index in range(3):  # the stranger's wrong pairs, each driven into backoff
+        _drive_into_backoff(stranger, EMAIL, f"ABCD-EFGH-JK{index:02d}")
+    # Now a candidate: the right one, then a wrong one never tried before.
+    replies = []
+    for candidate in (deposited.code, "ZZZZ-YYYY-XXXX"):
+        token = start(stranger, EMAIL, candidate)
+        response = submit(stranger, token, wrong(last_code(host)))
+        replies.append((response.status_code, without_hidden_values(response.text)))
+    assert replies[0] == replies[1]
+    assert replies[0][0] == 400
+
+
+def test_decoy_and_real_challenge_reach_backoff_and_lock_alike(
+    client: Any, quiet_host: Any, clock: Any, deposited: Deposited
+) -> None:
+    """The whole way to the lock: a fresh code before each try (resend), a second try at
+    once (the wait), then the clock moved past the wait; the same replies for both."""
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for name, candidate in (("real", deposited.code), ("decoy", "ZZZZ-YYYY-XXXX")):
+        who = browser(client)
+        replies = []
+        token = start(who, EMAIL, candidate)
+        for failures in range(limits.LOCK_AFTER_FAILURES + 2):
+            if failures:
+                wait = backoff(failures) if failures < limits.LOCK_AFTER_FAILURES else timedelta()
+                clock.advance(seconds=max(61.0, wait.total_seconds() + 1))
+                token = token_of(resend(who, token).text)
+            for _ in range(2):
+                response = submit(who, token, "000000")
+                replies.append((response.status_code, without_hidden_values(response.text)))
+        seen[name] = replies
+        clock.advance(days=2)
+    assert seen["real"] == seen["decoy"]
+    statuses = Counter(status for status, _ in seen["real"])
+    assert statuses[429] > limits.LOCK_AFTER_FAILURES - limits.BACKOFF_AFTER_FAILURES
+
+
+# --------------------------------------------------------------------------- finding 4
+
+
+def _observe_lookup(host: Any, client: Any, email: str, code: str, monkeypatch: Any) -> Any:
+    rendered: list[str] = []
+    original = rendering.render_fragment
+
+    def counting(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
+        rendered.append(template)
+        return original(host_, template, *args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render_fragment", counting)
+    with recorded_statements(host) as statements:
+        response = lookup(client, email, code)
+    monkeypatch.setattr(rendering, "render_fragment", original)
+    assert response.status_code == 200
+    shapes = [s.split(" (", 1)[0] if s.startswith("INSERT") else s for s in statements]
+    shapes = [
+        "INSERT <mail or audit>"
+        if s.startswith(("INSERT INTO host_mail_outbox", "INSERT INTO horscompte_audit_event"))
+        else s
+        for s in shapes
+    ]
+    return shapes, rendered
+
+
+def test_match_and_miss_run_the_same_statements_and_renders(
+    client: Any, quiet_host: Any, deposited: Deposited, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = quiet_host
+    lookup(client, "echauffement@exemple.fr", "AAAA-BBBB-CCCC")  # warm-up
+    match = _observe_lookup(host, client, EMAIL, deposited.code, monkeypatch)
+    miss = _observe_lookup(host, client, EMAIL, "ZZZZ-YYYY-XXXX", monkeypatch)
+    unknown = _observe_lookup(host, client, "inconnu@exemple.fr", deposited.code, monkeypatch)
+    assert match == miss == unknown
+    assert any("validation" in name or "mail" in name for name in match[1]), match[1]
+
+
+def _writes(statements: list[str]) -> list[str]:
+    return [s for s in statements if not s.startswith("BEGIN")]
+
+
+def test_lookup_and_verify_statement_budgets(
+    client: Any, quiet_host: Any, deposited: Deposited
+) -> None:
+    """The plugin's own work (the host's session check and page aside)."""
+    host = quiet_host
+    start_lookup(host, LookupInput("echauffement@exemple.fr", "AAAA-BBBB-CCCC"), "x", "fr")
+    with recorded_statements(host) as statements:
+        started = start_lookup(host, LookupInput(EMAIL, deposited.code), "198.51.100.7", "fr")
+    assert len(_writes(statements)) <= 5, statements
+    challenge, code = started.challenge_id, last_code(host)
+    with recorded_statements(host) as statements:
+        assert verify(host, challenge, wrong(code)).kind == "wrong"
+    assert len(_writes(statements)) <= 3, statements
+    with recorded_statements(host) as statements:
+        assert verify(host, challenge, code).kind == "granted"
+    assert len(_writes(statements)) <= 3, statements
+
+
+def test_the_validation_mail_is_rendered_before_the_write_transaction(
+    client: Any, quiet_host: Any, deposited: Deposited, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write transaction starts with the counters' upsert: every mail template is
+    rendered before it (nothing slow under the write lock)."""
+    host = quiet_host
+    writing: list[bool] = []
+    original = rendering.render_fragment
+    with recorded_statements(host) as statements:
+
+        def watching(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
+            writing.append(any("horscompte_throttle" in s for s in statements))
+            return original(host_, template, *args, **kwargs)
+
+        monkeypatch.setattr(rendering, "render_fragment", watching)
+        lookup(client, EMAIL, deposited.code)
+    assert writing and not any(writing)
+
+
+# --------------------------------------------------------------------------- finding 11
+
+
+def test_wrong_lookups_on_one_email_leave_one_challenge_per_pair(
+    client: Any, quiet_host: Any, deposited: Deposited
+) -> None:
+    host = quiet_host
+    for _ in range(limits.LOOKUP_EMAIL.limit * 3):  # well past every limit
+        start_lookup(host, LookupInput(EMAIL, "ABCD-EFGH-JKLM"), "198.51.100.7", "fr")
+    assert len(rows(host, Challenge)) == 1
+
+
+def test_lookup_after_ten_thousand_wrong_lookups_costs_what_a_fresh_one_does(
+    client: Any, quiet_host: Any, deposited: Deposited
+) -> None:
+    host = quiet_host
+    key = email_key(EMAIL)
+    now = host.now()
+    piled = [
+        {
+            "dossier_id": None,
+            "guard_key": pair_guard(host, key, f"WRONG{index:05d}"),
+            "code_hmac": "0" * 64,
+            "created_at": now,
+            "expires_at": now + timedelta(minutes=10),
+            "attempts": 0,
+            "consumed_at": None if index % 2 else now,
+        }
+        for index in range(10_000)
+    ]
+    with host.engine.begin() as connection:
+        connection.execute(insert(Challenge.__table__), piled)
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("ANALYZE horscompte_challenge"))
+
+    def observed(email: str) -> list[str]:
+        with recorded_statements(host) as statements:
+            assert lookup(client, email, "ABCD-EFGH-JKLM").status_code == 200
+        return statements
+
+    observed("echauffement@exemple.fr")
+    assert observed(EMAIL) == observed("fresh.address@exemple.fr")
+    # The challenge is issued by one upsert whose conflict target is the partial unique
+    # index over live rows: one index probe, whatever piled up.
+    [issue] = [s for s in observed(EMAIL) if s.startswith("INSERT INTO horscompte_challenge")]
+    assert "ON CONFLICT (guard_key) WHERE consumed_at IS NULL" in issue
+    with host.engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            plan = connection.execute(
+                text(
+                    "EXPLAIN SELECT id FROM horscompte_challenge "
+                    "WHERE guard_key = 'x' AND consumed_at IS NULL"
+                )
+            ).all()
+            assert "ix_horscompte_challenge_live" in " ".join(row[0] for row in plan)
+        else:
+            plan = connection.execute(
+                text(
+                    "EXPLAIN QUERY PLAN SELECT id FROM horscompte_challenge "
+                    "WHERE guard_key = 'x' AND consumed_at IS NULL"
+                )
+            ).all()
+            assert "ix_horscompte_challenge_live" in " ".join(str(row) for row in plan)
+
+
+# --------------------------------------------------------------------------- finding 13
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_clock_is_read_under_the_write_lock(
+    client: Any, quiet_host: Any, deposited: Deposited, clock: Any
+) -> None:
+    """Concurrent guesses on SQLite got a spurious "patientez" when ``now`` was read before
+    ``BEGIN IMMEDIATE``: a request that read the clock first could take the lock last."""
+    host = quiet_host
+    page = lookup(client, EMAIL, deposited.code).text
+    challenge, code = challenge_id(host, page), last_code(host)
+    reads: list[bool] = []
+    started: list[int] = []
+
+    def look_up() -> None:
+        typed = LookupInput(EMAIL, deposited.code)
+        started.append(start_lookup(host, typed, "198.51.100.7", "fr").challenge_id)
+
+    def resend_later() -> None:
+        clock.advance(seconds=61)
+        assert resend_code(host, started[-1]).challenge_id is not None
+
+    actions = (lambda: verify(host, challenge, wrong(code)), look_up, resend_later)
+    for action in actions:
+        with recorded_statements(host) as statements:
+
+            def watching_clock(seen: list[str] = statements) -> Any:
+                reads.append("BEGIN IMMEDIATE" in seen)
+                return clock()
+
+            host.config.clock = watching_clock
+            try:
+                action()
+            finally:
+                host.config.clock = clock
+    assert reads and all(reads), reads
+
+
+def test_a_failure_without_backoff_does_not_make_an_earlier_clock_wait(
+    client: Any, quiet_host: Any, deposited: Deposited, clock: Any
+) -> None:
+    """A request whose clock was read a little before a concurrent failure's must not be
+    told to wait when that failure earned no backoff."""
+    host = quiet_host
+    page = lookup(client, EMAIL, deposited.code).text
+    challenge, code = challenge_id(host, page), last_code(host)
+    assert verify(host, challenge, wrong(code)).kind == "wrong"
+    clock.advance(seconds=-(NO_WAIT_SLACK.total_seconds() / 2))
+    assert verify(host, challenge, wrong(code)).kind == "wrong"
+
+
+def test_the_branch_cpu_benchmark_reports_both_ratios() -> None:
+    """Finding 4's figures (benchmarks/branch_cpu.py); the times themselves are not judged
+    here, only that both ratios are reported."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "branch_cpu.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--rounds", "3"], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"lookup_branch_cpu_ratio", "identity_branch_cpu_ratio"} <= set(figures)
+
+
+def test_forgotten_code_does_the_same_work_with_or_without_dossiers(
+    client: Any, quiet_host: Any, deposited: Deposited, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Code oublié" tells a stranger nothing by its work either: the same statements and
+    renders whether or not the address has dossiers."""
+    host = quiet_host
+    original = rendering.render_fragment
+
+    def observe(email: str) -> tuple[list[str], list[str]]:
+        rendered: list[str] = []
+
+        def counting(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
+            rendered.append(template)
+            return original(host_, template, *args, **kwargs)
+
+        monkeypatch.setattr(rendering, "render_fragment", counting)
+        with recorded_statements(host) as statements:
+            response = post(browser(client), "/hors-compte/code-oublie", {"email": email})
+        monkeypatch.setattr(rendering, "render_fragment", original)
+        assert response.status_code == 200
+        mail_or_audit = re.compile(r"^INSERT INTO (host_mail_outbox|horscompte_audit_event) .*")
+        return [mail_or_audit.sub("INSERT <mail or audit>", s) for s in statements], rendered
+
+    observe("echauffement@exemple.fr")
+    assert observe(EMAIL) == observe("personne@exemple.fr")
