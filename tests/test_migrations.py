@@ -262,16 +262,13 @@ def _release_0_1_database(engine: Engine) -> None:
             _OLD["horscompte_audit_event"].insert(),
             {"kind": "settings.changed", "actor": "a", "at": AT, "details_json": "{}"},
         )
-        connection.execute(
+        challenge = {"dossier_id": 7, "guard_key": "g", "created_at": AT, "expires_at": AT}
+        connection.execute(  # 0.1 left a guard's older codes live: 0.2 keeps one live code
             _OLD["horscompte_challenge"].insert(),
-            {
-                "dossier_id": 7,
-                "guard_key": "g",
-                "code_hmac": "h",
-                "created_at": AT,
-                "expires_at": AT,
-                "attempts": 0,
-            },
+            [
+                {**challenge, "code_hmac": "h1", "attempts": 0},
+                {**challenge, "code_hmac": "h2", "attempts": 1},
+            ],
         )
         connection.execute(
             _OLD["host_mail_outbox"].insert(),
@@ -300,12 +297,18 @@ def _rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 def test_a_release_0_1_database_is_upgraded_with_its_data(engine: Engine) -> None:
     _release_0_1_database(engine)
     before = _rows(engine)
-    assert sum(len(rows) for rows in before.values()) == 6
+    assert sum(len(rows) for rows in before.values()) == 7
 
     for migrations in SETS:
         upgrade(engine, migrations)
 
-    assert _rows(engine) == before
+    after = _rows(engine)
+    challenges_before = before.pop("horscompte_challenge")
+    challenges_after = after.pop("horscompte_challenge")
+    assert after == before
+    live = [row for row in challenges_after if row[-1] is None]  # consumed_at last
+    assert [row[3] for row in live] == ["h2"]  # the newest code of the guard stays live
+    assert [row[:-1] for row in challenges_after] == [row[:-1] for row in challenges_before]
     for migrations in SETS:
         assert current_revision(engine, migrations) == head_revision(migrations)
         assert schema_differences(engine, migrations) == []

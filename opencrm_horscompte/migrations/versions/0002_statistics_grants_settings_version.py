@@ -1,6 +1,8 @@
 """Release 0.2: daily statistics, grant state per dossier (agents end grants), the subject
 hash of identity choices (data export and erasure), the settings version row (the
-per-process settings cache) and the challenge index that reaches a guard's open code.
+per-process settings cache), the receipt proof of a tracking code (only the depositing
+session sees it), and one live challenge per guard (a partial unique index: older live
+codes of a guard are marked consumed first, as a resend would have done).
 
 Revision ID: 0002_release_0_2
 Revises: 0001_initial
@@ -54,9 +56,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.bulk_insert(settings_version, [{"id": 1, "token": secrets.token_hex(16)}])
+    op.execute(
+        "UPDATE horscompte_challenge SET consumed_at = created_at "
+        "WHERE consumed_at IS NULL AND EXISTS (SELECT 1 FROM horscompte_challenge AS newer "
+        "WHERE newer.guard_key = horscompte_challenge.guard_key "
+        "AND newer.consumed_at IS NULL AND newer.id > horscompte_challenge.id)"
+    )
     with op.batch_alter_table("horscompte_challenge") as batch_op:
         batch_op.drop_index("ix_horscompte_challenge_guard_key")
-        batch_op.create_index("ix_horscompte_challenge_guard_open", ["guard_key", "consumed_at"])
+        batch_op.create_index(
+            "ix_horscompte_challenge_live",
+            ["guard_key"],
+            unique=True,
+            sqlite_where=sa.text("consumed_at IS NULL"),
+            postgresql_where=sa.text("consumed_at IS NULL"),
+        )
+    with op.batch_alter_table("horscompte_tracking_code") as batch_op:
+        batch_op.add_column(sa.Column("receipt_proof", sa.String(length=64), nullable=True))
     with op.batch_alter_table("horscompte_identity_choice") as batch_op:
         batch_op.add_column(sa.Column("subject_hash", sa.String(length=64), nullable=True))
         batch_op.create_index("ix_horscompte_identity_choice_subject_hash", ["subject_hash"])
@@ -66,8 +82,10 @@ def downgrade() -> None:
     with op.batch_alter_table("horscompte_identity_choice") as batch_op:
         batch_op.drop_index("ix_horscompte_identity_choice_subject_hash")
         batch_op.drop_column("subject_hash")
+    with op.batch_alter_table("horscompte_tracking_code") as batch_op:
+        batch_op.drop_column("receipt_proof")
     with op.batch_alter_table("horscompte_challenge") as batch_op:
-        batch_op.drop_index("ix_horscompte_challenge_guard_open")
+        batch_op.drop_index("ix_horscompte_challenge_live")
         batch_op.create_index("ix_horscompte_challenge_guard_key", ["guard_key"])
     op.drop_table("horscompte_settings_version")
     op.drop_table("horscompte_grant_state")
