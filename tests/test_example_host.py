@@ -170,7 +170,7 @@ def test_every_flow_through_the_example_host(
     assert admin.get("/admin/hors-compte").status_code == 303  # to the login
     login(admin, ADMIN)
     page = admin.get("/admin/hors-compte")
-    assert page.status_code == 200 and "Hors-compte" in page.text
+    assert page.status_code == 200 and "Accès sans compte" in page.text
     saved = admin.post("/admin/hors-compte", settings_form(tracking_code_length=16))
     assert saved.status_code == 303, saved.text
     citizen = Client(app)

@@ -17,6 +17,7 @@ from typing import Any
 import flask
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from sqlalchemy import delete
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from opencrm_horscompte.base.db import upsert_insert, writer
@@ -61,7 +62,16 @@ class RevocableSessionInterface(SecureCookieSessionInterface):
             return None
         sid = session.get(SID_KEY)
         protected = any(key not in UNPROTECTED_KEYS for key in session)
-        if (sid is None and not protected) or (isinstance(sid, str) and self._alive(sid)):
+        if sid is None and not protected:
+            return session
+        try:
+            alive = isinstance(sid, str) and self._alive(sid)
+        except SQLAlchemyError:
+            # The session store is unreachable: this request sees only what needs no
+            # server-side check (CSRF token, language), so the page can still answer its
+            # 503 with the citizen's input; the cookie itself is left as it is.
+            return self.session_class({k: v for k, v in session.items() if k in UNPROTECTED_KEYS})
+        if alive:
             return session
         fresh = self.session_class()
         fresh.modified = bool(session)  # replace the dead cookie in the browser
