@@ -256,22 +256,27 @@ def _writes(statements: list[str]) -> list[str]:
     return [s for s in statements if not s.startswith("BEGIN")]
 
 
+STATISTICS = 1  # the daily counters' upsert on each path
+
+
 def test_lookup_and_verify_statement_budgets(
     client: Any, quiet_host: Any, deposited: Deposited
 ) -> None:
-    """The plugin's own work (the host's session check and page aside)."""
+    """The plugin's own work (the host's session check and page aside): 5 statements for a
+    lookup and 3 for a verify, plus the one upsert of the daily statistics, the same
+    statement whatever matched (issue 13)."""
     host = quiet_host
     start_lookup(host, LookupInput("echauffement@exemple.fr", "AAAA-BBBB-CCCC"), "x", "fr")
     with recorded_statements(host) as statements:
         started = start_lookup(host, LookupInput(EMAIL, deposited.code), "198.51.100.7", "fr")
-    assert len(_writes(statements)) <= 5, statements
+    assert len(_writes(statements)) <= 5 + STATISTICS, statements
     challenge, code = started.challenge_id, last_code(host)
     with recorded_statements(host) as statements:
         assert verify(host, challenge, wrong(code)).kind == "wrong"
-    assert len(_writes(statements)) <= 3, statements
+    assert len(_writes(statements)) <= 3 + STATISTICS, statements
     with recorded_statements(host) as statements:
         assert verify(host, challenge, code).kind == "granted"
-    assert len(_writes(statements)) <= 3, statements
+    assert len(_writes(statements)) <= 3 + STATISTICS, statements
 
 
 def test_the_validation_mail_is_rendered_before_the_write_transaction(
