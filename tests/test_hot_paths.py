@@ -77,8 +77,8 @@ def test_the_prepared_code_and_mail_are_the_ones_deposited(
     drawn: list[str] = []
     original = tracking_deposit._candidate
 
-    def counting(host: Any, settings: Any) -> str:
-        drawn.append(original(host, settings))
+    def counting(host: Any, settings: Any, policy: Any) -> str:
+        drawn.append(original(host, settings, policy))
         return drawn[-1]
 
     monkeypatch.setattr(tracking_deposit, "_candidate", counting)

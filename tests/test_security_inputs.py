@@ -148,7 +148,7 @@ def test_a_receipt_never_claimed_in_time_shows_no_code(client: Any, host: Any, c
     page = client.get(response.headers["Location"])
     assert page.status_code == 200
     assert 'data-testid="tracking-code"' not in page.text
-    assert "envoyé par e-mail" in page.text
+    assert "envoyé par courriel" in page.text
 
 
 def test_the_receipt_claim_window_is_minutes() -> None:
