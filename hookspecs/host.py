@@ -186,8 +186,9 @@ class MailMessage:
 
     - ``useless_after``: past this moment (aware) the mail can no longer serve (the
       validation code it carries has expired): the host drops it, never delivers it late;
-    - ``replaces``: a key; queuing a mail with a key drops the older undelivered mails that
-      carry the same key (a resent validation code replaces the older one).
+    - ``replaces``: a key; a newer mail with the same key makes the older undelivered ones
+      useless, and the outbox drops them rather than deliver them (the reference host does
+      it in its worker; a resent validation code replaces the older one).
     """
 
     to: str
@@ -272,7 +273,7 @@ class Host(Protocol):
     ``template_loader``: the host's Jinja2 templates, searched before the plugin's; it
     provides ``opencrm/layout.html`` (blocks ``title`` and ``main``) that plugin pages extend.
 
-    Optional attributes (since 0.3; a plugin reads them with ``getattr`` and the defaults
+    Optional attributes (since 0.2; a plugin reads them with ``getattr`` and the defaults
     below, so a host written against the earlier contract keeps working):
 
     ``timezone``

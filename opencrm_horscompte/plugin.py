@@ -33,6 +33,7 @@ from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.hookspecs.host import (
     ACCOUNT_SECTION,
+    ADMIN_SECTION,
     AGENT_SECTION,
     PUBLIC_SECTION,
     Demarche,
@@ -86,7 +87,7 @@ def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
     return [
         *(claim if claim_page.attacher(host) else []),
         # French labels (the contract's); N_ marks them for the catalog hosts translate with.
-        MenuEntry("Administration", str(N_("Accès sans compte")), ADMIN_PATH, permission="admin"),
+        MenuEntry(ADMIN_SECTION, str(N_("Accès sans compte")), ADMIN_PATH, permission="admin"),
         MenuEntry(PUBLIC_SECTION, str(N_("Suivre un dossier")), LOOKUP_PATH, permission=None),
         MenuEntry(AGENT_SECTION, str(N_("Assistance usagers")), AGENT_PATH, permission="agent"),
     ]

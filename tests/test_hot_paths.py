@@ -1,7 +1,7 @@
 """What the lean hot paths keep: settings cached per process yet changed everywhere at once,
-the deposit's work prepared outside the transaction yet checked inside, the acknowledgment
-mail rendered once per démarche yet identical to a full render, statements run at driver
-speed yet seen by statement recorders and raising SQLAlchemy's errors."""
+the deposit's work (code and acknowledgment mail) prepared outside the transaction yet
+checked inside, statements run at driver speed yet seen by statement recorders and raising
+SQLAlchemy's errors."""
 
 from __future__ import annotations
 
