@@ -15,7 +15,7 @@ from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.i18n import N_, Message
 from opencrm_horscompte.base.limits import AGENT_ACTIONS, counted
 from opencrm_horscompte.base.paths import AGENT_PATH
-from opencrm_horscompte.base.rendering import render_page
+from opencrm_horscompte.base.rendering import ACCESS_REFUSED, STAFF_ONLY, message_page, render_page
 from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
 
 TEMPLATE = "horscompte/agent.html"
@@ -55,14 +55,7 @@ def _page(host: Host, request: Request, status: int = 200, **context: Any) -> Re
 
 
 def _refused(host: Host, request: Request) -> Response:
-    body = render_page(
-        host,
-        request,
-        "horscompte/message.html",
-        title=N_("Accès refusé"),
-        message=N_("Cette page est réservée aux agents et aux administrateurs."),
-    )
-    return Response.html(body, status=403)
+    return message_page(host, request, ACCESS_REFUSED, STAFF_ONLY, 403)
 
 
 def handle(host: Host, request: Request) -> Response:

@@ -10,8 +10,20 @@ import jinja2
 
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.hostinfo import service_contact, service_name
-from opencrm_horscompte.base.i18n import DEFAULT_LOCALE, localized, supported, translations
-from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request
+from opencrm_horscompte.base.i18n import (
+    DEFAULT_LOCALE,
+    N_,
+    Message,
+    localized,
+    supported,
+    translations,
+)
+from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
+
+MESSAGE_TEMPLATE = "horscompte/message.html"
+ACCESS_REFUSED = N_("Accès refusé")
+ADMINS_ONLY = N_("Cette page est réservée aux administrateurs.")
+STAFF_ONLY = N_("Cette page est réservée aux agents et aux administrateurs.")
 
 PLUGIN_TEMPLATES = jinja2.PackageLoader("opencrm_horscompte.templates", "")
 
@@ -55,6 +67,14 @@ def render_page(host: Host, request: Request, name: str, **context: Any) -> str:
     merged: dict[str, Any] = {**host.layout_context(request), "request": request, **context}
     template = environment(host, request.locale).get_template(name)
     return template.render(localized(merged, request.locale))
+
+
+def message_page(
+    host: Host, request: Request, title: Message, message: Message, status: int
+) -> Response:
+    """A plugin page that only says something (an expired link, a refused access)."""
+    body = render_page(host, request, MESSAGE_TEMPLATE, title=title, message=message)
+    return Response.html(body, status=status)
 
 
 def render_fragment(

@@ -17,8 +17,8 @@ from sqlmodel import Session
 from opencrm_horscompte.base.db import upsert_insert, writer
 from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.models import IdentityChoice
-from opencrm_horscompte.base.paths import ACCEPT_PATH
-from opencrm_horscompte.base.rendering import render_page
+from opencrm_horscompte.base.paths import ACCEPT_PATH, is_local_path
+from opencrm_horscompte.base.rendering import message_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response
 from opencrm_horscompte.stats.counters import count
@@ -26,6 +26,11 @@ from opencrm_horscompte.stats.counters import count
 PURPOSE = "identity-accept"
 MAX_AGE_SECONDS = 6 * 3600
 _TABLE = IdentityChoice.__table__
+LINK_EXPIRED = N_("Ce lien a expiré")
+RESUME_FROM_HOME = N_(
+    "Reprenez votre démarche depuis la page d'accueil : vos saisies sont conservées dans "
+    "votre brouillon."
+)
 
 
 def accept_url(host: Host, draft_ref: str, next_url: str, who: str) -> str:
@@ -45,18 +50,8 @@ def _remember(dialect: str) -> Executable:
 def accept(host: Host, request: Request) -> Response:
     carried = unsign(host, PURPOSE, request.query.get("jeton", ""), MAX_AGE_SECONDS)
     next_url = carried.get("next") if isinstance(carried, dict) else None
-    if not isinstance(next_url, str) or not next_url.startswith("/") or next_url.startswith("//"):
-        body = render_page(
-            host,
-            request,
-            "horscompte/message.html",
-            title=N_("Ce lien a expiré"),
-            message=N_(
-                "Reprenez votre démarche depuis la page d'accueil : vos saisies sont "
-                "conservées dans votre brouillon."
-            ),
-        )
-        return Response.html(body, status=400)
+    if not isinstance(next_url, str) or not is_local_path(next_url):
+        return message_page(host, request, LINK_EXPIRED, RESUME_FROM_HOME, 400)
     assert isinstance(carried, dict)
     who = carried.get("who") if isinstance(carried.get("who"), str) else None
     row = {"draft_ref": str(carried["ref"]), "choice": "accepted", "at": host.now()}

@@ -20,7 +20,6 @@ from sqlmodel import Session
 from opencrm_horscompte.base.db import upsert_insert, writer
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
 from opencrm_horscompte.base.hooks import PluginHooks
-from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.limits import (
     IDENTITY_CLIENT,
     IDENTITY_INVITATION,
@@ -30,10 +29,10 @@ from opencrm_horscompte.base.limits import (
 )
 from opencrm_horscompte.base.models import IdentityChoice
 from opencrm_horscompte.base.paths import DECLINE_PATH, is_local_path
-from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
+from opencrm_horscompte.base.rendering import message_page, plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
-from opencrm_horscompte.identity.accept import accept_url
+from opencrm_horscompte.identity.accept import LINK_EXPIRED, RESUME_FROM_HOME, accept_url
 from opencrm_horscompte.privacy.subjects import subject_hash
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.stats.counters import count
@@ -158,17 +157,7 @@ def decline(host: Host, request: Request) -> Response:
     """ "Continuer sans compte": remember it for the draft, then go on with the form."""
     carried = unsign(host, DECLINE_PURPOSE, request.form.get("token", ""), DECLINE_MAX_AGE_SECONDS)
     if not isinstance(carried, dict):
-        body = render_page(
-            host,
-            request,
-            "horscompte/message.html",
-            title=N_("Ce lien a expiré"),
-            message=N_(
-                "Reprenez votre démarche depuis la page d'accueil : vos saisies sont "
-                "conservées dans votre brouillon."
-            ),
-        )
-        return Response.html(body, status=400)
+        return message_page(host, request, LINK_EXPIRED, RESUME_FROM_HOME, 400)
     draft, next_url = str(carried["draft"]), str(carried["next"])
     if not is_local_path(next_url):  # signed by us, checked again all the same
         next_url = "/"

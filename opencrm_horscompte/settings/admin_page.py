@@ -15,7 +15,13 @@ from opencrm_horscompte.base.i18n import N_, Message, Number
 from opencrm_horscompte.base.manifest import load_manifest
 from opencrm_horscompte.base.models import AuditRecord
 from opencrm_horscompte.base.paths import ADMIN_PATH, AGENT_PATH, LOOKUP_PATH, STATS_PATH
-from opencrm_horscompte.base.rendering import render_mail, render_page
+from opencrm_horscompte.base.rendering import (
+    ACCESS_REFUSED,
+    ADMINS_ONLY,
+    message_page,
+    render_mail,
+    render_page,
+)
 from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
 from opencrm_horscompte.settings.mail_templates import available_templates
 from opencrm_horscompte.settings.schema import Settings, SettingsError, parse_form
@@ -159,14 +165,7 @@ def _submitted_values(form: dict[str, str] | Any) -> dict[str, Any]:
 
 def handle(host: Host, request: Request) -> Response:
     if request.user is None or not request.user.is_admin:
-        body = render_page(
-            host,
-            request,
-            "horscompte/message.html",
-            title=N_("Accès refusé"),
-            message=N_("Cette page est réservée aux administrateurs."),
-        )
-        return Response.html(body, status=403)
+        return message_page(host, request, ACCESS_REFUSED, ADMINS_ONLY, 403)
     with Session(host.engine) as session:
         if request.method != "POST":
             current = load_settings(session)

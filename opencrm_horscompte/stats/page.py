@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.base.i18n import N_, translate
 from opencrm_horscompte.base.paths import ADMIN_PATH, STATS_CSV_PATH, STATS_PATH
-from opencrm_horscompte.base.rendering import render_page
+from opencrm_horscompte.base.rendering import ACCESS_REFUSED, ADMINS_ONLY, message_page, render_page
 from opencrm_horscompte.hookspecs.host import Host, Request, Response
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.stats.chart import legend, render_svg
@@ -35,14 +35,7 @@ def _report(host: Host, period: Period) -> Report:
 def _refused(host: Host, request: Request) -> Response | None:
     if request.user is not None and request.user.is_admin:
         return None
-    body = render_page(
-        host,
-        request,
-        "horscompte/message.html",
-        title=N_("Accès refusé"),
-        message=N_("Cette page est réservée aux administrateurs."),
-    )
-    return Response.html(body, status=403)
+    return message_page(host, request, ACCESS_REFUSED, ADMINS_ONLY, 403)
 
 
 def handle(host: Host, request: Request) -> Response:
