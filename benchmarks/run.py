@@ -666,6 +666,9 @@ def bench_lookup(sizes: Sizes, small_path: Path) -> dict[str, Any]:
                 outcomes[outcome.kind] = outcomes.get(outcome.kind, 0) + 1
 
             def prepare_raw_verify(_index: int) -> tuple[Any, ...]:
+                # One live code per guard: a lookup of the same target since the last
+                # round may have issued a newer one; drop it before reviving the captured.
+                raw.execute(*clear)
                 raw.execute(*reset)
                 return (raw, verify_statements)
 
