@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from opencrm_horscompte.base.i18n import translate
 from opencrm_horscompte.base.manifest import load_manifest
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.strength import (
     HOURS_PER_YEAR,
-    format_duration_fr,
-    format_number_fr,
+    readable_duration,
+    readable_number,
     tracking_strength,
     validation_strength,
 )
@@ -412,11 +413,11 @@ def test_validation_strength() -> None:
         (HOURS_PER_YEAR * 1e15, "plus de mille milliards d'années"),
     ],
 )
-def test_format_duration_fr(hours: float, text: str) -> None:
-    assert format_duration_fr(hours) == text
+def test_durations_read_in_french(hours: float, text: str) -> None:
+    assert translate(readable_duration(hours), "fr") == text
 
 
-def test_format_number_fr() -> None:
-    assert format_number_fr(50_000) == "50\u202f000"
-    assert format_number_fr(2e6) == "2 millions"
-    assert format_number_fr(5e12) == "5\u202f000 milliards"
+def test_numbers_read_in_french() -> None:
+    assert translate(readable_number(50_000), "fr") == "50\u202f000"
+    assert translate(readable_number(2e6), "fr") == "2 millions"
+    assert translate(readable_number(5e12), "fr") == "5\u202f000 milliards"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy import bindparam, delete, text
 from sqlalchemy.sql.selectable import TextualSelect
 from sqlmodel import Session
 
@@ -140,17 +140,6 @@ def _upsert(rows: int) -> TextualSelect:
     typed = [bindparam("now", type_=stamp)]
     typed += [bindparam(f"expires_{index}", type_=stamp) for index in range(rows)]
     return text(sql).bindparams(*typed).columns(_TABLE.c.key, _TABLE.c.count, _TABLE.c.expires_at)
-
-
-def peek(session: Session, key: str, limit: Limit, now: datetime) -> int:
-    """The count in ``key``'s current window, without counting (0 if expired or absent)."""
-    now = _aware_utc(now)
-    row = session.exec(  # type: ignore[call-overload]  # a Core select, run as is
-        select(_TABLE.c.count, _TABLE.c.window_start).where(_TABLE.c.key == key)
-    ).first()
-    if row is None or utc(row.window_start) <= now - limit.window:
-        return 0
-    return int(row.count)
 
 
 def reset(session: Session, key: str) -> None:

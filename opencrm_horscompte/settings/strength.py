@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from opencrm_horscompte.base.i18n import N_, NP_, Message, Number, translate
+from opencrm_horscompte.base.i18n import N_, NP_, Message, Number
 from opencrm_horscompte.base.limits import ATTEMPTS_PER_CODE, LOCK_AFTER_FAILURES, LOOKUP_EMAIL
 from opencrm_horscompte.tracking.codes import CodePolicy, count_valid_codes
 
@@ -104,14 +104,6 @@ def readable_duration(hours: float) -> Message:
     if months < 24:
         return NP_("environ %(count)s mois", "environ %(count)s mois", months)
     return _readable_years(hours / HOURS_PER_YEAR)
-
-
-def format_number_fr(value: float) -> str:
-    return translate(readable_number(value), "fr")
-
-
-def format_duration_fr(hours: float) -> str:
-    return str(readable_duration(hours))
 
 
 def _tracking_level(weak: bool, years: float) -> Message:
