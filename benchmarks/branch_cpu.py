@@ -51,6 +51,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
+    print(json.dumps(measure(args.rounds)))
+    return 0
+
+
+def measure(rounds: int) -> dict[str, Any]:
+    """Both ratios over ``rounds`` alternated rounds (benchmarks/run.py calls it too)."""
     with tempfile.TemporaryDirectory() as workdir:
         host = benchlib.build_host(f"sqlite:///{workdir}/branches.sqlite3", seed_data=True)
         demarche = benchlib.the_demarche(host)
@@ -65,7 +71,7 @@ def main() -> int:
             )
         lookups: dict[str, list[float]] = {"match": [], "miss": []}
         identity: dict[str, list[float]] = {"account": [], "none": []}
-        for index in range(args.rounds + 5):
+        for index in range(rounds + 5):
             dossier = benchlib.deposit_one(host, demarche, f"lookup-{index}")
             with Session(host.engine) as session:
                 row = session.get(TrackingCode, dossier.id)
@@ -100,13 +106,11 @@ def main() -> int:
                 if index >= 5:
                     identity[name].append(seconds)
         host.engine.dispose()
-    figures = {
+    return {
         "lookup_branch_cpu_ratio": round(ratio(lookups["match"], lookups["miss"]), 3),
         "identity_branch_cpu_ratio": round(ratio(identity["account"], identity["none"]), 3),
-        "rounds": args.rounds,
+        "rounds": rounds,
     }
-    print(json.dumps(figures))
-    return 0
 
 
 if __name__ == "__main__":

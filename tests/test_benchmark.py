@@ -36,6 +36,9 @@ NUMBERS = {
     "pg_speedup_4_workers",
     "pg_errors",
     "codegen_us",
+    "stats_page_ms_1e6_events",
+    "lookup_branch_cpu_ratio",
+    "identity_branch_cpu_ratio",
 }
 KEYS = NUMBERS | {"pg_codes_equal_dossiers"}
 
