@@ -1,4 +1,5 @@
-"""Runs every enabled plugin's ``opencrm_scheduled_tasks`` in a background thread."""
+"""Runs the host's own periodic tasks and every enabled plugin's ``opencrm_scheduled_tasks``
+in a background thread."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import logging
 import threading
 import time
 
+from opencrm_horscompte.hookspecs.host import Host, ScheduledTask
 from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
+from opencrm_horscompte.host_kit.refhost.sessions import purge_expired_sessions
+
+
+def _purge_sessions(host: Host) -> int:
+    assert isinstance(host, ReferenceHost)
+    return purge_expired_sessions(host)
+
+
+HOST_TASKS = [ScheduledTask("host.sessions.purge", 3600, _purge_sessions)]
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +36,7 @@ class TaskScheduler(threading.Thread):
     def run_due(self) -> list[str]:
         """Run the tasks whose interval has passed; returns their names."""
         ran = []
-        for tasks in self.host.hook.opencrm_scheduled_tasks(host=self.host):
+        for tasks in [HOST_TASKS, *self.host.hook.opencrm_scheduled_tasks(host=self.host)]:
             for task in tasks or ():
                 last = self._last_run.get(task.name)
                 if last is not None and time.monotonic() - last < task.every_seconds:

@@ -50,6 +50,13 @@ def end_account_sessions(host: ReferenceHost, account_id: int) -> int:
         return int(result.rowcount)
 
 
+def purge_expired_sessions(host: ReferenceHost) -> int:
+    """Delete the rows of sessions past their lifetime (the host's own scheduled task)."""
+    with Session(writer(host.engine)) as db, db.begin():
+        result = db.exec(delete(HostSession).where(col(HostSession.expires_at) < host.now()))
+        return int(result.rowcount)
+
+
 class RevocableSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, checked against ``host_session`` on every request."""
 
