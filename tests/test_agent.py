@@ -193,6 +193,7 @@ def test_admin_is_an_agent_and_the_dossier_page_links_to_the_agent_page(
         assert page.status_code == 200
         link = f'href="{PAGE}?dossier={deposited.dossier_id}"'
         assert link in page.text and "Assistance usagers" in page.text
+        assert "fin-acces" not in page.text  # the citizen's "shared computer" box is not theirs
         assert f'href="{PAGE}"' in staff.get("/").text  # header menu
     citizen = as_agent(agent_host, CITIZEN)
     assert citizen.get(f"/dossiers/{deposited.dossier_id}").status_code == 403

@@ -146,6 +146,19 @@ def test_a_dossier_grant_dies_with_its_session(client: Any, host: Any) -> None:
     assert stolen.get(page).status_code == 403
 
 
+def test_ending_access_on_a_shared_computer_ends_every_copy(client: Any, host: Any) -> None:
+    deposited = deposit(browser(client), host)
+    token = start(client, EMAIL, deposited.code)
+    assert submit(client, token, last_code(host)).status_code == 303
+    page = f"/dossiers/{deposited.dossier_id}"
+    assert "fin-acces" in client.get(page).text
+    stolen = copy_of(client)
+    assert stolen.get(page).status_code == 200
+    assert post(client, f"{page}/fin-acces", {}).status_code == 200
+    assert client.get(page).status_code == 403
+    assert stolen.get(page).status_code == 403  # the copied cookie died with the session
+
+
 def test_a_password_change_ends_every_session_of_the_account(client: Any, host: Any) -> None:
     login(client, CITIZEN)
     laptop = browser(client)

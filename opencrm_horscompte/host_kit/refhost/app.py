@@ -416,17 +416,20 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 for action in batch or ()
                 if has_permission(user, action.permission)
             ]
-        return render("dossier.html", dossier=dossier, actions=actions, visitor=not owner)
+        visitor = not (owner or staff)  # the citizen's "shared computer" box
+        return render("dossier.html", dossier=dossier, actions=actions, visitor=visitor)
 
     @app.post("/dossiers/<int:dossier_id>/fin-acces")
     def end_access(dossier_id: int) -> flask.Response:
-        """ "Terminer l'accès" on a shared computer: the session forgets everything but the
-        account, the language and the CSRF token (plugins' grants, drafts...)."""
+        """ "Terminer l'accès" on a shared computer: the server-side session ends (every copy
+        of the cookie with it), and the new one keeps only the account, the language and the
+        CSRF token (plugins' grants, drafts... are gone)."""
         kept = {
             key: flask.session[key]
             for key in ("account_id", "csrf", "locale")
             if key in flask.session
         }
+        end_session(host, flask.session)
         flask.session.clear()
         flask.session.update(kept)
         return render(
