@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -116,13 +118,18 @@ def _validation_form(
     status: int = 200,
     expiry: int | None = None,
     sent_to: str = "",
+    code_length: int | None = None,
     **messages: Any,
 ) -> Response:
     """The code entry page; ``expiry`` (minutes) is told with a code just sent. ``sent_to``
-    is the typed address, masked: the page is the same whether or not a dossier matched."""
-    with Session(host.engine) as session:
-        code_length = load_settings(session).validation_code_length
-    carried = {"challenge": challenge_id, "to": sent_to} if sent_to else {"challenge": challenge_id}
+    is the typed address, masked: the page is the same whether or not a dossier matched.
+    The page's token carries both, and the code's length, for the pages that follow."""
+    if code_length is None:
+        with Session(host.engine) as session:
+            code_length = load_settings(session).validation_code_length
+    carried: dict[str, Any] = {"challenge": challenge_id, "digits": code_length}
+    if sent_to:
+        carried["to"] = sent_to
     body = render_page(
         host,
         request,
@@ -154,32 +161,43 @@ def lookup(host: Host, request: Request) -> Response:
         started.challenge_id,
         expiry=started.expiry_minutes,
         sent_to=mask_email(typed.email),
+        code_length=started.code_length,
         notice=SENT,
     )
 
 
-def _challenge_id(host: Host, request: Request) -> int | None:
-    max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
-    carried = unsign(host, CHALLENGE_PURPOSE, request.form.get("token", ""), max_age)
-    value = carried.get("challenge") if isinstance(carried, dict) else None
-    return value if isinstance(value, int) else None
+@dataclass(frozen=True)
+class _Carried:
+    """What the validation page's signed token carries."""
+
+    challenge_id: int
+    sent_to: str  # the typed address, masked (the page's wording only)
+    code_length: int | None
 
 
-def _sent_to(host: Host, request: Request) -> str:
-    """The masked address the page's token carries (for the page's wording only)."""
+def _carried(host: Host, request: Request) -> _Carried | None:
     max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
     carried = unsign(host, CHALLENGE_PURPOSE, request.form.get("token", ""), max_age)
-    value = carried.get("to") if isinstance(carried, dict) else None
-    return value if isinstance(value, str) else ""
+    if not isinstance(carried, dict) or not isinstance(carried.get("challenge"), int):
+        return None
+    sent_to, digits = carried.get("to"), carried.get("digits")
+    return _Carried(
+        carried["challenge"],
+        sent_to if isinstance(sent_to, str) else "",
+        digits if isinstance(digits, int) else None,
+    )
 
 
 def validate(host: Host, request: Request) -> Response:
     if request.method != "POST":
         return Response.redirect(LOOKUP_PATH)
-    challenge_id = _challenge_id(host, request)
-    if challenge_id is None:
+    carried = _carried(host, request)
+    if carried is None:
         return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
-    sent_to = _sent_to(host, request)
+    challenge_id = carried.challenge_id
+    page = functools.partial(
+        _validation_form, host, request, sent_to=carried.sent_to, code_length=carried.code_length
+    )
     if request.form.get("action") == "resend":
         resent = resend(host, challenge_id, request.locale)
         if resent.challenge_id is None:  # replaced by a newer code
@@ -190,26 +208,15 @@ def validate(host: Host, request: Request) -> Response:
                 "un autre.",
                 duration=_duration(resent.wait.total_seconds()),
             )
-            return _validation_form(
-                host, request, challenge_id, status=429, sent_to=sent_to, error=error
-            )
-        return _validation_form(
-            host,
-            request,
-            resent.challenge_id,
-            expiry=resent.expiry_minutes,
-            sent_to=sent_to,
-            notice=RESENT,
-        )
+            return page(challenge_id, status=429, error=error)
+        return page(resent.challenge_id, expiry=resent.expiry_minutes, notice=RESENT)
     outcome = verify(host, challenge_id, request.form.get("code", ""))
     if outcome.kind == "granted" and outcome.dossier_id is not None:
         grant(host, request, outcome.dossier_id)
         return Response.redirect(host.dossier_url(outcome.dossier_id))
     message = FAILURES.get(outcome.kind) or _wait_message(outcome)
     status = 429 if outcome.kind in ("wait", "locked") else 400
-    return _validation_form(
-        host, request, challenge_id, status=status, sent_to=sent_to, error=message
-    )
+    return page(challenge_id, status=status, error=message)
 
 
 def _forgotten_form(host: Host, request: Request, **context: Any) -> Response:

@@ -277,14 +277,16 @@ def read_target(connection: Connection, dossier_id: int | None) -> Any:
 class Started:
     challenge_id: int
     expiry_minutes: int
+    code_length: int
 
 
 def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> Started:
     """Find the dossier, count the attempt and issue its code (or a decoy's).
 
-    Five statements whatever matched: settings and candidates (read, before the write
-    lock), then the counters, the challenge and the mail or audit record (one short write
-    transaction). The code is drawn, hashed and its mail rendered between the two.
+    Six statements whatever matched: settings and candidates (read, before the write
+    lock), then the rate-limit counters, the daily statistics, the challenge and the mail or
+    audit record (one short write transaction). The code is drawn, hashed and its mail
+    rendered between the two.
     """
     key = email_key(typed.email)
     with host.engine.connect() as connection:
@@ -307,4 +309,5 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
         sent = target is not None and allowed
         count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
         challenge_id = issue_code(host, session, prepared, now, mail=allowed)
-    return Started(challenge_id, settings.validation_code_expiry_minutes)
+    expiry = settings.validation_code_expiry_minutes
+    return Started(challenge_id, expiry, settings.validation_code_length)

@@ -211,8 +211,9 @@ def _why_refused(connection: Connection, challenge_id: int, now: datetime) -> Ou
 
 
 def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
-    """Check ``typed`` against the challenge; on success the code is spent. At most three
-    statements: take an attempt, then consume and forget the guard, or count a failure."""
+    """Check ``typed`` against the challenge; on success the code is spent. Take an attempt,
+    then consume and forget the guard, or count a failure; then the daily statistics (3
+    statements for a wrong code, 4 for a right one)."""
     code = _clean(typed)
     if code is None:
         return Outcome("malformed")
