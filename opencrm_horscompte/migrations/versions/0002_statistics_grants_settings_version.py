@@ -2,7 +2,7 @@
 hash of identity choices (data export and erasure), the settings version row (the
 per-process settings cache), the receipt proof of a tracking code (only the depositing
 session sees it), and one live challenge per guard (a partial unique index: older live
-codes of a guard are marked consumed first, as a resend would have done).
+codes of a guard are deleted first: a newer code replaced them, as a resend does in 0.2).
 
 Revision ID: 0002_release_0_2
 Revises: 0001_initial
@@ -56,8 +56,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.bulk_insert(settings_version, [{"id": 1, "token": secrets.token_hex(16)}])
-    op.execute(
-        "UPDATE horscompte_challenge SET consumed_at = created_at "
+    op.execute(  # a newer code replaced them: gone, as a resend leaves them in 0.2
+        "DELETE FROM horscompte_challenge "
         "WHERE consumed_at IS NULL AND EXISTS (SELECT 1 FROM horscompte_challenge AS newer "
         "WHERE newer.guard_key = horscompte_challenge.guard_key "
         "AND newer.consumed_at IS NULL AND newer.id > horscompte_challenge.id)"
