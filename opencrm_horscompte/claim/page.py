@@ -17,10 +17,10 @@ from sqlmodel import Session
 
 from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.hooks import PluginHooks
-from opencrm_horscompte.base.i18n import N_, Message
+from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.limits import CHALLENGE_TOKEN_MAX_AGE
 from opencrm_horscompte.base.paths import CLAIM_PATH
-from opencrm_horscompte.base.rendering import render_page
+from opencrm_horscompte.base.rendering import message_page, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
 from opencrm_horscompte.lookup.pages import FAILURES, RESENT, SENT
@@ -51,11 +51,6 @@ def _page(host: Host, request: Request, status: int = 200, **context: Any) -> Re
     return Response.html(body, status=status)
 
 
-def _message(host: Host, request: Request, status: int, title: Message, text: Message) -> Response:
-    body = render_page(host, request, "horscompte/message.html", title=title, message=text)
-    return Response.html(body, status=status)
-
-
 def _carried(host: Host, request: Request, user: User) -> int | None:
     max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
     carried = unsign(host, PURPOSE, request.form.get("token", ""), max_age)
@@ -73,7 +68,9 @@ def handle(host: Host, request: Request) -> Response:
     attach = attacher(host)
     user = request.user
     if attach is None:
-        return _message(host, request, 404, N_("Page introuvable"), N_("Cette page n'existe pas."))
+        return message_page(
+            host, request, N_("Page introuvable"), N_("Cette page n'existe pas."), 404
+        )
     if user is None:
         return Response.redirect(host.login_url(CLAIM_PATH))
     if request.method != "POST":
@@ -85,9 +82,9 @@ def handle(host: Host, request: Request) -> Response:
     if challenge_id is None:
         return _page(host, request, 400, errors={"tracking_code": N_("Votre demande a expiré.")})
     if action == "resend":
-        resent = resend(host, challenge_id)
-        if resent.challenge_id is None:
-            return _page(host, request)
+        resent = resend(host, challenge_id, request.locale)
+        if resent.challenge_id is None:  # replaced by a newer code: start again
+            return _page(host, request, 400, errors={"tracking_code": FAILURES["replaced"]})
         if resent.wait:
             token = _token(host, user, challenge_id)
             return _page(host, request, 429, token=token, error=RESEND_WAIT)
@@ -125,5 +122,5 @@ def _finish(
         details = {"dossier": dossier_id, "account": user.id}
         PluginHooks(host).audit(session, kind, details, actor=user.email)
     if not attached:
-        return _message(host, request, 409, N_("Dossier déjà rattaché"), ALREADY)
+        return message_page(host, request, N_("Dossier déjà rattaché"), ALREADY, 409)
     return Response.redirect(host.dossier_url(dossier_id))
