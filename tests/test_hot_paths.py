@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from opencrm_horscompte.base.db import DriverStatement, writer
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit, update_identity
-from opencrm_horscompte.host_kit.refhost.models import Demarche
+from opencrm_horscompte.host_kit.refhost.models import Account, Demarche
 from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
 from opencrm_horscompte.settings.store import load_settings, save_settings
 from opencrm_horscompte.tracking import deposit as tracking_deposit
@@ -121,3 +121,38 @@ def test_driver_statements_are_recorded_and_raise_sqlalchemy_errors(host: Any) -
     ):
         statement.execute(connection, row)
     assert any("INSERT INTO horscompte_tracking_code" in sql for sql in seen), seen
+
+
+def test_a_deposit_minutes_after_its_preparation_shows_its_own_time(host: Any, clock: Any) -> None:
+    """The prepared mail states the deposit time: a deposit in another minute than its
+    preparation gets a mail rendered again, with the time stored on the dossier."""
+    draft = create_draft(host, a_demarche(host), IDENTITY, None)
+    settings_of(host)
+    host.hook.opencrm_deposit_prepare(host=host, dossier=draft)
+    clock.advance(minutes=2)
+    deposit(host, draft.draft_key, ANSWERS)
+    with Session(host.engine) as session:
+        mail = session.exec(select(OutboxMail).order_by(col(OutboxMail.id).desc())).first()
+    assert mail is not None and "10:02" in mail.text  # 09:02 UTC, in Europe/Paris
+    assert tracking_deposit._prepared == {}
+
+
+def test_an_accounts_acknowledgment_is_prepared_outside_the_transaction(
+    host: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renders: list[bool] = []
+    original = tracking_deposit.acknowledgment_mail
+
+    def watching(host_: Any, dossier: Any, code: str | None) -> Any:
+        renders.append(code is None)
+        return original(host_, dossier, code)
+
+    monkeypatch.setattr(tracking_deposit, "acknowledgment_mail", watching)
+    with Session(host.engine) as session:
+        account_id = session.exec(select(Account.id)).first()
+    draft = create_draft(host, a_demarche(host), IDENTITY, account_id)
+    host.hook.opencrm_deposit_prepare(host=host, dossier=draft)
+    assert renders == [True]  # rendered in the preparation, before the transaction
+    deposit(host, draft.draft_key, ANSWERS)
+    assert renders == [True]  # and not again inside it
+    assert tracking_deposit._prepared == {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from functools import cache, lru_cache
 
 from sqlalchemy import bindparam
@@ -27,6 +28,7 @@ from opencrm_horscompte.base.db import DriverStatement, upsert_insert
 from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.hostinfo import moment
+from opencrm_horscompte.base.i18n import translate
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail
@@ -159,8 +161,8 @@ class _Prepared:
     """A candidate code and its rendered mail, and what they were made from."""
 
     made_for: tuple[str, ...]
-    policy: CodePolicy
-    code: str
+    policy: CodePolicy | None  # None: an account's dossier, which gets no code
+    code: str | None
     mail: MailMessage
 
 
@@ -168,40 +170,44 @@ _prepared: dict[tuple[int, int], _Prepared] = {}
 _prepared_lock = threading.Lock()
 
 
-def _made_for(host: Host, dossier: Dossier) -> tuple[str, ...]:
-    """What the prepared mail depends on, checked again inside the transaction."""
+def _made_for(host: Host, dossier: Dossier, at: datetime) -> tuple[str, ...]:
+    """What the prepared mail depends on, the deposit time as the mail shows it included;
+    checked again inside the transaction."""
     url = host.absolute_url(LOOKUP_PATH)
-    return (dossier.email, dossier.demarche_title, dossier.locale, url)
+    shown_at = translate(moment(host, at), dossier.locale)
+    owner = str(dossier.account_id)
+    return (dossier.email, dossier.demarche_title, dossier.locale, url, shown_at, owner)
 
 
 def prepare(host: Host, dossier: Dossier) -> None:
     """What ``opencrm_deposit_prepare`` does, outside any transaction: draw a candidate code
     under the settings this process loaded last and render its acknowledgment mail. Before
-    this process has loaded the settings once, or for an account's dossier, nothing is
-    prepared. The hand-over stays within the request: the host deposits right after."""
-    settings = latest_settings(host.engine)
-    if settings is None or dossier.account_id is not None:
-        return
-    policy = CodePolicy.from_settings(settings)
-    code = _candidate(host, settings, policy)
-    prepared = _Prepared(
-        _made_for(host, dossier),
-        policy,
-        code,
-        acknowledgment_mail(host, dossier, code),
-    )
+    this process has loaded the settings once, nothing is prepared (an account's dossier,
+    which gets no code, needs no settings). The hand-over stays within the request: the
+    host deposits right after."""
+    code: str | None = None
+    policy: CodePolicy | None = None
+    if dossier.account_id is None:
+        settings = latest_settings(host.engine)
+        if settings is None:
+            return
+        policy = CodePolicy.from_settings(settings)
+        code = _candidate(host, settings, policy)
+    made_for = _made_for(host, dossier, dossier.deposited_at or host.now())
+    prepared = _Prepared(made_for, policy, code, acknowledgment_mail(host, dossier, code))
     with _prepared_lock:
         while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
             _prepared.pop(next(iter(_prepared)))
         _prepared[id(host), dossier.id] = prepared
 
 
-def _take_prepared(host: Host, dossier: Dossier, policy: CodePolicy) -> _Prepared | None:
+def _take_prepared(host: Host, dossier: Dossier, policy: CodePolicy | None) -> _Prepared | None:
     with _prepared_lock:
         prepared = _prepared.pop((id(host), dossier.id), None)
     if prepared is None or prepared.policy != policy:
         return None
-    return prepared if prepared.made_for == _made_for(host, dossier) else None
+    made_for = _made_for(host, dossier, dossier.deposited_at or host.now())
+    return prepared if prepared.made_for == made_for else None
 
 
 def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
@@ -209,7 +215,11 @@ def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
     acknowledgment mail."""
     code: str | None = None
     if dossier.account_id is not None:
-        mail = acknowledgment_mail(host, dossier, None)
+        prepared_for_account = _take_prepared(host, dossier, None)
+        if prepared_for_account is not None:
+            mail = prepared_for_account.mail
+        else:
+            mail = acknowledgment_mail(host, dossier, None)
     else:
         settings = load_settings(session)
         prepared = _take_prepared(host, dossier, CodePolicy.from_settings(settings))
