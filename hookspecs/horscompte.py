@@ -100,7 +100,7 @@ def horscompte_validation_mail_templates(host: Host) -> list[MailTemplate]:
         language. Their template names must be found by a loader: ship them with
         ``horscompte_template_loader``.
 
-    Not firstresult: the "Mail de validation" select lists every implementation's templates
+    Not firstresult: the "Courriel de validation" select lists every implementation's templates
     after those of ``opencrm_mail_templates``.
     """
 

@@ -207,7 +207,7 @@ class MailMessage:
 
 @dataclass(frozen=True)
 class MailTemplate:
-    """A mail layout an admin can choose (e.g. for "Mail de validation").
+    """A mail layout an admin can choose (e.g. for "Courriel de validation").
 
     ``key`` is stable and stored in settings; ``subject`` / ``text`` / ``html`` are Jinja2
     template names resolved through the plugin's template loader (host templates first).
@@ -532,7 +532,7 @@ def opencrm_dossier_actions(host: Host, request: Request, dossier: Dossier) -> l
 
 @hookspec
 def opencrm_mail_templates(host: Host) -> list[MailTemplate]:
-    """Mail templates a plugin contributes (the "Mail de validation" select lists them).
+    """Mail templates a plugin contributes (the "Courriel de validation" select lists them).
 
     :param host: the host.
     :return: a list of :class:`MailTemplate`.
