@@ -168,3 +168,13 @@ def test_concurrent_attaches_one_wins(client: Any, host: Any) -> None:
         )
     assert results.count(True) == 1
     assert dossier(host, mine.dossier_id).account_id in (1, 2)
+
+
+def test_the_claim_form_hints_at_codes_of_the_current_policy(client: Any, host: Any) -> None:
+    """The same tracking-code field as the lookup page: the example follows the settings."""
+    login(client, CITIZEN)
+    page = client.get(CLAIM).text
+    lookup_page = client.get("/hors-compte/suivi").text
+    hint = re.search(r'<code class="code-example">([^<]+)</code>', page)
+    assert hint is not None and hint.group(0) in lookup_page
+    assert "ABCD-EFGH-JK" not in page

@@ -23,7 +23,7 @@ from opencrm_horscompte.base.paths import CLAIM_PATH
 from opencrm_horscompte.base.rendering import message_page, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
-from opencrm_horscompte.lookup.pages import FAILURES, RESENT, SENT
+from opencrm_horscompte.lookup.pages import FAILURES, RESENT, SENT, code_hint
 from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import resend, verify
 
@@ -47,6 +47,8 @@ def attacher(host: Host) -> Callable[[int, User], bool] | None:
 
 def _page(host: Host, request: Request, status: int = 200, **context: Any) -> Response:
     context = {"token": None, "errors": {}, "notice": None, "error": None, **context}
+    if not context["token"]:  # the tracking-code form
+        context.update(code_hint(host))
     body = render_page(host, request, TEMPLATE, action_url=CLAIM_PATH, **context)
     return Response.html(body, status=status)
 

@@ -91,11 +91,18 @@ def _wait_message(outcome: Outcome) -> Message:
     )
 
 
+def code_hint(host: Host) -> dict[str, Any]:
+    """What the tracking-code field's hint shows (``_tracking_code_field.html``): an example
+    under the current policy, grouped as on the receipt, and whether case matters."""
+    with Session(host.engine) as session:
+        policy = CodePolicy.from_settings(load_settings(session))
+    example = format_tracking_code(example_tracking_code(policy))
+    return {"code_example": example, "case_sensitive": policy.case_sensitive}
+
+
 def _lookup_form(
     host: Host, request: Request, values: dict[str, str], errors: dict[str, Message], status: int
 ) -> Response:
-    with Session(host.engine) as session:
-        policy = CodePolicy.from_settings(load_settings(session))
     body = render_page(
         host,
         request,
@@ -104,8 +111,7 @@ def _lookup_form(
         values=values,
         errors=errors,
         forgotten_url=FORGOTTEN_PATH,
-        code_example=format_tracking_code(example_tracking_code(policy)),
-        case_sensitive=policy.case_sensitive,
+        **code_hint(host),
     )
     return Response.html(body, status=status)
 
