@@ -804,3 +804,11 @@ def test_scheduled_purge_removes_old_challenges_and_keeps_live_ones(
     [kept] = rows(host, Challenge)
     assert kept.dossier_id == deposited.dossier_id and kept.consumed_at is None
     assert submit(client, live, last_code(host)).status_code == 303
+
+
+def test_a_refused_lookup_says_so_in_the_page_title(client: Any) -> None:
+    page = post(client, LOOKUP, {"email": "pas une adresse", "tracking_code": ""})
+    assert page.status_code == 400
+    title = page.text.partition("<title>")[2].partition("</title>")[0]
+    assert title.startswith("Erreur \u2013 Suivre un dossier") and "<" not in title
+    assert page.text.count('class="error-summary"') == 1
