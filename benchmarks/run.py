@@ -1,6 +1,11 @@
 """Benchmark of the hors-compte plugin against baselines measured beside it, in one run.
 
-Usage: ``python benchmarks/run.py [--quick] [--pg-url URL] [--rss-budget SECONDS]``
+Usage: ``python benchmarks/run.py [--quick] [--pg-url URL] [--rss-budget SECONDS]
+[--only PHASE[,PHASE...]]``
+
+``--only`` runs the named phases alone (``deposit``, ``lookup``, ``http``...: the names the
+progress lines print), for a developer iterating on one path; the JSON then holds only
+their figures.
 
 Prints progress on stderr, a human summary on stdout, then ONE JSON object on the last line
 of stdout. It reports figures; it never asserts the targets (the summary shows them).
@@ -1280,28 +1285,69 @@ def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             f"{key:36} {shown(value):>9} {spread:>17} {wall:>8}  {status(key, value):18} {where}"
         )
-    pg = meta["postgresql"]
-    lines.append(
-        "\npg cores busy (median of runs): "
-        + ", ".join(
-            f"{w} worker(s): client {v['client_cores_busy']:.2f}, machine "
-            f"{v['machine_cores_busy']:.2f}"
-            for w, v in figures["pg_speedup_4_workers"]["cores_busy"].items()
+    if "postgresql" in meta:
+        pg = meta["postgresql"]
+        lines.append(
+            "\npg cores busy (median of runs): "
+            + ", ".join(
+                f"{w} worker(s): client {v['client_cores_busy']:.2f}, machine "
+                f"{v['machine_cores_busy']:.2f}"
+                for w, v in figures["pg_speedup_4_workers"]["cores_busy"].items()
+            )
+            + f"; {pg['deposits_per_second']['4']:.0f} vs {pg['deposits_per_second']['1']:.0f} "
+            "deposits/s"
         )
-        + f"; {pg['deposits_per_second']['4']:.0f} vs {pg['deposits_per_second']['1']:.0f} "
-        "deposits/s"
-    )
-    speed = meta["driver_speed"]
-    lines.append(
-        "one fixed statement, CPU us: Core {:.1f}, DriverStatement {:.1f}, raw {:.1f}".format(
-            speed["core_vs_raw"]["numerator_ms"]["cpu"] * 1e3,
-            speed["driver_statement_vs_raw"]["numerator_ms"]["cpu"] * 1e3,
-            speed["core_vs_raw"]["denominator_ms"]["cpu"] * 1e3,
+    if "driver_speed" in meta:
+        speed = meta["driver_speed"]
+        lines.append(
+            "one fixed statement, CPU us: Core {:.1f}, DriverStatement {:.1f}, raw {:.1f}".format(
+                speed["core_vs_raw"]["numerator_ms"]["cpu"] * 1e3,
+                speed["driver_statement_vs_raw"]["numerator_ms"]["cpu"] * 1e3,
+                speed["core_vs_raw"]["denominator_ms"]["cpu"] * 1e3,
+            )
         )
-    )
-    lines.append(f"rows per table (big file): {meta['scaling']['rows']['big']}")
+    if "scaling" in meta:
+        lines.append(f"rows per table (big file): {meta['scaling']['rows']['big']}")
     lines.append(f"total {meta['seconds']['total']:.0f} s")
     return "\n".join(lines)
+
+
+PHASES = (
+    "codegen",
+    "deposit",
+    "driver_speed",
+    "grow_small",
+    "grow_big",
+    "rss",
+    "lookup",
+    "scaling",
+    "wrong",
+    "http",
+    "postgresql",
+    "stats_page",
+    "branches",
+)
+# the phases that build the files another phase reads
+NEEDS = {
+    "lookup": {"grow_small"},
+    "http": {"grow_small"},
+    "scaling": {"grow_small", "grow_big"},
+    "wrong": {"grow_big"},
+}
+
+
+def chosen_phases(only: str | None) -> set[str]:
+    """Every phase, or those of ``--only`` and the phases they need."""
+    if not only:
+        return set(PHASES)
+    names = {name.strip() for name in only.split(",") if name.strip()}
+    unknown = names - set(PHASES)
+    if unknown or not names:
+        known = ", ".join(PHASES)
+        raise SystemExit(f"--only: unknown phase {sorted(unknown)}; the phases: {known}")
+    for name in list(names):
+        names |= NEEDS.get(name, set())
+    return names
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -1313,12 +1359,16 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], dict[s
     meta: dict[str, Any] = {"quick": args.quick, "machine": machine(), "sizes": asdict(sizes)}
     meta["machine"]["loadavg_at_start"] = os.getloadavg()
     figures: dict[str, dict[str, Any]] = {}
+    chosen = chosen_phases(args.only)
+
     try:
-        if args.quick:
+        if args.quick and "rss" in chosen:
             memory.start()  # beside the whole run: --quick figures are not meaningful anyway
         meta["machine"]["postgresql"] = check_postgresql(args.pg_url)
 
         def phase(name: str, function: Callable[[], dict[str, Any]]) -> None:
+            if name not in chosen:
+                return
             progress(f"{name}...")
             phase_started = time.perf_counter()
             result = function()
@@ -1329,24 +1379,29 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], dict[s
         phase("codegen", lambda: bench_codegen(sizes))
         phase("deposit", lambda: bench_deposit(sizes, workdir))
         phase("driver_speed", lambda: bench_driver_speed(sizes, workdir))
-        base = make_base(workdir)
-        small, big = workdir / "lookup-small.sqlite3", workdir / "lookup-big.sqlite3"
-        shutil.copyfile(base, small)
-        shutil.copyfile(base, big)
-        phase(
-            "grow_small",
-            lambda: {"rows": benchlib.grow_tables(str(small), sizes.small_rows, "small")},
-        )
-        # Full run: the memory process deposits beside the (untimed) table growth, and is
-        # waited for before the timed phases.
-        memory.start()
-        phase("grow_big", lambda: {"rows": benchlib.grow_tables(str(big), sizes.big_rows, "big")})
-        if not args.quick:
-            phase("rss", memory.result)
-        phase("lookup", lambda: bench_lookup(sizes, small))
-        phase("scaling", lambda: bench_scaling(sizes, small, big))
-        phase("wrong", lambda: bench_wrong_lookups(sizes, big))
-        phase("http", lambda: bench_http(sizes, small))
+        if chosen & {"grow_small", "grow_big"}:
+            base = make_base(workdir)
+            small, big = workdir / "lookup-small.sqlite3", workdir / "lookup-big.sqlite3"
+            shutil.copyfile(base, small)
+            shutil.copyfile(base, big)
+            phase(
+                "grow_small",
+                lambda: {"rows": benchlib.grow_tables(str(small), sizes.small_rows, "small")},
+            )
+            # Full run: the memory process deposits beside the (untimed) table growth, and
+            # is waited for before the timed phases.
+            if "rss" in chosen:
+                memory.start()
+            phase(
+                "grow_big",
+                lambda: {"rows": benchlib.grow_tables(str(big), sizes.big_rows, "big")},
+            )
+            if not args.quick:
+                phase("rss", memory.result)
+            phase("lookup", lambda: bench_lookup(sizes, small))
+            phase("scaling", lambda: bench_scaling(sizes, small, big))
+            phase("wrong", lambda: bench_wrong_lookups(sizes, big))
+            phase("http", lambda: bench_http(sizes, small))
         phase("postgresql", lambda: bench_postgresql(sizes, args.pg_url))
         phase("stats_page", lambda: bench_stats_page(args.quick, workdir))
         phase("branches", lambda: bench_branches(args.quick))
@@ -1373,6 +1428,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="seconds the memory phase may deposit after its warm-up (0: no limit)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="PHASE[,PHASE...]",
+        help=f"run these phases alone (and what they need): {', '.join(PHASES)}",
     )
     args = parser.parse_args(argv)
 

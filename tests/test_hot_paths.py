@@ -1,22 +1,26 @@
 """What the lean hot paths keep: settings cached per process yet changed everywhere at once,
 the deposit's work (code and acknowledgment mail) prepared outside the transaction yet
 checked inside, statements run at driver speed yet seen by statement recorders and raising
-SQLAlchemy's errors."""
+SQLAlchemy's errors, mails filled from a skeleton yet the same as a direct render."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import jinja2
 import pytest
 from conftest import ADMIN, recorded_statements
 from sqlalchemy import exc
 from sqlmodel import Session, col, select
 
+from opencrm_horscompte.base import mail_skeleton, rendering
 from opencrm_horscompte.base.db import DriverStatement, writer
 from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.base.rendering import render_mail
 from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit, update_identity
 from opencrm_horscompte.host_kit.refhost.models import Account, Demarche
 from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
+from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.store import load_settings, save_settings
 from opencrm_horscompte.tracking import deposit as tracking_deposit
 from opencrm_horscompte.tracking.codes import format_tracking_code
@@ -156,3 +160,84 @@ def test_an_accounts_acknowledgment_is_prepared_outside_the_transaction(
     deposit(host, draft.draft_key, ANSWERS)
     assert renders == [True]  # and not again inside it
     assert tracking_deposit._prepared == {}
+
+
+# --------------------------------------------------------------------------- mail skeletons
+
+TITLE = "Voirie <b>&</b> « 'trottoir' »  \"rue\""
+
+
+def validation_mail(host: Any, locale: str, code: str, title: str = TITLE) -> tuple[Any, Any]:
+    """The validation mail filled from its skeleton, and rendered directly."""
+    context = {"expiry_minutes": 15, "lookup_url": "https://mairie.example/suivi"}
+    filled = {"code": code, "demarche_title": title}
+    to = "lea@exemple.fr"
+    template = DEFAULT_VALIDATION_TEMPLATE
+    return (
+        mail_skeleton.render_filled_mail(host, to, template, context, filled, locale),
+        render_mail(host, to, template, {**context, **filled}, locale),
+    )
+
+
+@pytest.mark.parametrize("locale", ["fr", "en", "de"])
+def test_a_filled_mail_is_the_mail_a_direct_render_gives(host: Any, locale: str) -> None:
+    for code, title in [("042917", TITLE), ("99", ""), ("12345678", "Démarche\nsur deux lignes")]:
+        filled, direct = validation_mail(host, locale, code, title)
+        assert filled == direct
+        assert code in filled.text and code in (filled.html or "")
+    first, _ = validation_mail(host, locale, "111111")
+    assert "&lt;b&gt;&amp;&lt;/b&gt;" in (first.html or "")  # escaped in the HTML part only
+    assert "<b>&</b>" in first.text and "<b>&</b>" in first.subject
+
+
+def test_a_template_that_transforms_a_value_is_rendered_directly(host: Any) -> None:
+    """A host template that slices the code and upper-cases the title fails the skeleton's
+    proof: each of its mails is rendered in full, and is right."""
+    host.template_loader = jinja2.DictLoader(
+        {
+            "horscompte/mail/validation_subject.txt": "{{ demarche_title|upper }}",
+            "horscompte/mail/validation.txt": "{{ code[:3] }} {{ code[3:] }}",
+            "horscompte/mail/validation.html": "<p>{{ code|length }} {{ code }}</p>",
+        }
+    )
+    mail_skeleton.forget_skeletons()
+    try:
+        filled, direct = validation_mail(host, "fr", "123456", "rue")
+        assert filled == direct
+        assert (filled.subject, filled.text, filled.html) == ("RUE", "123 456", "<p>6 123456</p>")
+    finally:
+        host.template_loader = None
+        mail_skeleton.forget_skeletons()
+
+
+def test_every_locale_is_built_at_once(host: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which locales a process has seen never changes what a mail costs: a lookup's match (the
+    dossier's locale) and its decoy (the page's) do the same work from the first one on."""
+    mail_skeleton.forget_skeletons()
+    validation_mail(host, "fr", "123456")
+    renders: list[str] = []
+    original = rendering.render_fragment
+
+    def counting(*args: Any, **kwargs: Any) -> str:
+        renders.append(args[1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render_fragment", counting)
+    for locale in ("en", "fr", "en-GB", "de"):
+        validation_mail(host, locale, "654321")[0]
+    assert len(renders) == 4 * 3  # the direct renders of the comparison only, none for filling
+
+
+def test_driver_statement_rows_are_named_and_processed(host: Any) -> None:
+    """Rows come back as SQLAlchemy would give them: by column name, timestamps aware UTC."""
+    deposit_with_prepare(host)
+    statement = DriverStatement(
+        select(col(TrackingCode.dossier_id), col(TrackingCode.issued_at)).order_by(
+            col(TrackingCode.dossier_id)
+        )
+    )
+    with host.engine.connect() as connection:
+        row = statement.first(connection)
+        rows = statement.all(connection)
+    assert row == rows[0] and isinstance(row.dossier_id, int)
+    assert row.issued_at.tzinfo is not None and row.issued_at.utcoffset().total_seconds() == 0

@@ -40,7 +40,7 @@ from lookup_helpers import (
 from sqlalchemy import insert, text
 from sqlmodel import Session
 
-from opencrm_horscompte.base import limits, rendering
+from opencrm_horscompte.base import limits, mail_skeleton, rendering
 from opencrm_horscompte.base.emails import email_key
 from opencrm_horscompte.base.models import Challenge, FailureGuard
 from opencrm_horscompte.base.tokens import unsign
@@ -225,10 +225,18 @@ def _observe_lookup(host: Any, client: Any, email: str, code: str, monkeypatch: 
         rendered.append(template)
         return original(host_, template, *args, **kwargs)
 
+    original_fill = mail_skeleton.Skeleton.fill
+
+    def filling(skeleton: Any, to: str, values: Any) -> Any:
+        rendered.append(f"skeleton of {sorted(values)}")
+        return original_fill(skeleton, to, values)
+
     monkeypatch.setattr(rendering, "render_fragment", counting)
+    monkeypatch.setattr(mail_skeleton.Skeleton, "fill", filling)
     with recorded_statements(host) as statements:
         response = lookup(client, email, code)
     monkeypatch.setattr(rendering, "render_fragment", original)
+    monkeypatch.setattr(mail_skeleton.Skeleton, "fill", original_fill)
     assert response.status_code == 200
     shapes = [s.split(" (", 1)[0] if s.startswith("INSERT") else s for s in statements]
     shapes = [
@@ -249,7 +257,7 @@ def test_match_and_miss_run_the_same_statements_and_renders(
     miss = _observe_lookup(host, client, EMAIL, "ZZZZ-YYYY-XXXX", monkeypatch)
     unknown = _observe_lookup(host, client, "inconnu@exemple.fr", deposited.code, monkeypatch)
     assert match == miss == unknown
-    assert any("validation" in name or "mail" in name for name in match[1]), match[1]
+    assert match[1] == ["skeleton of ['code', 'demarche_title']"], match[1]
 
 
 def _writes(statements: list[str]) -> list[str]:
@@ -283,19 +291,27 @@ def test_the_validation_mail_is_rendered_before_the_write_transaction(
     client: Any, quiet_host: Any, deposited: Deposited, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The write transaction starts with the counters' upsert: every mail template is
-    rendered before it (nothing slow under the write lock)."""
+    rendered, and the mail filled, before it (nothing slow under the write lock)."""
     host = quiet_host
-    writing: list[bool] = []
+    mail_skeleton.forget_skeletons()  # the first lookup renders the templates too
+    writing: list[str] = []
     original = rendering.render_fragment
+    original_fill = mail_skeleton.Skeleton.fill
     with recorded_statements(host) as statements:
 
         def watching(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
-            writing.append(any("horscompte_throttle" in s for s in statements))
+            writing.append(f"render inside: {any('horscompte_throttle' in s for s in statements)}")
             return original(host_, template, *args, **kwargs)
 
+        def filling(skeleton: Any, to: str, values: Any) -> Any:
+            writing.append(f"fill inside: {any('horscompte_throttle' in s for s in statements)}")
+            return original_fill(skeleton, to, values)
+
         monkeypatch.setattr(rendering, "render_fragment", watching)
+        monkeypatch.setattr(mail_skeleton.Skeleton, "fill", filling)
         lookup(client, EMAIL, deposited.code)
-    assert writing and not any(writing)
+    assert "fill inside: False" in writing and "render inside: False" in writing
+    assert not [entry for entry in writing if entry.endswith("True")]
 
 
 # --------------------------------------------------------------------------- finding 11

@@ -11,12 +11,14 @@ PostgreSQL :func:`writer` changes nothing.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections import namedtuple
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Dialect, Table, TypeDecorator, event
+from sqlalchemy import Column, DateTime, Dialect, Table, TypeDecorator, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -51,7 +53,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
         immediate = connection.get_execution_options().get(_WRITER_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        (_BEGIN_IMMEDIATE if immediate else _BEGIN).execute(connection).close()
 
     return engine
 
@@ -104,44 +106,94 @@ def timestamp_column(*, nullable: bool = False, index: bool = False) -> Column[d
     return Column(UTCDateTime, nullable=nullable, index=index)
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    order: tuple[str, ...] | None  # positional drivers: the bind names in order
+    binds: dict[str, tuple[str, Any, Any]]  # bind name -> (key, default, bind processor)
+    row: type[tuple[Any, ...]]  # a named tuple of the result columns
+    processors: tuple[Any, ...] | None  # result processors, None when no column needs one
+
+
 class DriverStatement:
     """A fixed Core statement compiled once per dialect and run on the DBAPI cursor of the
     caller's connection, inside its transaction: the driver's own cost plus a few
     microseconds, instead of SQLAlchemy's execution context per call (about 14 µs against
     1.5 µs on SQLite for a primary-key read, measured by the benchmark's README).
 
-    Parameters go through the same bind processors SQLAlchemy would apply (timestamps to
-    UTC, SQLite's datetime text), and ``before_cursor_execute`` / ``after_cursor_execute``
+    Parameters go through the bind processors SQLAlchemy would apply (timestamps to UTC,
+    SQLite's datetime text), and result rows through its result processors (named tuples,
+    timestamps read back aware); ``before_cursor_execute`` / ``after_cursor_execute``
     listeners are told of each statement, so statement recorders and driver clocks see it
-    like any other (``context`` is None for them). Kept for the few statements of the hot
-    paths that run on every request; everything else goes through the ORM or Core.
+    like any other (``context`` is None for them). Driver errors are raised as SQLAlchemy
+    raises them (``IntegrityError``...). Kept for the statements of the hot paths that run
+    on every request; everything else goes through the ORM or Core.
     """
 
     def __init__(self, statement: Any) -> None:
         self.statement = statement
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+        self._compiled: dict[str, _Compiled] = {}
 
-    def _for(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+    def _for(self, dialect: Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             done = self.statement.compile(dialect=dialect)
-            binds: dict[str, Any] = {}
+            binds: dict[str, tuple[str, Any, Any]] = {}
             for name, bind in done.binds.items():
                 processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 binds[name] = (bind.key, bind.effective_value, processor)
             order = tuple(done.positiontup) if done.positional and done.positiontup else None
-            compiled = self._compiled[dialect.name] = (done.string, order, binds)
+            columns = done._result_columns
+            processors = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in columns
+            )
+            names = [column.keyname for column in columns]
+            row = namedtuple("Row", names, rename=True)  # type: ignore[misc]
+            compiled = self._compiled[dialect.name] = _Compiled(
+                done.string, order, binds, row, processors if any(processors) else None
+            )
         return compiled
 
     def execute(self, connection: Any, parameters: Mapping[str, Any] | None = None) -> Any:
         """Run with ``parameters`` (by bind name); returns the DBAPI cursor, to fetch from."""
-        sql, order, binds = self._for(connection.dialect)
+        return self._run(self._for(connection.dialect), connection, parameters)
+
+    def all(self, connection: Any, parameters: Mapping[str, Any] | None = None) -> list[Any]:
+        """Every result row, processed (named tuples)."""
+        compiled = self._for(connection.dialect)
+        cursor = self._run(compiled, connection, parameters)
+        try:
+            raw = cursor.fetchall()
+        finally:
+            cursor.close()
+        return [self._row(compiled, values) for values in raw]
+
+    def first(self, connection: Any, parameters: Mapping[str, Any] | None = None) -> Any:
+        """The first result row, processed, or None; the others are discarded."""
+        rows = self.all(connection, parameters)
+        return rows[0] if rows else None
+
+    @staticmethod
+    def _row(compiled: _Compiled, values: Sequence[Any]) -> Any:
+        processors = compiled.processors
+        if processors is None:
+            return compiled.row._make(values)  # type: ignore[attr-defined]
+        return compiled.row._make(  # type: ignore[attr-defined]
+            processor(value) if processor is not None else value
+            for processor, value in zip(processors, values, strict=True)
+        )
+
+    @staticmethod
+    def _run(compiled: _Compiled, connection: Any, parameters: Mapping[str, Any] | None) -> Any:
         values: dict[str, Any] = {}
         given = parameters or {}
-        for name, (key, default, processor) in binds.items():
+        for name, (key, default, processor) in compiled.binds.items():
             value = given.get(key, default)
             values[name] = processor(value) if processor is not None else value
+        order = compiled.order
         arguments: Any = tuple(values[name] for name in order) if order is not None else values
+        sql = compiled.sql
         cursor = connection.connection.dbapi_connection.cursor()
         dispatch = connection.dispatch
         dispatch.before_cursor_execute(connection, cursor, sql, arguments, None, False)
@@ -156,3 +208,8 @@ class DriverStatement:
             raise wrapped from error
         dispatch.after_cursor_execute(connection, cursor, sql, arguments, None, False)
         return cursor
+
+
+# SQLite's transaction control, at driver speed: every request begins one or two.
+_BEGIN = DriverStatement(text("BEGIN"))
+_BEGIN_IMMEDIATE = DriverStatement(text("BEGIN IMMEDIATE"))

@@ -28,9 +28,10 @@ from datetime import datetime, timedelta
 from functools import cache
 
 from sqlalchemy import bindparam, delete, text
-from sqlalchemy.sql.selectable import TextualSelect
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from opencrm_horscompte.base.db import DriverStatement
 from opencrm_horscompte.base.models import ThrottleCounter, utc
 
 _TABLE = ThrottleCounter.__table__
@@ -81,12 +82,14 @@ def throttle_key(secret: bytes, scope: str, value: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def hit(session: Session, key: str, limit: Limit, now: datetime) -> Hit:
+def hit(session: Session | Connection, key: str, limit: Limit, now: datetime) -> Hit:
     """Count one event for ``key`` at ``now`` and return the count after it (no commit)."""
     return hit_many(session, [(key, limit)], now)[0]
 
 
-def hit_many(session: Session, counted: Sequence[tuple[str, Limit]], now: datetime) -> list[Hit]:
+def hit_many(
+    session: Session | Connection, counted: Sequence[tuple[str, Limit]], now: datetime
+) -> list[Hit]:
     """:func:`hit` for several keys in ONE statement (a multi-row upsert), in order.
 
     Rows are written in key order, so concurrent callers lock them in the same order and
@@ -102,9 +105,9 @@ def hit_many(session: Session, counted: Sequence[tuple[str, Limit]], now: dateti
     for index, (key, limit) in enumerate(sorted(counted, key=lambda pair: pair[0])):
         params[f"key_{index}"] = key
         params[f"expires_{index}"] = now + limit.window
-    statement = _upsert(len(counted))
-    rows = session.connection().execute(statement, params)
-    results = {key: (count, utc(expires)) for key, count, expires in rows}
+    connection = session if isinstance(session, Connection) else session.connection()
+    rows = _upsert(len(counted)).all(connection, params)
+    results = {key: (count, expires) for key, count, expires in rows}
     hits = []
     for key, limit in counted:
         count, expires_at = results[key]
@@ -121,7 +124,7 @@ def hit_many(session: Session, counted: Sequence[tuple[str, Limit]], now: dateti
 
 
 @cache
-def _upsert(rows: int) -> TextualSelect:
+def _upsert(rows: int) -> DriverStatement:
     """The upsert of ``rows`` counters, as SQL text that PostgreSQL and SQLite both speak:
     a new window when the stored one has expired, else count + 1. (A multi-row insert
     built with the expression language is compiled anew on every call; text is cached.)"""
@@ -139,7 +142,8 @@ def _upsert(rows: int) -> TextualSelect:
     stamp = _TABLE.c.window_start.type
     typed = [bindparam("now", type_=stamp)]
     typed += [bindparam(f"expires_{index}", type_=stamp) for index in range(rows)]
-    return text(sql).bindparams(*typed).columns(_TABLE.c.key, _TABLE.c.count, _TABLE.c.expires_at)
+    columns = (_TABLE.c.key, _TABLE.c.count, _TABLE.c.expires_at)
+    return DriverStatement(text(sql).bindparams(*typed).columns(*columns))
 
 
 def reset(session: Session, key: str) -> None:

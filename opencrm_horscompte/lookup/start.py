@@ -35,10 +35,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import upsert_insert, writer
+from opencrm_horscompte.base.db import DriverStatement, upsert_insert, writer
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import N_, Message
@@ -49,9 +48,9 @@ from opencrm_horscompte.base.limits import (
     LOOKUP_EMAIL_MATCHED,
     counted_all,
 )
+from opencrm_horscompte.base.mail_skeleton import render_filled_mail
 from opencrm_horscompte.base.models import Challenge, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
-from opencrm_horscompte.base.rendering import render_mail
 from opencrm_horscompte.base.throttle import Limit, throttle_key
 from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate
 from opencrm_horscompte.settings.mail_templates import (
@@ -59,7 +58,12 @@ from opencrm_horscompte.settings.mail_templates import (
     available_templates,
 )
 from opencrm_horscompte.settings.schema import Settings
-from opencrm_horscompte.settings.store import load_settings
+from opencrm_horscompte.settings.store import (
+    VERSION_ID,
+    VERSION_TABLE,
+    load_settings,
+    settings_under,
+)
 from opencrm_horscompte.stats.counters import count
 from opencrm_horscompte.tracking.codes import (
     SPECIAL,
@@ -161,16 +165,24 @@ _TARGET_COLUMNS = (
     _CODES.c.demarche_title,
     _CODES.c.locale,
 )
-_CANDIDATES = select(*_TARGET_COLUMNS).where(
-    _CODES.c.email_key == bindparam("email_key", type_=_CODES.c.email_key.type)
+_EMAIL_KEY = bindparam("email_key", type_=_CODES.c.email_key.type)
+_CANDIDATES = DriverStatement(select(*_TARGET_COLUMNS).where(_CODES.c.email_key == _EMAIL_KEY))
+# The settings version and the candidates in one statement: the version row, joined to
+# every tracking code of the address (one row with no code when there is none).
+_SETTINGS_AND_CANDIDATES = DriverStatement(
+    select(VERSION_TABLE.c.token, *_TARGET_COLUMNS)
+    .select_from(VERSION_TABLE.outerjoin(_CODES, _CODES.c.email_key == _EMAIL_KEY))
+    .where(VERSION_TABLE.c.id == VERSION_ID)
 )
-_TARGET_OF_DOSSIER = select(*_TARGET_COLUMNS).where(
-    _CODES.c.dossier_id == bindparam("dossier_id", type_=_CODES.c.dossier_id.type)
+_TARGET_OF_DOSSIER = DriverStatement(
+    select(*_TARGET_COLUMNS).where(
+        _CODES.c.dossier_id == bindparam("dossier_id", type_=_CODES.c.dossier_id.type)
+    )
 )
 
 
 @cache
-def _issue_statement(dialect: str) -> Executable:
+def _issue_statement(dialect: str) -> DriverStatement:
     """Insert the guard's live challenge, or replace it in place under a fresh id (the old
     carrier then finds no row: "replaced"); returns the id. One statement, one index probe
     on the live rows, whatever piled up before."""
@@ -187,7 +199,7 @@ def _issue_statement(dialect: str) -> Executable:
         expires_at=bindparam("expires_at", type_=_STAMP),
         attempts=0,
     )
-    return insert.on_conflict_do_update(
+    upsert = insert.on_conflict_do_update(
         index_elements=[_CHALLENGES.c.guard_key],
         index_where=_CHALLENGES.c.consumed_at.is_(None),
         set_={
@@ -198,7 +210,8 @@ def _issue_statement(dialect: str) -> Executable:
             "expires_at": insert.excluded.expires_at,
             "attempts": 0,
         },
-    ).returning(_CHALLENGES.c.id)
+    )
+    return DriverStatement(upsert.returning(_CHALLENGES.c.id))
 
 
 @dataclass(frozen=True)
@@ -219,18 +232,19 @@ def prepare_code(
 ) -> PreparedCode:
     code = generate_validation_code(settings.validation_code_length)
     context = {
-        "code": code,
         "expiry_minutes": settings.validation_code_expiry_minutes,
-        "demarche_title": target.demarche_title if target is not None else "",
         "lookup_url": host.absolute_url(LOOKUP_PATH),
     }
+    # a decoy's mail is filled as a match's is (same skeleton work), never queued
+    title = target.demarche_title if target is not None else ""
+    filled = {"code": code, "demarche_title": title}
     template = validation_template(host, settings)
     to, mail_locale = (target.email, target.locale) if target is not None else (decoy_to, locale)
     return PreparedCode(
         guard=guard,
         dossier_id=target.dossier_id if target is not None else None,
         code_hmac=code_hmac(host.secret_keys[-1], guard, code),
-        mail=render_mail(host, to, template, context, mail_locale),
+        mail=render_filled_mail(host, to, template, context, filled, mail_locale),
         expiry=timedelta(minutes=settings.validation_code_expiry_minutes),
     )
 
@@ -250,9 +264,7 @@ def issue_code(
         "now": now,
         "expires_at": expires_at,
     }
-    challenge_id = int(
-        connection.execute(_issue_statement(connection.dialect.name), params).scalar_one()
-    )
+    challenge_id = int(_issue_statement(connection.dialect.name).first(connection, params)[0])
     if mail and prepared.dossier_id is not None:
         # useless once the code expires, and replaced by the next code of the same guard
         message = replace(
@@ -269,8 +281,17 @@ def issue_code(
 def read_target(connection: Connection, dossier_id: int | None) -> Any:
     if dossier_id is None:
         return None
-    row: Any = connection.execute(_TARGET_OF_DOSSIER, {"dossier_id": dossier_id}).first()
-    return row
+    return _TARGET_OF_DOSSIER.first(connection, {"dossier_id": dossier_id})
+
+
+def read_settings_and_candidates(connection: Connection, key: str) -> tuple[Settings, list[Any]]:
+    """The settings in force and the tracking codes of email key ``key``: one statement
+    (two on a database that lost its settings version row)."""
+    rows = _SETTINGS_AND_CANDIDATES.all(connection, {"email_key": key})
+    if not rows:
+        return load_settings(connection), _CANDIDATES.all(connection, {"email_key": key})
+    settings = settings_under(connection, rows[0].token)
+    return settings, [row for row in rows if row.dossier_id is not None]
 
 
 @dataclass(frozen=True)
@@ -283,15 +304,14 @@ class Started:
 def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> Started:
     """Find the dossier, count the attempt and issue its code (or a decoy's).
 
-    Six statements whatever matched: settings and candidates (read, before the write
-    lock), then the rate-limit counters, the daily statistics, the challenge and the mail or
-    audit record (one short write transaction). The code is drawn, hashed and its mail
-    rendered between the two.
+    Five statements whatever matched: the settings version and the candidates (one read,
+    before the write lock), then the rate-limit counters, the daily statistics, the
+    challenge and the mail or audit record (one short write transaction). The code is
+    drawn, hashed and its mail filled between the two.
     """
     key = email_key(typed.email)
     with host.engine.connect() as connection:
-        settings = load_settings(connection)
-        candidates = connection.execute(_CANDIDATES, {"email_key": key}).all()
+        settings, candidates = read_settings_and_candidates(connection, key)
     target = _matching(candidates, typed.tracking_code)
     limits: list[tuple[Limit, str]] = [(LOOKUP_CLIENT, client)]
     if target is not None:

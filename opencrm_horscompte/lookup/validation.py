@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Literal
 
-from sqlalchemy import bindparam, case, delete, exists, literal, select, update
+from sqlalchemy import bindparam, case, exists, literal, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import upsert_insert, writer
+from opencrm_horscompte.base.db import DriverStatement, upsert_insert, writer
 from opencrm_horscompte.base.limits import (
     ATTEMPTS_PER_CODE,
     BACKOFF_AFTER_FAILURES,
@@ -97,7 +97,11 @@ _LIVE = (
 
 
 @cache
-def _take_attempt_statement(dialect: str) -> Executable:
+def _take_attempt_statement(dialect: str) -> DriverStatement:
+    return DriverStatement(_take_attempt(dialect))
+
+
+def _take_attempt(dialect: str) -> Executable:
     """Take one attempt on a live code whose guard is not waiting; returns what the check
     needs. On PostgreSQL the guard row is locked first (a materialised ``FOR UPDATE`` CTE)
     and the wait is decided on that locked, latest version of it."""
@@ -136,14 +140,15 @@ def _take_attempt_statement(dialect: str) -> Executable:
     )
 
 
-_CONSUME = (
+# Consuming also deletes the challenge's failure guard: a trigger does it in the same
+# statement (migration 0003).
+_CONSUME = DriverStatement(
     update(_CHALLENGE)
     .where(_CHALLENGE.c.id == _ID, _CHALLENGE.c.consumed_at.is_(None))
     .values(consumed_at=_NOW)
     .returning(_CHALLENGE.c.id)
 )
-_FORGET_GUARD = delete(_GUARD).where(_GUARD.c.key == _GUARD_KEY)
-_WHY = (
+_WHY = DriverStatement(
     select(
         _CHALLENGE.c.consumed_at,
         _CHALLENGE.c.attempts,
@@ -154,18 +159,20 @@ _WHY = (
     .select_from(_CHALLENGE.outerjoin(_GUARD, _GUARD.c.key == _CHALLENGE.c.guard_key))
     .where(_CHALLENGE.c.id == _ID)
 )
-_CHALLENGE_OF = select(
-    _CHALLENGE.c.created_at, _CHALLENGE.c.guard_key, _CHALLENGE.c.dossier_id
-).where(_CHALLENGE.c.id == _ID)
+_CHALLENGE_OF = DriverStatement(
+    select(_CHALLENGE.c.created_at, _CHALLENGE.c.guard_key, _CHALLENGE.c.dossier_id).where(
+        _CHALLENGE.c.id == _ID
+    )
+)
 
 
 @cache
-def _count_failure_statement(dialect: str) -> Executable:
+def _count_failure_statement(dialect: str) -> DriverStatement:
     """Upsert of the guard: failures + 1, and the wait that many failures earn."""
     failures = _GUARD.c.failures + 1
     waits = {n: bindparam(f"wait_{n}", type_=_STAMP) for n in range(1, LOCK_AFTER_FAILURES + 1)}
     insert = upsert_insert(dialect, _GUARD)
-    return (
+    return DriverStatement(
         insert.values(key=_GUARD_KEY, failures=1, not_before=bindparam("wait_1", type_=_STAMP))
         .on_conflict_do_update(
             index_elements=[_GUARD.c.key],
@@ -188,12 +195,12 @@ def _count_failure(connection: Connection, guard: str, now: datetime) -> int:
     params: dict[str, object] = {"guard": guard, "locked": now + LOCK_DURATION}
     params.update({f"wait_{n}": _not_before(n, now) for n in range(1, LOCK_AFTER_FAILURES + 1)})
     statement = _count_failure_statement(connection.dialect.name)
-    return int(connection.execute(statement, params).scalar_one())
+    return int(statement.first(connection, params)[0])
 
 
 def _why_refused(connection: Connection, challenge_id: int, now: datetime) -> Outcome:
     """Why the attempt was not taken, in the order that tells the citizen what to do."""
-    row = connection.execute(_WHY, {"challenge_id": challenge_id}).first()
+    row = _WHY.first(connection, {"challenge_id": challenge_id})
     if row is None:
         return Outcome("replaced")
     if row.consumed_at is not None:
@@ -212,8 +219,8 @@ def _why_refused(connection: Connection, challenge_id: int, now: datetime) -> Ou
 
 def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
     """Check ``typed`` against the challenge; on success the code is spent. Take an attempt,
-    then consume and forget the guard, or count a failure; then the daily statistics (3
-    statements for a wrong code, 4 for a right one)."""
+    then consume it (which forgets the guard) or count a failure; then the daily
+    statistics: three statements either way."""
     code = _clean(typed)
     if code is None:
         return Outcome("malformed")
@@ -221,7 +228,7 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
         now = host.now()  # under the write lock on SQLite (BEGIN IMMEDIATE has run)
         ids = {"challenge_id": challenge_id, "now": now, "stale": now - NO_WAIT_SLACK}
         statement = _take_attempt_statement(connection.dialect.name)
-        challenge = connection.execute(statement, ids).first()
+        challenge = statement.first(connection, ids)
         if challenge is None:
             return _why_refused(connection, challenge_id, now)
         guard = challenge.guard_key
@@ -229,9 +236,8 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
         answers = [code_hmac(key, guard, code) for key in host.secret_keys]
         matches = [hmac.compare_digest(answer, challenge.code_hmac) for answer in answers]
         if any(matches) and challenge.dossier_id is not None:
-            if connection.execute(_CONSUME, ids).first() is None:
+            if _CONSUME.first(connection, ids) is None:
                 return _why_refused(connection, challenge_id, now)
-            connection.execute(_FORGET_GUARD, {"guard": guard})
             count(connection, now, validations_ok=1)
             return Outcome("granted", dossier_id=challenge.dossier_id)
         failures = _count_failure(connection, guard, now)
@@ -253,7 +259,7 @@ def resend(host: Host, challenge_id: int, locale: str = "fr") -> Resent:
     failure count; at most one per ``RESEND_COOLDOWN``, and the hourly cap of mails. The
     mail is rendered for a decoy too, before the write transaction."""
     with host.engine.connect() as connection:
-        challenge = connection.execute(_CHALLENGE_OF, {"challenge_id": challenge_id}).first()
+        challenge = _CHALLENGE_OF.first(connection, {"challenge_id": challenge_id})
         if challenge is None:
             return Resent(None)
         settings = load_settings(connection)

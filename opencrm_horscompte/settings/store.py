@@ -30,9 +30,9 @@ SETTINGS_CHANGED = "settings.changed"
 
 _TABLE = SettingRow.__table__
 _SAVED = select(_TABLE.c.key, _TABLE.c.value_json)
-_VERSION_TABLE = SettingsVersion.__table__
-_VERSION_ID = 1
-_VERSION = select(_VERSION_TABLE.c.token).where(_VERSION_TABLE.c.id == _VERSION_ID)
+VERSION_ID = 1
+VERSION_TABLE = SettingsVersion.__table__
+_VERSION = select(VERSION_TABLE.c.token).where(VERSION_TABLE.c.id == VERSION_ID)
 _VERSION_AT_DRIVER_SPEED = DriverStatement(_VERSION)  # runs on every request
 # (database URL, version token) -> the settings parsed under that token, per process.
 _CACHE: dict[tuple[str, str], Settings] = {}
@@ -73,7 +73,14 @@ def load_settings(
         found = cursor.fetchone()
     finally:
         cursor.close()
-    token = found[0] if found else None
+    return settings_under(connection, found[0] if found else None)
+
+
+def settings_under(connection: Connection, token: str | None) -> Settings:
+    """The settings in force under version ``token`` of ``horscompte_settings_version``,
+    read by the caller (the lookup reads it in the statement that finds its candidates):
+    parsed once per token and process. Without a token (no version row), every row is read.
+    """
     if token is None:
         return _read(connection, None)
     url = _url(connection.engine)
@@ -108,8 +115,8 @@ def ensure_settings_version(engine: Engine) -> None:
     """Create the version row if it is missing (plugin setup; idempotent)."""
     with writer(engine).begin() as connection:
         if connection.execute(_VERSION).first() is None:  # workers may start at once:
-            row = {"id": _VERSION_ID, "token": secrets.token_hex(16)}
-            insert = upsert_insert(connection.dialect.name, _VERSION_TABLE).values(row)
+            row = {"id": VERSION_ID, "token": secrets.token_hex(16)}
+            insert = upsert_insert(connection.dialect.name, VERSION_TABLE).values(row)
             connection.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
 
 
@@ -117,8 +124,8 @@ def _move_version(session: Session) -> None:
     """A new version token: every process re-reads the settings on its next call (an
     upsert: two saves at once never collide)."""
     connection = session.connection()
-    row = {"id": _VERSION_ID, "token": secrets.token_hex(16)}
-    insert = upsert_insert(connection.dialect.name, _VERSION_TABLE).values(row)
+    row = {"id": VERSION_ID, "token": secrets.token_hex(16)}
+    insert = upsert_insert(connection.dialect.name, VERSION_TABLE).values(row)
     connection.execute(
         insert.on_conflict_do_update(index_elements=["id"], set_={"token": insert.excluded.token})
     )

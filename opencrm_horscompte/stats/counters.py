@@ -15,9 +15,9 @@ from functools import cache
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session
 
+from opencrm_horscompte.base.db import DriverStatement
 from opencrm_horscompte.base.models import DailyStat
 
 METRICS = (
@@ -37,7 +37,7 @@ _NAME = _TABLE.name
 
 
 @cache
-def _upsert() -> TextClause:
+def _upsert() -> DriverStatement:
     """``INSERT ... ON CONFLICT (day) DO UPDATE SET m = m + excluded.m`` for every metric,
     as SQL text both PostgreSQL and SQLite speak (compiled once)."""
     columns = ", ".join(METRICS)
@@ -47,7 +47,7 @@ def _upsert() -> TextClause:
         f"INSERT INTO {_NAME} (day, {columns}) VALUES (:day, {values}) "
         f"ON CONFLICT (day) DO UPDATE SET {sets}"
     )
-    return text(sql).bindparams(bindparam("day", type_=_TABLE.c.day.type))
+    return DriverStatement(text(sql).bindparams(bindparam("day", type_=_TABLE.c.day.type)))
 
 
 def utc_day(moment: datetime) -> date:
@@ -66,4 +66,4 @@ def count(target: Session | Connection, at: datetime, **increments: int) -> None
     connection = target if isinstance(target, Connection) else target.connection()
     params: dict[str, object] = {metric: int(increments.get(metric, 0)) for metric in METRICS}
     params["day"] = utc_day(at)
-    connection.execute(_upsert(), params)
+    _upsert().execute(connection, params).close()
