@@ -29,9 +29,10 @@ from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.i18n import translate
+from opencrm_horscompte.base.mail_skeleton import render_filled_mail
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
-from opencrm_horscompte.base.rendering import plugin_mail, render_mail
+from opencrm_horscompte.base.rendering import plugin_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import latest_settings, load_settings
@@ -145,15 +146,20 @@ def _email_key(email: str) -> str:
 def acknowledgment_mail(host: Host, dossier: Dossier, code: str | None) -> MailMessage:
     """The acknowledgment: démarche, date and number restated; the grouped tracking code
     and the lookup page, or (``code`` None, an account's dossier) the dossier's page."""
-    context = {
+    shown_at = translate(moment(host, dossier.deposited_at or host.now()), dossier.locale)
+    filled = {
         "demarche_title": dossier.demarche_title,
-        "deposited_at": moment(host, dossier.deposited_at or host.now()),
-        "dossier_number": dossier.id,
-        "tracking_code": format_tracking_code(code) if code else None,
-        "lookup_url": host.absolute_url(LOOKUP_PATH),
+        "deposited_at": shown_at,
+        "dossier_number": str(dossier.id),
         "dossier_url": host.absolute_url(host.dossier_url(dossier.id)),
     }
-    return render_mail(host, dossier.email, ACKNOWLEDGMENT_MAIL, context, dossier.locale)
+    context: dict[str, str | None] = {"lookup_url": host.absolute_url(LOOKUP_PATH)}
+    if code:
+        filled["tracking_code"] = format_tracking_code(code)
+    else:
+        context["tracking_code"] = None  # the account's version of the mail
+    mail = ACKNOWLEDGMENT_MAIL
+    return render_filled_mail(host, dossier.email, mail, context, filled, dossier.locale)
 
 
 @dataclass(frozen=True)
