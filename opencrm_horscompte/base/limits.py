@@ -63,6 +63,13 @@ def counted(
     return counted_all(host, session, [(limit, value)], now)
 
 
+def keyed_events(host: Host, events: Sequence[tuple[Limit, str]]) -> list[tuple[str, Limit]]:
+    """``(limit, value)`` events as the counters' keys (HMACs of the values): made before
+    a write transaction opens, they keep the hashing out of it (:func:`counted_all`)."""
+    secret = host.secret_keys[-1]
+    return [(throttle_key(secret, limit.scope, value), limit) for limit, value in events]
+
+
 def counted_all(
     host: Host,
     session: Session,
@@ -72,8 +79,13 @@ def counted_all(
     """Count each event against its limit, all in one statement; False if any is past its
     limit. The first refusal of each window is audited (once, not on every request).
     ``now`` defaults to the host clock read here (read it after taking the write lock)."""
-    secret = host.secret_keys[-1]
-    keyed = [(throttle_key(secret, limit.scope, value), limit) for limit, value in events]
+    return counted_keyed(host, session, keyed_events(host, events), now)
+
+
+def counted_keyed(
+    host: Host, session: Session, keyed: Sequence[tuple[str, Limit]], now: datetime | None = None
+) -> bool:
+    """:func:`counted_all` of events already keyed by :func:`keyed_events`."""
     allowed = True
     session.connection()  # begin first: on SQLite the write lock is held before the clock is read
     moment = host.now() if now is None else now

@@ -30,7 +30,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
@@ -46,7 +46,8 @@ from opencrm_horscompte.base.limits import (
     LOOKUP_DOSSIER_MAILS,
     LOOKUP_EMAIL,
     LOOKUP_EMAIL_MATCHED,
-    counted_all,
+    counted_keyed,
+    keyed_events,
 )
 from opencrm_horscompte.base.mail_skeleton import render_filled_mail
 from opencrm_horscompte.base.models import Challenge, TrackingCode
@@ -139,11 +140,16 @@ def _matching(rows: Sequence[Any], typed: str) -> Any:
     """The row whose code ``typed`` is, comparing every candidate in constant time."""
     found = None
     for row in rows:
-        policy = CodePolicy(**json.loads(row.policy_json))
-        normalized = normalize_tracking_code(typed, policy)
+        normalized = normalize_tracking_code(typed, _policy(row.policy_json))
         if hmac.compare_digest(normalized.encode(), row.code.encode()):
             found = row
     return found
+
+
+@lru_cache(maxsize=64)
+def _policy(policy_json: str) -> CodePolicy:
+    """A stored code's policy, parsed once per process (dossiers share a few policies)."""
+    return CodePolicy(**json.loads(policy_json))
 
 
 def validation_template(host: Host, settings: Settings) -> MailTemplate:
@@ -322,12 +328,14 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
         limits.append((LOOKUP_EMAIL, key))
     limits.append((LOOKUP_DOSSIER_MAILS, guard))
     prepared = prepare_code(host, settings, target, guard, typed.email, locale)
-    with writer(host.engine).connect() as connection, connection.begin():
-        session = Session(bind=connection)
-        now = host.now()  # read under the write lock (SQLite), not before it
-        allowed = counted_all(host, session, limits, now)
-        sent = target is not None and allowed
-        count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
-        challenge_id = issue_code(host, session, prepared, now, mail=allowed)
+    keyed = keyed_events(host, limits)
+    with writer(host.engine).connect() as connection:
+        session = Session(bind=connection)  # joins the transaction begun next
+        with connection.begin():
+            now = host.now()  # read under the write lock (SQLite), not before it
+            allowed = counted_keyed(host, session, keyed, now)
+            sent = target is not None and allowed
+            count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
+            challenge_id = issue_code(host, session, prepared, now, mail=allowed)
     expiry = settings.validation_code_expiry_minutes
     return Started(challenge_id, expiry, settings.validation_code_length)
