@@ -196,7 +196,8 @@ class DriverStatement:
         sql = compiled.sql
         cursor = connection.connection.dbapi_connection.cursor()
         dispatch = connection.dispatch
-        dispatch.before_cursor_execute(connection, cursor, sql, arguments, None, False)
+        if dispatch.before_cursor_execute:  # a listener (false without: no call to make)
+            dispatch.before_cursor_execute(connection, cursor, sql, arguments, None, False)
         dbapi = connection.dialect.loaded_dbapi
         try:
             cursor.execute(sql, arguments)
@@ -206,7 +207,8 @@ class DriverStatement:
                 sql, arguments, error, dbapi.Error, dialect=connection.dialect
             )
             raise wrapped from error
-        dispatch.after_cursor_execute(connection, cursor, sql, arguments, None, False)
+        if dispatch.after_cursor_execute:
+            dispatch.after_cursor_execute(connection, cursor, sql, arguments, None, False)
         return cursor
 
 
