@@ -292,12 +292,18 @@ def read_target(connection: Connection, dossier_id: int | None) -> Any:
 
 def read_settings_and_candidates(connection: Connection, key: str) -> tuple[Settings, list[Any]]:
     """The settings in force and the tracking codes of email key ``key``: one statement
-    (two on a database that lost its settings version row)."""
+    (more when the settings changed since this process parsed them, or on a database that
+    lost its settings version row). Leaves ``connection`` outside any transaction."""
     rows = _SETTINGS_AND_CANDIDATES.all(connection, {"email_key": key})
-    if not rows:
-        return load_settings(connection), _CANDIDATES.all(connection, {"email_key": key})
-    settings = settings_under(connection, rows[0].token)
-    return settings, [row for row in rows if row.dossier_id is not None]
+    if rows:
+        settings = settings_under(connection, rows[0].token)
+        candidates = [row for row in rows if row.dossier_id is not None]
+    else:
+        settings = load_settings(connection)
+        candidates = _CANDIDATES.all(connection, {"email_key": key})
+    if connection.in_transaction():  # begun by reading the settings rows anew
+        connection.commit()
+    return settings, candidates
 
 
 @dataclass(frozen=True)
@@ -310,26 +316,26 @@ class Started:
 def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> Started:
     """Find the dossier, count the attempt and issue its code (or a decoy's).
 
-    Five statements whatever matched: the settings version and the candidates (one read,
-    before the write lock), then the rate-limit counters, the daily statistics, the
-    challenge and the mail or audit record (one short write transaction). The code is
-    drawn, hashed and its mail filled between the two.
+    Five statements whatever matched, on one pooled connection: the settings version and
+    the candidates (one read, before the write lock), then the rate-limit counters, the
+    daily statistics, the challenge and the mail or audit record (one short write
+    transaction). The code is drawn, hashed and its mail filled between the two.
     """
     key = email_key(typed.email)
-    with host.engine.connect() as connection:
-        settings, candidates = read_settings_and_candidates(connection, key)
-    target = _matching(candidates, typed.tracking_code)
-    limits: list[tuple[Limit, str]] = [(LOOKUP_CLIENT, client)]
-    if target is not None:
-        guard = dossier_guard(host, target.dossier_id)
-        limits.append((LOOKUP_EMAIL_MATCHED, key))
-    else:
-        guard = pair_guard(host, key, typed.tracking_code)
-        limits.append((LOOKUP_EMAIL, key))
-    limits.append((LOOKUP_DOSSIER_MAILS, guard))
-    prepared = prepare_code(host, settings, target, guard, typed.email, locale)
-    keyed = keyed_events(host, limits)
     with writer(host.engine).connect() as connection:
+        # read outside any transaction (SQLite: no write lock yet); BEGIN comes below
+        settings, candidates = read_settings_and_candidates(connection, key)
+        target = _matching(candidates, typed.tracking_code)
+        limits: list[tuple[Limit, str]] = [(LOOKUP_CLIENT, client)]
+        if target is not None:
+            guard = dossier_guard(host, target.dossier_id)
+            limits.append((LOOKUP_EMAIL_MATCHED, key))
+        else:
+            guard = pair_guard(host, key, typed.tracking_code)
+            limits.append((LOOKUP_EMAIL, key))
+        limits.append((LOOKUP_DOSSIER_MAILS, guard))
+        prepared = prepare_code(host, settings, target, guard, typed.email, locale)
+        keyed = keyed_events(host, limits)
         session = Session(bind=connection)  # joins the transaction begun next
         with connection.begin():
             now = host.now()  # read under the write lock (SQLite), not before it
