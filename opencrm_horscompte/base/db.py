@@ -109,10 +109,13 @@ def timestamp_column(*, nullable: bool = False, index: bool = False) -> Column[d
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    order: tuple[str, ...] | None  # positional drivers: the bind names in order
-    binds: dict[str, tuple[str, Any, Any]]  # bind name -> (key, default, bind processor)
+    positional: bool  # the driver takes a tuple (SQLite), else a dict (psycopg)
+    # one slot per driver parameter, in the driver's order: (bind name, parameter key,
+    # default value, bind processor or None)
+    slots: tuple[tuple[str, str, Any, Any], ...]
     row: type[tuple[Any, ...]]  # a named tuple of the result columns
     processors: tuple[Any, ...] | None  # result processors, None when no column needs one
+    error: type[Exception]  # the driver's base exception
 
 
 class DriverStatement:
@@ -125,9 +128,10 @@ class DriverStatement:
     SQLite's datetime text), and result rows through its result processors (named tuples,
     timestamps read back aware); ``before_cursor_execute`` / ``after_cursor_execute``
     listeners are told of each statement, so statement recorders and driver clocks see it
-    like any other (``context`` is None for them). Driver errors are raised as SQLAlchemy
-    raises them (``IntegrityError``...). Kept for the statements of the hot paths that run
-    on every request; everything else goes through the ORM or Core.
+    like any other (``context`` is None for them; listeners on the engine, where
+    ``event.listen(engine, ...)`` puts them, not on one connection). Driver errors are
+    raised as SQLAlchemy raises them (``IntegrityError``...). Kept for the statements of
+    the hot paths that run on every request; everything else goes through the ORM or Core.
     """
 
     def __init__(self, statement: Any) -> None:
@@ -138,11 +142,12 @@ class DriverStatement:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             done = self.statement.compile(dialect=dialect)
-            binds: dict[str, tuple[str, Any, Any]] = {}
+            binds: dict[str, tuple[str, str, Any, Any]] = {}
             for name, bind in done.binds.items():
                 processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-                binds[name] = (bind.key, bind.effective_value, processor)
-            order = tuple(done.positiontup) if done.positional and done.positiontup else None
+                binds[name] = (name, bind.key, bind.effective_value, processor)
+            positional = bool(done.positional)
+            order = (done.positiontup or []) if positional else list(binds)
             columns = done._result_columns
             processors = tuple(
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -151,7 +156,12 @@ class DriverStatement:
             names = [column.keyname for column in columns]
             row = namedtuple("Row", names, rename=True)  # type: ignore[misc]
             compiled = self._compiled[dialect.name] = _Compiled(
-                done.string, order, binds, row, processors if any(processors) else None
+                done.string,
+                positional,
+                tuple(binds[name] for name in order),
+                row,
+                processors if any(processors) else None,
+                dialect.loaded_dbapi.Error,
             )
         return compiled
 
@@ -186,29 +196,36 @@ class DriverStatement:
 
     @staticmethod
     def _run(compiled: _Compiled, connection: Any, parameters: Mapping[str, Any] | None) -> Any:
-        values: dict[str, Any] = {}
-        given = parameters or {}
-        for name, (key, default, processor) in compiled.binds.items():
-            value = given.get(key, default)
-            values[name] = processor(value) if processor is not None else value
-        order = compiled.order
-        arguments: Any = tuple(values[name] for name in order) if order is not None else values
+        get = (parameters or {}).get
+        values = [
+            get(key, default) if processor is None else processor(get(key, default))
+            for _name, key, default, processor in compiled.slots
+        ]
+        arguments: Any
+        if compiled.positional:
+            arguments = tuple(values)
+        else:
+            arguments = {slot[0]: value for slot, value in zip(compiled.slots, values, strict=True)}
         sql = compiled.sql
         cursor = connection.connection.dbapi_connection.cursor()
-        dispatch = connection.dispatch
-        if dispatch.before_cursor_execute:  # a listener (false without: no call to make)
-            dispatch.before_cursor_execute(connection, cursor, sql, arguments, None, False)
-        dbapi = connection.dialect.loaded_dbapi
+        # the engine's cursor listeners (recorders, clocks), tested where the test is cheap
+        listened = bool(connection.engine.dispatch.before_cursor_execute)
+        if listened:
+            connection.dispatch.before_cursor_execute(
+                connection, cursor, sql, arguments, None, False
+            )
         try:
             cursor.execute(sql, arguments)
-        except dbapi.Error as error:  # raised as SQLAlchemy would (IntegrityError...)
+        except compiled.error as error:  # raised as SQLAlchemy would (IntegrityError...)
             cursor.close()
             wrapped = DBAPIError.instance(
-                sql, arguments, error, dbapi.Error, dialect=connection.dialect
+                sql, arguments, error, compiled.error, dialect=connection.dialect
             )
             raise wrapped from error
-        if dispatch.after_cursor_execute:
-            dispatch.after_cursor_execute(connection, cursor, sql, arguments, None, False)
+        if listened:
+            connection.dispatch.after_cursor_execute(
+                connection, cursor, sql, arguments, None, False
+            )
         return cursor
 
 

@@ -298,7 +298,8 @@ def count_valid_codes(policy: CodePolicy) -> int:
 
 
 def generate_validation_code(length: int) -> str:
-    """A code of ``length`` decimal digits, each drawn with :mod:`secrets`."""
+    """A code of ``length`` decimal digits, uniform over the ``10**length`` codes: one draw
+    with :mod:`secrets`, zero-padded."""
     if length < 1:
         raise ValueError("a validation code needs at least one digit")
-    return "".join(secrets.choice(DIGITS) for _ in range(length))
+    return str(secrets.randbelow(10**length)).zfill(length)
