@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -30,6 +31,7 @@ from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.base.migrations import (
     PLUGIN_MIGRATIONS,
     MigrationSet,
+    alembic_config,
     current_revision,
     head_revision,
     history,
@@ -101,6 +103,44 @@ def test_version_tables_are_apart(engine: Engine) -> None:
         assert [row[0] for row in plugin] == [head_revision(PLUGIN_MIGRATIONS)]
         assert [row[0] for row in host] == [head_revision(HOST_MIGRATIONS)]
     assert "alembic_version" not in inspect(engine).get_table_names()
+
+
+def _consume_with_a_guard(engine: Engine, guard: str) -> list[Any]:
+    """A live challenge and its guard's failures, then the consuming UPDATE; the guards left."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                'INSERT INTO horscompte_failure_guard ("key", failures, not_before) '
+                "VALUES (:guard, 3, :at)"
+            ),
+            {"guard": guard, "at": AT},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO horscompte_challenge (dossier_id, guard_key, code_hmac, created_at, "
+                "expires_at, attempts) VALUES (NULL, :guard, :hmac, :at, :at, 0)"
+            ),
+            {"guard": guard, "hmac": "0" * 64, "at": AT},
+        )
+        connection.execute(
+            text("UPDATE horscompte_challenge SET consumed_at = :at WHERE guard_key = :guard"),
+            {"guard": guard, "at": AT},
+        )
+        rows = connection.execute(text('SELECT "key" FROM horscompte_failure_guard'))
+        return [row[0] for row in rows]
+
+
+def test_consuming_a_code_forgets_its_guard_in_the_database(engine: Engine) -> None:
+    """Revision 0003's trigger: verify relies on it (one statement less for a right code).
+    Downgrading removes it, upgrading puts it back."""
+    upgrade(engine)
+    assert _consume_with_a_guard(engine, "a" * 64) == []
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(PLUGIN_MIGRATIONS, connection), "0002_release_0_2")
+    assert _consume_with_a_guard(engine, "b" * 64) == ["b" * 64]
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert sorted(_consume_with_a_guard(engine, "c" * 64)) == ["b" * 64]
 
 
 # --------------------------------------------------------------------------- release 0.1
