@@ -27,7 +27,7 @@ import benchlib
 from sqlalchemy import text
 
 from opencrm_horscompte.base.db import make_engine, writer
-from opencrm_horscompte.stats.counters import METRICS, _upsert, utc_day
+from opencrm_horscompte.stats.counters import METRICS, upsert_statement, utc_day
 
 BATCH = 10_000
 REPEAT = 20
@@ -49,7 +49,7 @@ def count_events(host: Any, events: int) -> float:
             params["day"] = today - timedelta(days=rng.randrange(365))
             batch.append(params)
         with writer(host.engine).begin() as connection:
-            connection.execute(_upsert(), batch)
+            connection.execute(upsert_statement(), batch)
         done += size
     return time.perf_counter() - started
 

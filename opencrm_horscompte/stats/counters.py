@@ -15,6 +15,7 @@ from functools import cache
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session
 
 from opencrm_horscompte.base.db import DriverStatement
@@ -38,6 +39,12 @@ _NAME = _TABLE.name
 
 @cache
 def _upsert() -> DriverStatement:
+    """:func:`upsert_statement` at driver speed (every lookup, verify and deposit)."""
+    return DriverStatement(upsert_statement())
+
+
+@cache
+def upsert_statement() -> TextClause:
     """``INSERT ... ON CONFLICT (day) DO UPDATE SET m = m + excluded.m`` for every metric,
     as SQL text both PostgreSQL and SQLite speak (compiled once)."""
     columns = ", ".join(METRICS)
@@ -47,7 +54,7 @@ def _upsert() -> DriverStatement:
         f"INSERT INTO {_NAME} (day, {columns}) VALUES (:day, {values}) "
         f"ON CONFLICT (day) DO UPDATE SET {sets}"
     )
-    return DriverStatement(text(sql).bindparams(bindparam("day", type_=_TABLE.c.day.type)))
+    return text(sql).bindparams(bindparam("day", type_=_TABLE.c.day.type))
 
 
 def utc_day(moment: datetime) -> date:
