@@ -3,9 +3,9 @@
 Enumeration resistance: whatever the email and code match (nothing, another dossier's
 code, the right pair) and whether or not a limit was reached, the citizen gets the same
 page, the database the same statements and the CPU the same work (the validation mail is
-filled from its skeleton on both paths). A lookup that matches nothing issues a *decoy* challenge, which the
-validation page treats exactly like a real one (attempts, backoff, lock), and records an
-audit event where a real lookup queues its mail.
+filled from its skeleton on both paths). A lookup that matches nothing issues a *decoy*
+challenge, which the validation page treats exactly like a real one (attempts, backoff,
+lock), and records an audit event where a real lookup queues its mail.
 
 Failure guards: a real challenge counts its wrong codes against the dossier's guard; a decoy
 against the guard of the pair (typed email, typed tracking code). A stranger who knows only
