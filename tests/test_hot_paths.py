@@ -5,16 +5,20 @@ SQLAlchemy's errors, mails filled from a skeleton yet the same as a direct rende
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 import pytest
 from conftest import ADMIN, recorded_statements
-from sqlalchemy import exc
+from sqlalchemy import bindparam, exc, literal_column
+from sqlalchemy.dialects import sqlite
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base import mail_skeleton, rendering
-from opencrm_horscompte.base.db import DriverStatement, writer
+from opencrm_horscompte.base.db import DriverStatement, UTCDateTime, writer
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.rendering import render_mail
 from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit, update_identity
@@ -241,3 +245,43 @@ def test_driver_statement_rows_are_named_and_processed(host: Any) -> None:
         rows = statement.all(connection)
     assert row == rows[0] and isinstance(row.dossier_id, int)
     assert row.issued_at.tzinfo is not None and row.issued_at.utcoffset().total_seconds() == 0
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 1, 14, 3, 4, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2026, 3, 29, 2, 30, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(999, 3, 4, 5, 6, 7, 999_999, tzinfo=ZoneInfo("Europe/Paris")),
+    ],
+)
+def test_a_timestamp_is_bound_as_sqlalchemy_binds_it(moment: datetime) -> None:
+    """The fast SQLite bind of UTCDateTime gives the text SQLAlchemy's own path gives."""
+    dialect = sqlite.dialect()
+    column_type = UTCDateTime()
+    fast = column_type.bind_processor(dialect)
+    stored = column_type.impl_instance.dialect_impl(dialect).bind_processor(dialect)
+    assert fast(moment) == stored(column_type.process_bind_param(moment, dialect))
+    assert fast(None) is None
+    with pytest.raises(ValueError, match="timezone-aware"):
+        fast(moment.replace(tzinfo=None))
+
+
+def test_a_bind_used_twice_is_processed_once_and_bound_twice(host: Any) -> None:
+    stamp = bindparam("stamp", type_=UTCDateTime())
+    statement = DriverStatement(select(literal_column("1")).where(stamp == stamp, stamp != None))  # noqa: E711
+    calls: list[Any] = []
+    compiled = statement._for(host.engine.dialect)
+    processor = compiled.inputs[0][3]
+
+    def counting(value: Any) -> Any:
+        calls.append(value)
+        return processor(value)
+
+    statement._compiled[host.engine.dialect.name] = replace(
+        compiled, inputs=((*compiled.inputs[0][:3], counting),)
+    )
+    with host.engine.connect() as connection:
+        assert statement.first(connection, {"stamp": host.now()}) == (1,)
+    assert len(calls) == 1

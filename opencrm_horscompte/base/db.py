@@ -95,10 +95,34 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError("timestamps must be timezone-aware")
         return value.astimezone(UTC)
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """On SQLite with its default storage format, :meth:`process_bind_param` and the
+        dialect's text formatting in one step (the same text, in a fifth of the time: the
+        hot paths bind a dozen timestamps per request)."""
+        stored_format = getattr(self.impl_instance.dialect_impl(dialect), "_storage_format", None)
+        if dialect.name == "sqlite" and stored_format == _SQLITE_DEFAULT_FORMAT:
+            return _sqlite_utc_text
+        return super().bind_processor(dialect)
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_SQLITE_DEFAULT_FORMAT = sqlite.DATETIME._storage_format
+
+
+def _sqlite_utc_text(value: datetime | None) -> str | None:
+    """``UTCDateTime``'s bind value as SQLite's ``DATETIME`` stores it by default:
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, without an offset."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # the date, the time, no "+00:00"
 
 
 def timestamp_column(*, nullable: bool = False, index: bool = False) -> Column[datetime]:
@@ -110,9 +134,12 @@ def timestamp_column(*, nullable: bool = False, index: bool = False) -> Column[d
 class _Compiled:
     sql: str
     positional: bool  # the driver takes a tuple (SQLite), else a dict (psycopg)
-    # one slot per driver parameter, in the driver's order: (bind name, parameter key,
-    # default value, bind processor or None)
-    slots: tuple[tuple[str, str, Any, Any], ...]
+    # one input per bind name: (bind name, parameter key, default value, bind processor or
+    # None), each processed once per execution
+    inputs: tuple[tuple[str, str, Any, Any], ...]
+    # the input of each driver parameter, in the driver's order, when a positional
+    # statement uses a bind more than once (None: the inputs are that order)
+    order: tuple[int, ...] | None
     row: type[tuple[Any, ...]]  # a named tuple of the result columns
     processors: tuple[Any, ...] | None  # result processors, None when no column needs one
     error: type[Exception]  # the driver's base exception
@@ -147,7 +174,8 @@ class DriverStatement:
                 processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 binds[name] = (name, bind.key, bind.effective_value, processor)
             positional = bool(done.positional)
-            order = (done.positiontup or []) if positional else list(binds)
+            bind_names = list(binds)
+            order = list(done.positiontup or []) if positional else bind_names
             columns = done._result_columns
             processors = tuple(
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -158,7 +186,8 @@ class DriverStatement:
             compiled = self._compiled[dialect.name] = _Compiled(
                 done.string,
                 positional,
-                tuple(binds[name] for name in order),
+                tuple(binds.values()),
+                None if order == bind_names else tuple(bind_names.index(name) for name in order),
                 row,
                 processors if any(processors) else None,
                 dialect.loaded_dbapi.Error,
@@ -199,13 +228,17 @@ class DriverStatement:
         get = (parameters or {}).get
         values = [
             get(key, default) if processor is None else processor(get(key, default))
-            for _name, key, default, processor in compiled.slots
+            for _name, key, default, processor in compiled.inputs
         ]
         arguments: Any
-        if compiled.positional:
+        if not compiled.positional:
+            arguments = {
+                bind[0]: value for bind, value in zip(compiled.inputs, values, strict=True)
+            }
+        elif compiled.order is None:
             arguments = tuple(values)
         else:
-            arguments = {slot[0]: value for slot, value in zip(compiled.slots, values, strict=True)}
+            arguments = tuple([values[index] for index in compiled.order])
         sql = compiled.sql
         cursor = connection.connection.dbapi_connection.cursor()
         # the engine's cursor listeners (recorders, clocks), tested where the test is cheap
