@@ -5,6 +5,7 @@ SQLAlchemy's errors, mails filled from a skeleton yet the same as a direct rende
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -13,12 +14,18 @@ from zoneinfo import ZoneInfo
 import jinja2
 import pytest
 from conftest import ADMIN, recorded_statements
-from sqlalchemy import bindparam, exc, literal_column
+from sqlalchemy import Engine, Integer, bindparam, event, exc, literal_column, text
 from sqlalchemy.dialects import sqlite
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base import mail_skeleton, rendering
-from opencrm_horscompte.base.db import DriverStatement, UTCDateTime, writer
+from opencrm_horscompte.base.db import (
+    DriverStatement,
+    UTCDateTime,
+    driver_transaction,
+    make_engine,
+    writer,
+)
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.base.rendering import render_mail
 from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit, update_identity
@@ -285,3 +292,102 @@ def test_a_bind_used_twice_is_processed_once_and_bound_twice(host: Any) -> None:
     with host.engine.connect() as connection:
         assert statement.first(connection, {"stamp": host.now()}) == (1,)
     assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- driver transactions
+
+_PUT = DriverStatement(text("INSERT INTO probe (id, parent_id) VALUES (:id, :parent_id)"))
+_ROWS = DriverStatement(text("SELECT id FROM probe ORDER BY id").columns(id=Integer))
+
+
+@pytest.fixture
+def probe_engine(engine: Engine) -> Engine:
+    """``engine`` with a table whose foreign key is checked at commit (deferred)."""
+    with writer(engine).begin() as connection:
+        connection.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        connection.execute(
+            text(
+                "CREATE TABLE probe (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES "
+                "parent (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+    return engine
+
+
+def probe_ids(engine: Engine) -> list[int]:
+    with engine.connect() as connection:
+        return [row.id for row in _ROWS.all(connection)]
+
+
+def test_a_driver_transaction_commits_when_its_block_ends(probe_engine: Engine) -> None:
+    with driver_transaction(probe_engine) as connection:
+        _PUT.execute(connection, {"id": 1, "parent_id": None}).close()
+        _PUT.execute(connection, {"id": 2, "parent_id": None}).close()
+        assert [row.id for row in _ROWS.all(connection)] == [1, 2]  # its own writes, inside
+    assert probe_ids(probe_engine) == [1, 2]
+    assert probe_engine.pool.checkedout() == 0
+
+
+@pytest.mark.parametrize("failure", ["python", "driver"])
+def test_a_driver_transaction_that_raises_keeps_nothing(probe_engine: Engine, failure: str) -> None:
+    """An exception in the block rolls back every statement of it; a driver error is raised
+    as SQLAlchemy raises it; the connection goes back to the pool, usable."""
+    expected = ValueError if failure == "python" else exc.IntegrityError
+    with pytest.raises(expected), driver_transaction(probe_engine) as connection:
+        _PUT.execute(connection, {"id": 1, "parent_id": None}).close()
+        if failure == "python":
+            raise ValueError("the handler failed")
+        _PUT.execute(connection, {"id": 1, "parent_id": None}).close()  # duplicate key
+    assert probe_ids(probe_engine) == []
+    assert probe_engine.pool.checkedout() == 0
+    with driver_transaction(probe_engine) as connection:
+        _PUT.execute(connection, {"id": 3, "parent_id": None}).close()
+    assert probe_ids(probe_engine) == [3]
+
+
+def test_a_commit_refused_by_the_database_raises_and_keeps_nothing(probe_engine: Engine) -> None:
+    """A deferred constraint fails at COMMIT: SQLAlchemy's IntegrityError, nothing kept, and
+    the next transaction on the pooled connection works."""
+    with pytest.raises(exc.IntegrityError), driver_transaction(probe_engine) as connection:
+        _PUT.execute(connection, {"id": 1, "parent_id": None}).close()
+        _PUT.execute(connection, {"id": 2, "parent_id": 99}).close()  # no such parent
+    assert probe_ids(probe_engine) == []
+    assert probe_engine.pool.checkedout() == 0
+    with driver_transaction(probe_engine) as connection:
+        _PUT.execute(connection, {"id": 4, "parent_id": None}).close()
+    assert probe_ids(probe_engine) == [4]
+
+
+def test_a_driver_transaction_holds_the_sqlite_write_lock_from_its_start(sqlite_url: str) -> None:
+    """``BEGIN IMMEDIATE`` runs before the block: another writer is refused at once, even
+    before the first statement (the clock read under the lock is then the lock's time)."""
+    engine = make_engine(sqlite_url)
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    try:
+        with driver_transaction(engine), pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # released by the commit
+        other.execute("COMMIT")
+    finally:
+        other.close()
+        engine.dispose()
+
+
+def test_cursor_listeners_see_a_driver_transactions_statements(probe_engine: Engine) -> None:
+    """Statement recorders and per-connection clocks keep working: the engine's cursor
+    listeners get every statement, with a connection whose ``info`` is the pooled one's."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append((statement.split()[0], conn.info.setdefault("mark", object())))
+
+    event.listen(probe_engine, "before_cursor_execute", record)
+    try:
+        with driver_transaction(probe_engine) as connection:
+            _PUT.execute(connection, {"id": 1, "parent_id": None}).close()
+    finally:
+        event.remove(probe_engine, "before_cursor_execute", record)
+    verbs = [verb for verb, _ in seen]
+    begin = ["BEGIN"] if probe_engine.dialect.name == "sqlite" else []
+    assert verbs == [*begin, "INSERT"]
+    assert len({mark for _, mark in seen}) == 1  # one connection's info throughout

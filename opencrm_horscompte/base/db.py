@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -265,3 +266,58 @@ class DriverStatement:
 # SQLite's transaction control, at driver speed: every request begins one or two.
 _BEGIN = DriverStatement(text("BEGIN"))
 _BEGIN_IMMEDIATE = DriverStatement(text("BEGIN IMMEDIATE"))
+
+
+class DriverConnection:
+    """A pooled DBAPI connection inside one transaction of :func:`driver_transaction`: what
+    :class:`DriverStatement` reads of a SQLAlchemy ``Connection`` (``dialect``, ``engine``,
+    the engine's cursor listeners, ``info``), without its execution and transaction
+    machinery."""
+
+    def __init__(self, engine: Engine, pooled: Any) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.dispatch = engine.dispatch
+        self.connection = pooled  # the pool's proxy: ``.dbapi_connection`` is the driver's
+
+    @property
+    def info(self) -> dict[Any, Any]:
+        """The pooled connection's ``info``, as ``Connection.info`` gives it."""
+        return self.connection.info  # type: ignore[no-any-return]
+
+
+@contextmanager
+def driver_transaction(engine: Engine) -> Iterator[DriverConnection]:
+    """One write transaction on a pooled connection at driver speed, for a hot path whose
+    every statement is a :class:`DriverStatement`: ``BEGIN IMMEDIATE`` on SQLite (the write
+    lock is held before anything is read; PostgreSQL begins with the first statement),
+    commit when the block ends, rollback when it raises. Engine ``begin``/``commit``
+    listeners are not told (cursor listeners are). Measured on SQLite: about 14 µs for an
+    empty transaction, against 40 µs through ``engine.begin()`` and 5.5 µs on the raw
+    driver (the benchmark's README)."""
+    pooled = engine.raw_connection()
+    dialect = engine.dialect
+    try:
+        connection = DriverConnection(engine, pooled)
+        if dialect.name == "sqlite":
+            _BEGIN_IMMEDIATE.execute(connection).close()
+        try:
+            yield connection
+        except BaseException:
+            _rollback(dialect, pooled)
+            raise
+        try:
+            dialect.do_commit(pooled.dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            _rollback(dialect, pooled)
+            raise DBAPIError.instance("COMMIT", None, error, dialect.loaded_dbapi.Error) from error
+    finally:
+        pooled.close()
+
+
+def _rollback(dialect: Dialect, pooled: Any) -> None:
+    """Roll back; a connection that can't (lost) is dropped from the pool, not reused."""
+    try:
+        dialect.do_rollback(pooled.dbapi_connection)
+    except Exception:
+        pooled.invalidate()

@@ -22,11 +22,16 @@ from functools import cache
 from typing import Literal
 
 from sqlalchemy import bindparam, case, exists, literal, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverStatement, upsert_insert, writer
+from opencrm_horscompte.base.db import (
+    DriverConnection,
+    DriverStatement,
+    driver_transaction,
+    upsert_insert,
+    writer,
+)
 from opencrm_horscompte.base.limits import (
     ATTEMPTS_PER_CODE,
     BACKOFF_AFTER_FAILURES,
@@ -190,7 +195,7 @@ def _not_before(failures: int, now: datetime) -> datetime:
     return now + wait if wait else now - NO_WAIT_SLACK
 
 
-def _count_failure(connection: Connection, guard: str, now: datetime) -> int:
+def _count_failure(connection: DriverConnection, guard: str, now: datetime) -> int:
     """Count one failure; the guard's failures after it."""
     params: dict[str, object] = {"guard": guard, "locked": now + LOCK_DURATION}
     params.update({f"wait_{n}": _not_before(n, now) for n in range(1, LOCK_AFTER_FAILURES + 1)})
@@ -198,7 +203,7 @@ def _count_failure(connection: Connection, guard: str, now: datetime) -> int:
     return int(statement.first(connection, params)[0])
 
 
-def _why_refused(connection: Connection, challenge_id: int, now: datetime) -> Outcome:
+def _why_refused(connection: DriverConnection, challenge_id: int, now: datetime) -> Outcome:
     """Why the attempt was not taken, in the order that tells the citizen what to do."""
     row = _WHY.first(connection, {"challenge_id": challenge_id})
     if row is None:
@@ -224,7 +229,7 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
     code = _clean(typed)
     if code is None:
         return Outcome("malformed")
-    with writer(host.engine).begin() as connection:
+    with driver_transaction(host.engine) as connection:
         now = host.now()  # under the write lock on SQLite (BEGIN IMMEDIATE has run)
         ids = {"challenge_id": challenge_id, "now": now, "stale": now - NO_WAIT_SLACK}
         statement = _take_attempt_statement(connection.dialect.name)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverStatement
+from opencrm_horscompte.base.db import DriverConnection, DriverStatement
 from opencrm_horscompte.base.models import DailyStat
 
 METRICS = (
@@ -64,13 +64,13 @@ def utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-def count(target: Session | Connection, at: datetime, **increments: int) -> None:
+def count(target: Session | Connection | DriverConnection, at: datetime, **increments: int) -> None:
     """Add ``increments`` (metric name -> 0, 1 or more) to the counters of ``at``'s UTC day,
     in the caller's transaction. Unknown metric names raise; absent metrics add 0."""
     unknown = set(increments) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics: {sorted(unknown)}")
-    connection = target if isinstance(target, Connection) else target.connection()
+    connection = target.connection() if isinstance(target, Session) else target
     params: dict[str, object] = {metric: int(increments.get(metric, 0)) for metric in METRICS}
     params["day"] = utc_day(at)
     _upsert().execute(connection, params).close()
