@@ -23,6 +23,7 @@ from sqlalchemy import Column, DateTime, Dialect, Table, TypeDecorator, event, t
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import create_engine
 
 _SQLITE_RETURNING = (3, 35, 0)
@@ -274,7 +275,7 @@ class DriverConnection:
     the engine's cursor listeners, ``info``), without its execution and transaction
     machinery."""
 
-    def __init__(self, engine: Engine, pooled: Any) -> None:
+    def __init__(self, engine: Engine, pooled: PoolProxiedConnection) -> None:
         self.engine = engine
         self.dialect = engine.dialect
         self.dispatch = engine.dispatch
@@ -283,7 +284,7 @@ class DriverConnection:
     @property
     def info(self) -> dict[Any, Any]:
         """The pooled connection's ``info``, as ``Connection.info`` gives it."""
-        return self.connection.info  # type: ignore[no-any-return]
+        return self.connection.info
 
 
 @contextmanager
@@ -307,7 +308,7 @@ def driver_transaction(engine: Engine) -> Iterator[DriverConnection]:
             _rollback(dialect, pooled)
             raise
         try:
-            dialect.do_commit(pooled.dbapi_connection)
+            dialect.do_commit(pooled)
         except dialect.loaded_dbapi.Error as error:
             _rollback(dialect, pooled)
             raise DBAPIError.instance("COMMIT", None, error, dialect.loaded_dbapi.Error) from error
@@ -315,9 +316,9 @@ def driver_transaction(engine: Engine) -> Iterator[DriverConnection]:
         pooled.close()
 
 
-def _rollback(dialect: Dialect, pooled: Any) -> None:
+def _rollback(dialect: Dialect, pooled: PoolProxiedConnection) -> None:
     """Roll back; a connection that can't (lost) is dropped from the pool, not reused."""
     try:
-        dialect.do_rollback(pooled.dbapi_connection)
+        dialect.do_rollback(pooled)
     except Exception:
         pooled.invalidate()
