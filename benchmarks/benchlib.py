@@ -401,6 +401,18 @@ def substituted(statements: Sequence[Recorded], mapping: Mapping[Any, Any]) -> l
     ]
 
 
+def occurrences(statements: Sequence[Recorded], value: Any) -> int:
+    """How many parameters of ``statements`` equal ``value`` (what :func:`substituted`
+    would replace)."""
+    found = 0
+    for recorded in statements:
+        rows = recorded.parameters if recorded.executemany else [recorded.parameters]
+        for row in rows:
+            values = row.values() if isinstance(row, dict) else row
+            found += sum(1 for v in values if type(v) is type(value) and v == value)
+    return found
+
+
 def _swap(value: Any, mapping: Mapping[Any, Any]) -> Any:
     try:
         return mapping.get(value, value)
