@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from opencrm_horscompte.base.hooks import PluginHooks
@@ -83,13 +84,22 @@ def counted_all(
 
 
 def counted_keyed(
-    host: Host, session: Session, keyed: Sequence[tuple[str, Limit]], now: datetime | None = None
+    host: Host,
+    session: Session,
+    keyed: Sequence[tuple[str, Limit]],
+    now: datetime | None = None,
+    *,
+    connection: Connection | None = None,
 ) -> bool:
-    """:func:`counted_all` of events already keyed by :func:`keyed_events`."""
+    """:func:`counted_all` of events already keyed by :func:`keyed_events`. ``connection``:
+    the one ``session`` is bound to, already in its write transaction (``now`` read under
+    it), to count on without joining the session (joined only to audit a refusal)."""
     allowed = True
-    session.connection()  # begin first: on SQLite the write lock is held before the clock is read
+    if connection is None:
+        # begin first: on SQLite the write lock is then held before the clock is read
+        connection = session.connection()
     moment = host.now() if now is None else now
-    for (_, limit), result in zip(keyed, hit_many(session, keyed, moment), strict=True):
+    for (_, limit), result in zip(keyed, hit_many(connection, keyed, moment), strict=True):
         if result.first_refusal:
             PluginHooks(host).audit(session, THROTTLE_REFUSED, {"scope": limit.scope})
         allowed = allowed and result.allowed

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
-from sqlalchemy import bindparam, delete, text
+from sqlalchemy import Dialect, bindparam, column, delete, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -110,14 +111,18 @@ def hit_many(
     results = {key: (count, expires) for key, count, expires in rows}
     hits = []
     for key, limit in counted:
-        count, expires_at = results[key]
+        count, stored_expiry = results[key]
         allowed = count <= limit.limit
+        retry_after = timedelta(0)
+        if not allowed:  # the window's end, read only for a refused hit (the rare one)
+            expires_at = _read_timestamp(connection.dialect)(stored_expiry)
+            retry_after = max(expires_at - now, timedelta(0))
         hits.append(
             Hit(
                 count=count,
                 allowed=allowed,
                 first_refusal=count == limit.limit + 1,
-                retry_after=timedelta(0) if allowed else max(expires_at - now, timedelta(0)),
+                retry_after=retry_after,
             )
         )
     return hits
@@ -142,8 +147,16 @@ def _upsert(rows: int) -> DriverStatement:
     stamp = _TABLE.c.window_start.type
     typed = [bindparam("now", type_=stamp)]
     typed += [bindparam(f"expires_{index}", type_=stamp) for index in range(rows)]
-    columns = (_TABLE.c.key, _TABLE.c.count, _TABLE.c.expires_at)
+    # expires_at comes back as the driver gives it (no result processor): see _read_timestamp
+    columns = (_TABLE.c.key, _TABLE.c.count, column("expires_at"))
     return DriverStatement(text(sql).bindparams(*typed).columns(*columns))
+
+
+@cache
+def _read_timestamp(dialect: Dialect) -> Callable[[Any], datetime]:
+    """The aware UTC datetime of a stored ``expires_at`` as the driver returns it."""
+    processor = _TABLE.c.expires_at.type.dialect_impl(dialect).result_processor(dialect, None)
+    return processor if processor is not None else utc
 
 
 def reset(session: Session, key: str) -> None:

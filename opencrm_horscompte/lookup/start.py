@@ -336,10 +336,10 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
         limits.append((LOOKUP_DOSSIER_MAILS, guard))
         prepared = prepare_code(host, settings, target, guard, typed.email, locale)
         keyed = keyed_events(host, limits)
-        session = Session(bind=connection)  # joins the transaction begun next
+        session = Session(bind=connection)  # joins the transaction when the mail is queued
         with connection.begin():
             now = host.now()  # read under the write lock (SQLite), not before it
-            allowed = counted_keyed(host, session, keyed, now)
+            allowed = counted_keyed(host, session, keyed, now, connection=connection)
             sent = target is not None and allowed
             count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
             challenge_id = issue_code(host, session, prepared, now, mail=allowed)
