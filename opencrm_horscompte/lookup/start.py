@@ -336,7 +336,10 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
         limits.append((LOOKUP_DOSSIER_MAILS, guard))
         prepared = prepare_code(host, settings, target, guard, typed.email, locale)
         keyed = keyed_events(host, limits)
-        session = Session(bind=connection)  # joins the transaction when the mail is queued
+        # The session's own bookkeeping is done here, outside the write lock; it joins the
+        # connection's transaction when the mail is queued (or the miss audited).
+        session = Session(bind=connection)
+        session.begin()
         with connection.begin():
             now = host.now()  # read under the write lock (SQLite), not before it
             allowed = counted_keyed(host, session, keyed, now, connection=connection)
