@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import Dialect, bindparam, column, delete, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnClause
 from sqlmodel import Session
 
 from opencrm_horscompte.base.db import DriverStatement
@@ -115,7 +116,7 @@ def hit_many(
         allowed = count <= limit.limit
         retry_after = timedelta(0)
         if not allowed:  # the window's end, read only for a refused hit (the rare one)
-            expires_at = _read_timestamp(connection.dialect)(stored_expiry)
+            expires_at: datetime = _read_timestamp(connection.dialect)(stored_expiry)
             retry_after = max(expires_at - now, timedelta(0))
         hits.append(
             Hit(
@@ -148,13 +149,13 @@ def _upsert(rows: int) -> DriverStatement:
     typed = [bindparam("now", type_=stamp)]
     typed += [bindparam(f"expires_{index}", type_=stamp) for index in range(rows)]
     # expires_at comes back as the driver gives it (no result processor): see _read_timestamp
-    columns = (_TABLE.c.key, _TABLE.c.count, column("expires_at"))
+    columns: tuple[ColumnClause[Any], ...] = (_TABLE.c.key, _TABLE.c.count, column("expires_at"))
     return DriverStatement(text(sql).bindparams(*typed).columns(*columns))
 
 
 @cache
-def _read_timestamp(dialect: Dialect) -> Callable[[Any], datetime]:
-    """The aware UTC datetime of a stored ``expires_at`` as the driver returns it."""
+def _read_timestamp(dialect: Dialect) -> Callable[[Any], Any]:
+    """Reads a stored ``expires_at`` as the driver returns it: an aware UTC datetime."""
     processor = _TABLE.c.expires_at.type.dialect_impl(dialect).result_processor(dialect, None)
     return processor if processor is not None else utc
 

@@ -70,7 +70,10 @@ def count(target: Session | Connection | DriverConnection, at: datetime, **incre
     unknown = set(increments) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics: {sorted(unknown)}")
-    connection = target.connection() if isinstance(target, Session) else target
+    if isinstance(target, Connection | DriverConnection):
+        connection: Connection | DriverConnection = target
+    else:  # an ORM session, SQLModel's or SQLAlchemy's
+        connection = target.connection()
     params: dict[str, object] = {metric: int(increments.get(metric, 0)) for metric in METRICS}
     params["day"] = utc_day(at)
     _upsert().execute(connection, params).close()
