@@ -404,13 +404,15 @@ def substituted(statements: Sequence[Recorded], mapping: Mapping[Any, Any]) -> l
 def occurrences(statements: Sequence[Recorded], value: Any) -> int:
     """How many parameters of ``statements`` equal ``value`` (what :func:`substituted`
     would replace)."""
-    found = 0
+    return sum(1 for v in _parameter_values(statements) if type(v) is type(value) and v == value)
+
+
+def _parameter_values(statements: Sequence[Recorded]) -> Iterator[Any]:
+    """Every parameter value of ``statements``, every row of an ``executemany`` included."""
     for recorded in statements:
         rows = recorded.parameters if recorded.executemany else [recorded.parameters]
         for row in rows:
-            values = row.values() if isinstance(row, dict) else row
-            found += sum(1 for v in values if type(v) is type(value) and v == value)
-    return found
+            yield from (row.values() if isinstance(row, dict) else row)
 
 
 def _swap(value: Any, mapping: Mapping[Any, Any]) -> Any:
@@ -423,13 +425,7 @@ def _swap(value: Any, mapping: Mapping[Any, Any]) -> Any:
 def hex_keys(statements: Sequence[Recorded]) -> set[str]:
     """Every 64-hex-digit parameter value (HMAC keys: throttle counters, failure guards,
     code HMACs) of ``statements``."""
-    found: set[str] = set()
-    for recorded in statements:
-        rows = recorded.parameters if recorded.executemany else [recorded.parameters]
-        for row in rows:
-            values = row.values() if isinstance(row, dict) else row
-            found.update(v for v in values if isinstance(v, str) and HEX64.match(v))
-    return found
+    return {v for v in _parameter_values(statements) if isinstance(v, str) and HEX64.match(v)}
 
 
 def fresh_hex_mapping(keys: set[str]) -> dict[str, str]:

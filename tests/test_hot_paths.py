@@ -328,6 +328,16 @@ def test_a_driver_transaction_commits_when_its_block_ends(probe_engine: Engine) 
     assert probe_engine.pool.checkedout() == 0
 
 
+def assert_nothing_kept_and_the_pool_usable(engine: Engine) -> None:
+    """No row of the failed transaction, its connection back in the pool, and the next
+    transaction commits."""
+    assert probe_ids(engine) == []
+    assert engine.pool.checkedout() == 0
+    with driver_transaction(engine) as connection:
+        _PUT.execute(connection, {"id": 3, "parent_id": None}).close()
+    assert probe_ids(engine) == [3]
+
+
 @pytest.mark.parametrize("failure", ["python", "driver"])
 def test_a_driver_transaction_that_raises_keeps_nothing(probe_engine: Engine, failure: str) -> None:
     """An exception in the block rolls back every statement of it; a driver error is raised
@@ -338,11 +348,7 @@ def test_a_driver_transaction_that_raises_keeps_nothing(probe_engine: Engine, fa
         if failure == "python":
             raise ValueError("the handler failed")
         _PUT.execute(connection, {"id": 1, "parent_id": None}).close()  # duplicate key
-    assert probe_ids(probe_engine) == []
-    assert probe_engine.pool.checkedout() == 0
-    with driver_transaction(probe_engine) as connection:
-        _PUT.execute(connection, {"id": 3, "parent_id": None}).close()
-    assert probe_ids(probe_engine) == [3]
+    assert_nothing_kept_and_the_pool_usable(probe_engine)
 
 
 def test_a_commit_refused_by_the_database_raises_and_keeps_nothing(probe_engine: Engine) -> None:
@@ -351,11 +357,7 @@ def test_a_commit_refused_by_the_database_raises_and_keeps_nothing(probe_engine:
     with pytest.raises(exc.IntegrityError), driver_transaction(probe_engine) as connection:
         _PUT.execute(connection, {"id": 1, "parent_id": None}).close()
         _PUT.execute(connection, {"id": 2, "parent_id": 99}).close()  # no such parent
-    assert probe_ids(probe_engine) == []
-    assert probe_engine.pool.checkedout() == 0
-    with driver_transaction(probe_engine) as connection:
-        _PUT.execute(connection, {"id": 4, "parent_id": None}).close()
-    assert probe_ids(probe_engine) == [4]
+    assert_nothing_kept_and_the_pool_usable(probe_engine)
 
 
 def test_a_driver_transaction_holds_the_sqlite_write_lock_from_its_start(sqlite_url: str) -> None:
