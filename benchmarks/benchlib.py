@@ -198,19 +198,24 @@ class LockClock:
 
 @contextmanager
 def lock_clock(engine: Engine) -> Iterator[LockClock]:
-    """A :class:`LockClock` on ``engine``'s writer transactions: opened by a ``begin``
-    listener registered after the engine's own (which runs ``BEGIN IMMEDIATE``), closed
-    after the dialect's ``do_commit``/``do_rollback`` (wrapped on this engine's dialect
-    instance while attached)."""
-    from opencrm_horscompte.base.db import _WRITER_OPTION
+    """A :class:`LockClock` on ``engine``'s write transactions, whichever way they run
+    (a SQLAlchemy connection of ``writer(engine)`` or a driver-level transaction): opened
+    when the plugin's ``BEGIN IMMEDIATE`` statement has run, closed after the dialect's
+    ``do_commit``/``do_rollback``. Both are wrapped on their instances while attached, so
+    the other statements pay for no listener."""
+    from opencrm_horscompte.base import db
 
     clock = LockClock()
     dialect = engine.dialect
+    begin_immediate = db._BEGIN_IMMEDIATE
+    original_begin = begin_immediate.execute
     original_commit, original_rollback = dialect.do_commit, dialect.do_rollback
 
-    def begin(connection: Any) -> None:
-        if connection.get_execution_options().get(_WRITER_OPTION, False):
+    def begin(connection: Any, parameters: Any = None) -> Any:
+        cursor = original_begin(connection, parameters)
+        if connection.engine is engine:
             clock.opened()
+        return cursor
 
     def do_commit(dbapi_connection: Any) -> None:
         try:
@@ -224,7 +229,7 @@ def lock_clock(engine: Engine) -> Iterator[LockClock]:
         finally:
             clock.closed()
 
-    event.listen(engine, "begin", begin)
+    begin_immediate.execute = begin  # type: ignore[method-assign]
     dialect.do_commit = do_commit  # type: ignore[method-assign]
     dialect.do_rollback = do_rollback  # type: ignore[method-assign]
     try:
@@ -232,7 +237,7 @@ def lock_clock(engine: Engine) -> Iterator[LockClock]:
     finally:
         del dialect.do_commit
         del dialect.do_rollback
-        event.remove(engine, "begin", begin)
+        del begin_immediate.execute
 
 
 # --------------------------------------------------------------------------- statements

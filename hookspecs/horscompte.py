@@ -7,9 +7,10 @@ plugin's own defaults are registered ``trylast``, so any other implementation go
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from opencrm_horscompte.settings.schema import Settings
 
 hookspec = pluggy.HookspecMarker("opencrm")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,28 @@ def horscompte_account_exists(host: Host, email: str) -> bool | None:
     """
 
 
+DRIVER_CONNECTION_MARK = "horscompte_takes_driver_connection"
+
+
+def takes_driver_connection(implementation: Callable[..., T]) -> Callable[..., T]:
+    """Mark a ``horscompte_audit_event`` implementation that also accepts, as ``session``, a
+    :class:`opencrm_horscompte.base.db.DriverConnection` inside the write transaction (run
+    its statements with ``DriverStatement`` or on ``session.dbapi_connection``'s cursor).
+    When every implementation is marked and the host has ``queue_mail_on_connection``, the
+    lookup writes at driver level, without an ORM session (docs/integrating.md)."""
+    setattr(implementation, DRIVER_CONNECTION_MARK, True)
+    return implementation
+
+
 @hookspec
 def horscompte_audit_event(host: Host, session: Session, event: AuditEvent) -> None:
     """Record an audit event (settings changed, throttle hit, ...).
 
     :param host: the host.
     :param session: the session of the transaction the event belongs to; write there to
-        commit the record with the change it describes.
+        commit the record with the change it describes. An implementation marked with
+        :func:`takes_driver_connection` may get a ``DriverConnection`` there instead (the
+        lookup's write transaction at driver level); an unmarked one always gets a session.
     :param event: the :class:`AuditEvent`.
     :return: nothing.
 

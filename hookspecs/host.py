@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
+    from opencrm_horscompte.base.db import DriverConnection
+
 PROJECT = "opencrm"
 ADMIN_SECTION = "Administration"
 PUBLIC_SECTION = "Public"
@@ -355,6 +357,22 @@ class AttachingHost(Protocol):
         :return: True if it is now attached to ``user``; False if it already belonged to an
             account (this one or another), is unknown or is not deposited: nothing changed.
         """
+        ...
+
+
+@runtime_checkable
+class ConnectionMailHost(Protocol):
+    """An OPTIONAL part of the host contract (since 0.2): queuing a mail on a driver-level
+    connection, for the plugin's hot paths that write without an ORM session. Plugins look
+    for it with ``getattr(host, "queue_mail_on_connection", None)``; without it the lookup
+    opens a session and calls ``queue_mail``, as before (about 0.1 ms more per lookup)."""
+
+    def queue_mail_on_connection(self, connection: DriverConnection, message: MailMessage) -> None:
+        """What ``queue_mail`` does, on ``connection`` (an
+        :class:`opencrm_horscompte.base.db.DriverConnection`) inside the caller's write
+        transaction: add the row with a ``DriverStatement``, or with one statement on a
+        cursor of ``connection.dbapi_connection`` (the driver's PEP 249 connection). Never
+        commit, roll back or close it; the caller does."""
         ...
 
 

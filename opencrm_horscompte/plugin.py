@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.agent import page as agent_page
 from opencrm_horscompte.base.audit import store_event
+from opencrm_horscompte.base.db import DriverConnection
 from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
 from opencrm_horscompte.base.migrations import upgrade
@@ -30,7 +31,7 @@ from opencrm_horscompte.base.paths import (
 )
 from opencrm_horscompte.claim import page as claim_page
 from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
-from opencrm_horscompte.hookspecs.horscompte import AuditEvent
+from opencrm_horscompte.hookspecs.horscompte import AuditEvent, takes_driver_connection
 from opencrm_horscompte.hookspecs.host import (
     ACCOUNT_SECTION,
     ADMIN_SECTION,
@@ -163,6 +164,9 @@ def horscompte_account_exists(host: Host, email: str) -> bool:
 
 
 @hookimpl(trylast=True)
-def horscompte_audit_event(host: Host, session: Session, event: AuditEvent) -> None:
+@takes_driver_connection
+def horscompte_audit_event(
+    host: Host, session: Session | DriverConnection, event: AuditEvent
+) -> None:
     store_event(session, event)
     count_audit_event(session, event)

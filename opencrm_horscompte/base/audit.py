@@ -7,7 +7,7 @@ import json
 from sqlalchemy import bindparam, insert
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverStatement
+from opencrm_horscompte.base.db import DriverConnection, DriverStatement, connection_of
 from opencrm_horscompte.base.models import AuditRecord
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 
@@ -20,9 +20,9 @@ _INSERT = DriverStatement(
 )
 
 
-def store_event(session: Session, event: AuditEvent) -> None:
-    """One ``INSERT`` in the session's transaction, at driver speed (a lookup miss writes
-    one)."""
+def store_event(session: Session | DriverConnection, event: AuditEvent) -> None:
+    """One ``INSERT`` in the session's (or driver connection's) transaction, at driver speed
+    (a lookup miss writes one)."""
     details = json.dumps(event.details, ensure_ascii=False, default=str)
     values = {"kind": event.kind, "actor": event.actor, "at": event.at, "details_json": details}
-    _INSERT.execute(session.connection(), values).close()
+    _INSERT.execute(connection_of(session), values).close()

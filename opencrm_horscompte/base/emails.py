@@ -78,21 +78,31 @@ def _plausible_local_part(local: str) -> bool:
     )
 
 
+def _has_control_or_format(address: str) -> bool:
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in address)
+
+
 def normalize_email(raw: str) -> str:
     """The address to store: trimmed, NFC. Raises :class:`InvalidEmail` saying what is wrong."""
     if len(raw) > 4 * MAX_LENGTH:
         raise InvalidEmail(TOO_LONG)
-    address = unicodedata.normalize("NFC", raw.strip())
+    address = raw.strip()
+    # ASCII (most addresses) is its own NFC and NFKC form; its only control, format or
+    # separator characters are the unprintable ones (C0 controls and DEL).
+    ascii = address.isascii()
+    if not ascii:
+        address = unicodedata.normalize("NFC", address)
     if not address:
         raise InvalidEmail(N_("Saisissez votre adresse électronique."))
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in address):
+    if not address.isprintable() if ascii else _has_control_or_format(address):
         raise InvalidEmail(NOT_ALLOWED)
     if len(address) > MAX_LENGTH:
         raise InvalidEmail(TOO_LONG)
-    if unicodedata.normalize("NFKC", address) != address:
+    if not ascii and unicodedata.normalize("NFKC", address) != address:
         raise InvalidEmail(NOT_ALLOWED)
     local, at, domain = address.rpartition("@")
-    if not (at and domain and _plausible_local_part(local)) or any(c.isspace() for c in address):
+    spaced = " " in address if ascii else any(char.isspace() for char in address)
+    if not (at and domain and _plausible_local_part(local)) or spaced:
         raise InvalidEmail(NOT_AN_ADDRESS)
     _ascii_domain(domain)
     return address

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from opencrm_horscompte.hookspecs.horscompte import AuditEvent
+from opencrm_horscompte.hookspecs.horscompte import DRIVER_CONNECTION_MARK, AuditEvent
 
 if TYPE_CHECKING:
     import jinja2
     from sqlalchemy.orm import Session
 
+    from opencrm_horscompte.base.db import DriverConnection
     from opencrm_horscompte.hookspecs.host import Host, MailTemplate
     from opencrm_horscompte.settings.schema import Settings
 
@@ -28,16 +29,30 @@ class PluginHooks:
 
     def audit(
         self,
-        session: Session,
+        session: Session | DriverConnection,
         kind: str,
         details: Mapping[str, Any] | None = None,
         actor: str = SYSTEM_ACTOR,
     ) -> None:
         """Record an :class:`AuditEvent` at the host's ``now()`` in ``session``'s
-        transaction (``horscompte_audit_event``, every implementation)."""
+        transaction (``horscompte_audit_event``, every implementation). A
+        :class:`DriverConnection` only where :meth:`driver_level_writes` said yes."""
         host = self._host
         event = AuditEvent(kind, actor, host.now(), dict(details or {}))
         host.hook.horscompte_audit_event(host=host, session=session, event=event)
+
+    def driver_level_writes(self) -> bool:
+        """Whether a hot path may write on a :class:`DriverConnection`, without an ORM
+        session: the host queues mail on one (``queue_mail_on_connection``) and every
+        enabled ``horscompte_audit_event`` implementation takes one
+        (:func:`~opencrm_horscompte.hookspecs.horscompte.takes_driver_connection`)."""
+        host = self._host
+        if getattr(host, "queue_mail_on_connection", None) is None:
+            return False
+        sinks = host.hook.horscompte_audit_event.get_hookimpls()
+        return bool(sinks) and all(
+            getattr(sink.function, DRIVER_CONNECTION_MARK, False) for sink in sinks
+        )
 
     def generate_tracking_code(self, settings: Settings) -> object:
         """A candidate tracking code (``horscompte_generate_tracking_code``, firstresult);

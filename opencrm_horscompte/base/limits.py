@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from opencrm_horscompte.base.db import DriverConnection, connection_of
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.throttle import Limit, hit_many, throttle_key
 from opencrm_horscompte.hookspecs.host import Host
@@ -85,19 +86,21 @@ def counted_all(
 
 def counted_keyed(
     host: Host,
-    session: Session,
+    session: Session | DriverConnection,
     keyed: Sequence[tuple[str, Limit]],
     now: datetime | None = None,
     *,
-    connection: Connection | None = None,
+    connection: Connection | DriverConnection | None = None,
 ) -> bool:
-    """:func:`counted_all` of events already keyed by :func:`keyed_events`. ``connection``:
-    the one ``session`` is bound to, already in its write transaction (``now`` read under
-    it), to count on without joining the session (joined only to audit a refusal)."""
+    """:func:`counted_all` of events already keyed by :func:`keyed_events`. ``session``
+    takes the audit of a refusal: a session, or a driver connection where
+    ``PluginHooks.driver_level_writes`` allows it. ``connection``: the one ``session`` is
+    bound to, already in its write transaction (``now`` read under it), to count on without
+    joining the session (joined only to audit a refusal)."""
     allowed = True
     if connection is None:
         # begin first: on SQLite the write lock is then held before the clock is read
-        connection = session.connection()
+        connection = connection_of(session)
     moment = host.now() if now is None else now
     for (_, limit), result in zip(keyed, hit_many(connection, keyed, moment), strict=True):
         if result.first_refusal:

@@ -80,12 +80,11 @@ def render_filled_mail(
     # loaders (held by the key, so never confused with a later host's) and the signature.
     loaders = (host.template_loader, *PluginHooks(host).template_loaders())
     shared = (*sorted(context.items()), *sorted(mail_context(host, DEFAULT_LOCALE).items()))
+    key: _Key = (loaders, template, shared, tuple(sorted(filled)))
     try:
-        key: _Key = (loaders, template, shared, tuple(sorted(filled)))
-        hash(key)
+        by_locale = _skeletons.get(key)
     except TypeError:  # an unhashable context value: no skeleton for it
         return render_mail(host, to, template, {**context, **filled}, locale)
-    by_locale = _skeletons.get(key)
     if by_locale is None:
         by_locale = _build(host, template, context, tuple(sorted(filled)))
         with _lock:

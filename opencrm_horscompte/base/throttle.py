@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnClause
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverStatement
+from opencrm_horscompte.base.db import DriverConnection, DriverStatement, connection_of
 from opencrm_horscompte.base.models import ThrottleCounter, utc
 
 _TABLE = ThrottleCounter.__table__
@@ -84,13 +84,17 @@ def throttle_key(secret: bytes, scope: str, value: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def hit(session: Session | Connection, key: str, limit: Limit, now: datetime) -> Hit:
+def hit(
+    session: Session | Connection | DriverConnection, key: str, limit: Limit, now: datetime
+) -> Hit:
     """Count one event for ``key`` at ``now`` and return the count after it (no commit)."""
     return hit_many(session, [(key, limit)], now)[0]
 
 
 def hit_many(
-    session: Session | Connection, counted: Sequence[tuple[str, Limit]], now: datetime
+    session: Session | Connection | DriverConnection,
+    counted: Sequence[tuple[str, Limit]],
+    now: datetime,
 ) -> list[Hit]:
     """:func:`hit` for several keys in ONE statement (a multi-row upsert), in order.
 
@@ -107,7 +111,7 @@ def hit_many(
     for index, (key, limit) in enumerate(sorted(counted, key=lambda pair: pair[0])):
         params[f"key_{index}"] = key
         params[f"expires_{index}"] = now + limit.window
-    connection = session if isinstance(session, Connection) else session.connection()
+    connection = connection_of(session)
     rows = _upsert(len(counted)).all(connection, params)
     results = {key: (count, expires) for key, count, expires in rows}
     hits = []

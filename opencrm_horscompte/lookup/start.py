@@ -31,13 +31,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverStatement, upsert_insert, writer
+from opencrm_horscompte.base.db import (
+    DriverConnection,
+    DriverStatement,
+    connection_of,
+    driver_connection,
+    upsert_insert,
+    writer,
+)
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, normalize_email
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import N_, Message
@@ -53,11 +60,8 @@ from opencrm_horscompte.base.mail_skeleton import render_filled_mail
 from opencrm_horscompte.base.models import Challenge, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.throttle import Limit, throttle_key
-from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate
-from opencrm_horscompte.settings.mail_templates import (
-    DEFAULT_VALIDATION_TEMPLATE,
-    available_templates,
-)
+from opencrm_horscompte.hookspecs.host import ConnectionMailHost, Host, MailMessage, MailTemplate
+from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import (
     VERSION_ID,
@@ -153,9 +157,13 @@ def _policy(policy_json: str) -> CodePolicy:
 
 
 def validation_template(host: Host, settings: Settings) -> MailTemplate:
+    """The template chosen in the settings: its key's first contribution (as
+    ``available_templates`` lists them), or the default when no plugin offers it now."""
     chosen = settings.validation_mail_template
-    templates = {template.key: template for template in available_templates(host)}
-    return templates.get(chosen, DEFAULT_VALIDATION_TEMPLATE)
+    for template in PluginHooks(host).mail_templates():
+        if template.key == chosen:
+            return template
+    return DEFAULT_VALIDATION_TEMPLATE
 
 
 _CODES = TrackingCode.__table__
@@ -256,12 +264,20 @@ def prepare_code(
 
 
 def issue_code(
-    host: Host, session: Session, prepared: PreparedCode, now: datetime, *, mail: bool
+    host: Host,
+    session: Session | DriverConnection,
+    prepared: PreparedCode,
+    now: datetime,
+    *,
+    mail: bool,
 ) -> int:
     """Store ``prepared`` as its guard's live challenge (replacing the older one), then
     queue its mail when ``mail`` (a real target within its limits), else write the audit
-    record that stands where the mail would. Two statements either way; the challenge id."""
-    connection = session.connection()
+    record that stands where the mail would. Two statements either way; the challenge id.
+    ``session``: an ORM session, or a driver connection where
+    ``PluginHooks.driver_level_writes`` allows it (the mail then goes through the host's
+    ``queue_mail_on_connection``)."""
+    connection = connection_of(session)
     expires_at = now + prepared.expiry
     params = {
         "dossier_id": prepared.dossier_id,
@@ -278,7 +294,10 @@ def issue_code(
             useless_after=expires_at,
             replaces=f"horscompte.code:{prepared.guard}",
         )
-        host.queue_mail(session, message)
+        if isinstance(session, DriverConnection):
+            cast(ConnectionMailHost, host).queue_mail_on_connection(session, message)
+        else:
+            host.queue_mail(session, message)
     else:
         PluginHooks(host).audit(session, LOOKUP_MISS, {"challenge": challenge_id})
     return challenge_id
@@ -290,7 +309,9 @@ def read_target(connection: Connection, dossier_id: int | None) -> Any:
     return _TARGET_OF_DOSSIER.first(connection, {"dossier_id": dossier_id})
 
 
-def read_settings_and_candidates(connection: Connection, key: str) -> tuple[Settings, list[Any]]:
+def read_settings_and_candidates(
+    connection: Connection | DriverConnection, key: str
+) -> tuple[Settings, list[Any]]:
     """The settings in force and the tracking codes of email key ``key``: one statement
     (more when the settings changed since this process parsed them, or on a database that
     lost its settings version row). Leaves ``connection`` outside any transaction."""
@@ -301,7 +322,7 @@ def read_settings_and_candidates(connection: Connection, key: str) -> tuple[Sett
     else:
         settings = load_settings(connection)
         candidates = _CANDIDATES.all(connection, {"email_key": key})
-    if connection.in_transaction():  # begun by reading the settings rows anew
+    if connection.in_transaction():  # PostgreSQL's implicit one, or begun by SQLAlchemy
         connection.commit()
     return settings, candidates
 
@@ -320,31 +341,77 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
     the candidates (one read, before the write lock), then the rate-limit counters, the
     daily statistics, the challenge and the mail or audit record (one short write
     transaction). The code is drawn, hashed and its mail filled between the two.
+
+    At driver level (no SQLAlchemy ``Connection`` or ORM session) when the host and every
+    audit sink allow it (``PluginHooks.driver_level_writes``), else through a session that
+    the host's ``queue_mail`` and the audit sinks receive: the same statements either way.
     """
     key = email_key(typed.email)
-    with writer(host.engine).connect() as connection:
-        # read outside any transaction (SQLite: no write lock yet); BEGIN comes below
-        settings, candidates = read_settings_and_candidates(connection, key)
-        target = _matching(candidates, typed.tracking_code)
-        limits: list[tuple[Limit, str]] = [(LOOKUP_CLIENT, client)]
-        if target is not None:
-            guard = dossier_guard(host, target.dossier_id)
-            limits.append((LOOKUP_EMAIL_MATCHED, key))
-        else:
-            guard = pair_guard(host, key, typed.tracking_code)
-            limits.append((LOOKUP_EMAIL, key))
-        limits.append((LOOKUP_DOSSIER_MAILS, guard))
-        prepared = prepare_code(host, settings, target, guard, typed.email, locale)
-        keyed = keyed_events(host, limits)
-        # The session's own bookkeeping is done here, outside the write lock; it joins the
-        # connection's transaction when the mail is queued (or the miss audited).
-        session = Session(bind=connection)
-        session.begin()
-        with connection.begin():
-            now = host.now()  # read under the write lock (SQLite), not before it
-            allowed = counted_keyed(host, session, keyed, now, connection=connection)
-            sent = target is not None and allowed
-            count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
-            challenge_id = issue_code(host, session, prepared, now, mail=allowed)
-    expiry = settings.validation_code_expiry_minutes
-    return Started(challenge_id, expiry, settings.validation_code_length)
+    if PluginHooks(host).driver_level_writes():
+        with driver_connection(host.engine) as driver:
+            plan = _plan(host, typed, client, locale, *read_settings_and_candidates(driver, key))
+            with driver.transaction():
+                challenge_id = _write(host, plan, driver, driver)
+    else:
+        with writer(host.engine).connect() as connection:
+            # read outside any transaction (SQLite: no write lock yet); BEGIN comes below
+            plan = _plan(
+                host, typed, client, locale, *read_settings_and_candidates(connection, key)
+            )
+            # The session's own bookkeeping is done here, outside the write lock; it joins
+            # the connection's transaction when the mail is queued (or the miss audited).
+            session = Session(bind=connection)
+            session.begin()
+            with connection.begin():
+                challenge_id = _write(host, plan, session, connection)
+    settings = plan.settings
+    return Started(
+        challenge_id, settings.validation_code_expiry_minutes, settings.validation_code_length
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a lookup will write, worked out before the write transaction."""
+
+    settings: Settings
+    matched: bool
+    keyed: Sequence[tuple[str, Limit]]
+    prepared: PreparedCode
+
+
+def _plan(
+    host: Host,
+    typed: LookupInput,
+    client: str,
+    locale: str,
+    settings: Settings,
+    candidates: Sequence[Any],
+) -> _Plan:
+    key = email_key(typed.email)
+    target = _matching(candidates, typed.tracking_code)
+    limits: list[tuple[Limit, str]] = [(LOOKUP_CLIENT, client)]
+    if target is not None:
+        guard = dossier_guard(host, target.dossier_id)
+        limits.append((LOOKUP_EMAIL_MATCHED, key))
+    else:
+        guard = pair_guard(host, key, typed.tracking_code)
+        limits.append((LOOKUP_EMAIL, key))
+    limits.append((LOOKUP_DOSSIER_MAILS, guard))
+    prepared = prepare_code(host, settings, target, guard, typed.email, locale)
+    return _Plan(settings, target is not None, keyed_events(host, limits), prepared)
+
+
+def _write(
+    host: Host,
+    plan: _Plan,
+    session: Session | DriverConnection,
+    connection: Connection | DriverConnection,
+) -> int:
+    """The write transaction's statements, on ``connection`` (in its transaction); mail
+    and audit records through ``session``. The challenge id."""
+    now = host.now()  # read under the write lock (SQLite), not before it
+    allowed = counted_keyed(host, session, plan.keyed, now, connection=connection)
+    sent = plan.matched and allowed
+    count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
+    return issue_code(host, session, plan.prepared, now, mail=allowed)

@@ -13,7 +13,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverStatement, upsert_insert, writer
+from opencrm_horscompte.base.db import (
+    DriverConnection,
+    DriverStatement,
+    connection_of,
+    upsert_insert,
+    writer,
+)
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import SettingRow, SettingsVersion
 from opencrm_horscompte.hookspecs.host import Host
@@ -29,7 +35,7 @@ SETTINGS_CHANGED = "settings.changed"
 
 
 _TABLE = SettingRow.__table__
-_SAVED = select(_TABLE.c.key, _TABLE.c.value_json)
+_SAVED = DriverStatement(select(_TABLE.c.key, _TABLE.c.value_json))
 VERSION_ID = 1
 VERSION_TABLE = SettingsVersion.__table__
 _VERSION = select(VERSION_TABLE.c.token).where(VERSION_TABLE.c.id == VERSION_ID)
@@ -54,7 +60,7 @@ def _save_statement(dialect: str) -> Executable:
 
 
 def load_settings(
-    session: Session | Connection, template_keys: list[str] | None = None
+    session: Session | Connection | DriverConnection, template_keys: list[str] | None = None
 ) -> Settings:
     """The settings in force: saved values over the manifest defaults.
 
@@ -65,7 +71,7 @@ def load_settings(
     every settings row is read again only when the token moved (:func:`save_settings`
     moves it). Without a version row, or with ``template_keys``, every row is read.
     """
-    connection = session if isinstance(session, Connection) else session.connection()
+    connection = connection_of(session)
     if template_keys is not None:
         return _read(connection, tuple(template_keys))
     cursor = _VERSION_AT_DRIVER_SPEED.execute(connection)
@@ -76,7 +82,7 @@ def load_settings(
     return settings_under(connection, found[0] if found else None)
 
 
-def settings_under(connection: Connection, token: str | None) -> Settings:
+def settings_under(connection: Connection | DriverConnection, token: str | None) -> Settings:
     """The settings in force under version ``token`` of ``horscompte_settings_version``,
     read by the caller (the lookup reads it in the statement that finds its candidates):
     parsed once per token and process. Without a token (no version row), every row is read.
@@ -106,8 +112,10 @@ def _url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _read(connection: Connection, template_keys: tuple[str, ...] | None) -> Settings:
-    saved = tuple(sorted((key, value) for key, value in connection.execute(_SAVED)))
+def _read(
+    connection: Connection | DriverConnection, template_keys: tuple[str, ...] | None
+) -> Settings:
+    saved = tuple(sorted((key, value) for key, value in _SAVED.all(connection)))
     return _settings_from(saved, template_keys)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from opencrm_horscompte.base.db import DriverConnection
 from opencrm_horscompte.base.limits import THROTTLE_REFUSED
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
 from opencrm_horscompte.stats.counters import count
@@ -13,7 +14,7 @@ from opencrm_horscompte.stats.counters import count
 COUNTED_KINDS = {THROTTLE_REFUSED: "throttle_refusals"}
 
 
-def count_audit_event(session: Session, event: AuditEvent) -> None:
+def count_audit_event(session: Session | DriverConnection, event: AuditEvent) -> None:
     metric = COUNTED_KINDS.get(event.kind)
     if metric is not None:
         count(session, event.at, **{metric: 1})

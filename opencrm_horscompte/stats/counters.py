@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverConnection, DriverStatement
+from opencrm_horscompte.base.db import DriverConnection, DriverStatement, connection_of
 from opencrm_horscompte.base.models import DailyStat
 
 METRICS = (
@@ -64,16 +64,18 @@ def utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
+_METRIC_NAMES = frozenset(METRICS)
+_NO_INCREMENT = dict.fromkeys(METRICS, 0)
+
+
 def count(target: Session | Connection | DriverConnection, at: datetime, **increments: int) -> None:
     """Add ``increments`` (metric name -> 0, 1 or more) to the counters of ``at``'s UTC day,
     in the caller's transaction. Unknown metric names raise; absent metrics add 0."""
-    unknown = set(increments) - set(METRICS)
-    if unknown:
-        raise ValueError(f"unknown metrics: {sorted(unknown)}")
-    if isinstance(target, Connection | DriverConnection):
-        connection: Connection | DriverConnection = target
-    else:  # an ORM session, SQLModel's or SQLAlchemy's
-        connection = target.connection()
-    params: dict[str, object] = {metric: int(increments.get(metric, 0)) for metric in METRICS}
+    if not _METRIC_NAMES.issuperset(increments):
+        raise ValueError(f"unknown metrics: {sorted(set(increments) - _METRIC_NAMES)}")
+    connection = connection_of(target)
+    params: dict[str, object] = dict(_NO_INCREMENT)
+    for metric, increment in increments.items():
+        params[metric] = int(increment)
     params["day"] = utc_day(at)
     _upsert().execute(connection, params).close()

@@ -215,8 +215,15 @@ def _is_separator(char: str) -> bool:
     )
 
 
+_WITHOUT_ASCII_SEPARATORS = str.maketrans(
+    "", "", "".join(char for char in map(chr, range(128)) if _is_separator(char))
+)
+
+
 def strip_separators(typed: str) -> str:
     """``typed`` without the characters that only separate groups (any policy)."""
+    if typed.isascii():
+        return typed.translate(_WITHOUT_ASCII_SEPARATORS)
     return "".join(char for char in typed if not _is_separator(char))
 
 
@@ -238,10 +245,13 @@ def could_be_tracking_code(typed: str) -> bool:
     """Whether ``typed``, separators aside, uses only characters a code can hold (any
     policy) and no control character: anything else is a typing or pasting mistake worth
     saying so."""
-    if any(unicodedata.category(char) == "Cc" for char in typed):
+    if typed.isascii():  # ASCII's control characters are its unprintable ones
+        if not typed.isprintable():
+            return False
+    elif any(unicodedata.category(char) == "Cc" for char in typed):
         return False
-    stripped = [char for char in typed if not _is_separator(char)]
-    return bool(stripped) and all(char in _CODE_CHARACTERS for char in stripped)
+    stripped = strip_separators(typed)
+    return bool(stripped) and _CODE_CHARACTERS.issuperset(stripped)
 
 
 def example_tracking_code(policy: CodePolicy) -> str:

@@ -16,7 +16,7 @@ import jinja2
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
-from opencrm_horscompte.base.db import make_engine, upsert_insert, writer
+from opencrm_horscompte.base.db import DriverConnection, make_engine, upsert_insert, writer
 from opencrm_horscompte.hookspecs.host import MailMessage, MenuEntry, Request, Route, User
 from opencrm_horscompte.host_kit.loader import (
     EnabledHooks,
@@ -123,6 +123,10 @@ class ReferenceHost:
 
     def queue_mail(self, session: OrmSession, message: MailMessage) -> None:
         outbox.queue_mail(session, message, self.now())
+
+    # Optional part of the contract (ConnectionMailHost): the lookup's driver-level writes.
+    def queue_mail_on_connection(self, connection: DriverConnection, message: MailMessage) -> None:
+        outbox.queue_mail(connection, message, self.now())
 
     def login_url(self, next_url: str) -> str:
         from urllib.parse import urlencode

@@ -58,7 +58,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from opencrm_horscompte.base.db import DriverStatement, timestamp_column, writer
+from opencrm_horscompte.base.db import (
+    DriverConnection,
+    DriverStatement,
+    connection_of,
+    timestamp_column,
+    writer,
+)
 from opencrm_horscompte.hookspecs.host import HEADER_FORBIDDEN, MailMessage
 
 logger = logging.getLogger(__name__)
@@ -143,11 +149,11 @@ _QUEUE = DriverStatement(
 )
 
 
-def queue_mail(session: OrmSession, message: MailMessage, now: datetime) -> int:
-    """Add ``message`` to the outbox in ``session``'s transaction (the caller commits);
-    returns its id. One ``INSERT`` at driver speed: deposits and lookups queue mail on
-    their hot path (the mails it replaces are dropped by the worker, not here, so queuing
-    costs the same statements whatever it replaces)."""
+def queue_mail(session: OrmSession | DriverConnection, message: MailMessage, now: datetime) -> int:
+    """Add ``message`` to the outbox in ``session``'s transaction, or a driver connection's
+    (the caller commits); returns its id. One ``INSERT`` at driver speed: deposits and
+    lookups queue mail on their hot path (the mails it replaces are dropped by the worker,
+    not here, so queuing costs the same statements whatever it replaces)."""
     useless_after = getattr(message, "useless_after", None)
     values = {
         "recipient": message.to,
@@ -158,7 +164,7 @@ def queue_mail(session: OrmSession, message: MailMessage, now: datetime) -> int:
         "useless_after": as_utc(useless_after) if useless_after else None,
         "replaces": getattr(message, "replaces", None),
     }
-    return int(_QUEUE.first(session.connection(), values)[0])
+    return int(_QUEUE.first(connection_of(session), values)[0])
 
 
 # --------------------------------------------------------------------------- transports
