@@ -201,9 +201,8 @@ class MailMessage:
     replaces: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("to", "subject"):
-            value = getattr(self, name)
-            if any(char in value for char in HEADER_FORBIDDEN):
+        for name, value in (("to", self.to), ("subject", self.subject)):
+            if any(map(value.__contains__, HEADER_FORBIDDEN)):
                 raise ValueError(f"mail header {name!r} contains CR, LF or NUL")
 
 

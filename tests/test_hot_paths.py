@@ -280,14 +280,14 @@ def test_a_bind_used_twice_is_processed_once_and_bound_twice(host: Any) -> None:
     statement = DriverStatement(select(literal_column("1")).where(stamp == stamp, stamp != None))  # noqa: E711
     calls: list[Any] = []
     compiled = statement._for(host.engine.dialect)
-    processor = compiled.inputs[0][3]
+    [(index, processor)] = compiled.processed
 
     def counting(value: Any) -> Any:
         calls.append(value)
         return processor(value)
 
     statement._compiled[host.engine.dialect.name] = replace(
-        compiled, inputs=((*compiled.inputs[0][:3], counting),)
+        compiled, processed=((index, counting),)
     )
     with host.engine.connect() as connection:
         assert statement.first(connection, {"stamp": host.now()}) == (1,)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections import namedtuple
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Dialect, Table, TypeDecorator, event, text
@@ -140,6 +141,9 @@ class _Compiled:
     # one input per bind name: (bind name, parameter key, default value, bind processor or
     # None), each processed once per execution
     inputs: tuple[tuple[str, str, Any, Any], ...]
+    defaults: dict[str, Any]  # every input's key -> its default value
+    values_of: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # the inputs' values, in order
+    processed: tuple[tuple[int, Any], ...]  # (input index, bind processor) where one applies
     # the input of each driver parameter, in the driver's order, when a positional
     # statement uses a bind more than once (None: the inputs are that order)
     order: tuple[int, ...] | None
@@ -186,10 +190,23 @@ class DriverStatement:
             )
             names = [column.keyname for column in columns]
             row = namedtuple("Row", names, rename=True)  # type: ignore[misc]
+            inputs = tuple(binds.values())
+            defaults: dict[str, Any] = {}
+            for _name, key, default, _processor in inputs:
+                # binds cloned from one (a CASE used twice) share their key and value
+                if defaults.setdefault(key, default) is not default:
+                    raise ValueError(f"bind key {key!r} has two default values")
             compiled = self._compiled[dialect.name] = _Compiled(
                 done.string,
                 positional,
-                tuple(binds.values()),
+                inputs,
+                defaults,
+                _getter([key for _name, key, _default, _processor in inputs]),
+                tuple(
+                    (index, processor)
+                    for index, (_name, _key, _default, processor) in enumerate(inputs)
+                    if processor is not None
+                ),
                 None if order == bind_names else tuple(bind_names.index(name) for name in order),
                 row,
                 processors if any(processors) else None,
@@ -228,11 +245,12 @@ class DriverStatement:
 
     @staticmethod
     def _run(compiled: _Compiled, connection: Any, parameters: Mapping[str, Any] | None) -> Any:
-        get = (parameters or {}).get
-        values = [
-            get(key, default) if processor is None else processor(get(key, default))
-            for _name, key, default, processor in compiled.inputs
-        ]
+        given = {**compiled.defaults, **parameters} if parameters else compiled.defaults
+        values: Sequence[Any] = compiled.values_of(given)
+        if compiled.processed:
+            values = list(values)
+            for index, processor in compiled.processed:
+                values[index] = processor(values[index])
         arguments: Any
         if not compiled.positional:
             arguments = {
@@ -263,6 +281,17 @@ class DriverStatement:
                 connection, cursor, sql, arguments, None, False
             )
         return cursor
+
+
+def _getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function of a mapping holding every key: its values, in ``keys``' order (a tuple,
+    whatever the number of keys)."""
+    if not keys:
+        return lambda _mapping: ()
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda mapping: (mapping[key],)
+    return itemgetter(*keys)
 
 
 # SQLite's transaction control, at driver speed: every request begins one or two.

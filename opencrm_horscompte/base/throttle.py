@@ -25,7 +25,8 @@ import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Dialect, bindparam, column, delete, text
@@ -81,7 +82,20 @@ def throttle_key(secret: bytes, scope: str, value: str) -> str:
     if not scope or "\0" in scope:
         raise ValueError("scope must be a non-empty string without NUL")
     message = scope.encode() + b"\0" + value.encode("utf-8", "surrogatepass")
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(secret, message)
+
+
+def hmac_sha256_hex(secret: bytes, message: bytes) -> str:
+    """Hex HMAC-SHA256 of ``message`` under ``secret``, from the key's state prepared once
+    per process (a third less work than ``hmac.new`` per call; a lookup makes five)."""
+    keyed = _keyed_sha256(secret).copy()
+    keyed.update(message)
+    return keyed.hexdigest()
+
+
+@lru_cache(maxsize=16)
+def _keyed_sha256(secret: bytes) -> hmac.HMAC:
+    return hmac.new(secret, digestmod=hashlib.sha256)
 
 
 def hit(
@@ -101,16 +115,18 @@ def hit_many(
     Rows are written in key order, so concurrent callers lock them in the same order and
     cannot deadlock on PostgreSQL.
     """
-    keys = [key for key, _ in counted]
-    if len(set(keys)) != len(keys):
+    if len({key for key, _ in counted}) != len(counted):
         raise ValueError("each key may be counted once per statement")
-    for key in keys:
+    for key, _ in counted:
         _check_key(key)
     now = _aware_utc(now)
     params: dict[str, object] = {"now": now}
-    for index, (key, limit) in enumerate(sorted(counted, key=lambda pair: pair[0])):
-        params[f"key_{index}"] = key
-        params[f"expires_{index}"] = now + limit.window
+    ordered = sorted(counted, key=_first)
+    for (key_name, expires_name), (key, limit) in zip(
+        _parameter_names(len(counted)), ordered, strict=True
+    ):
+        params[key_name] = key
+        params[expires_name] = now + limit.window
     connection = connection_of(session)
     rows = _upsert(len(counted)).all(connection, params)
     results = {key: (count, expires) for key, count, expires in rows}
@@ -118,19 +134,22 @@ def hit_many(
     for key, limit in counted:
         count, stored_expiry = results[key]
         allowed = count <= limit.limit
-        retry_after = timedelta(0)
+        retry_after = _NO_WAIT
         if not allowed:  # the window's end, read only for a refused hit (the rare one)
             expires_at: datetime = _read_timestamp(connection.dialect)(stored_expiry)
-            retry_after = max(expires_at - now, timedelta(0))
-        hits.append(
-            Hit(
-                count=count,
-                allowed=allowed,
-                first_refusal=count == limit.limit + 1,
-                retry_after=retry_after,
-            )
-        )
+            retry_after = max(expires_at - now, _NO_WAIT)
+        hits.append(Hit(count, allowed, count == limit.limit + 1, retry_after))
     return hits
+
+
+_NO_WAIT = timedelta(0)
+_first = itemgetter(0)
+
+
+@cache
+def _parameter_names(rows: int) -> tuple[tuple[str, str], ...]:
+    """The key and window-end parameter names of :func:`_upsert`'s rows."""
+    return tuple((f"key_{index}", f"expires_{index}") for index in range(rows))
 
 
 @cache

@@ -24,7 +24,6 @@ a later lookup would have to scan.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from collections.abc import Sequence
@@ -59,7 +58,7 @@ from opencrm_horscompte.base.limits import (
 from opencrm_horscompte.base.mail_skeleton import render_filled_mail
 from opencrm_horscompte.base.models import Challenge, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
-from opencrm_horscompte.base.throttle import Limit, throttle_key
+from opencrm_horscompte.base.throttle import Limit, hmac_sha256_hex, throttle_key
 from opencrm_horscompte.hookspecs.host import ConnectionMailHost, Host, MailMessage, MailTemplate
 from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.schema import Settings
@@ -137,7 +136,7 @@ def pair_guard(host: Host, key: str, typed_code: str) -> str:
 
 
 def code_hmac(key: bytes, guard: str, code: str) -> str:
-    return hmac.new(key, f"{guard}\0{code}".encode(), hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(key, f"{guard}\0{code}".encode())
 
 
 def _matching(rows: Sequence[Any], typed: str) -> Any:
