@@ -492,6 +492,32 @@ def test_cache_follows_plugins_registered_later(
     ]
 
 
+def test_cache_follows_a_disabled_name_registered_again_and_others_added(
+    pm: pluggy.PluginManager, make_plugin: PluginFactory
+) -> None:
+    def menu(label: str) -> object:
+        class Menu:
+            @hookimpl
+            def opencrm_admin_menu(self, host: object, user: object) -> list[MenuEntry]:
+                return [MenuEntry("Administration", label, f"/{label}")]
+
+        return Menu()
+
+    load_plugins(pm, HOST_VERSION, [menu_plugin(make_plugin, "fakecrm_alpha")])
+    pm.register(menu("off-1"), name="off")
+    relay = EnabledHooks(pm).relay({"off"})
+    assert menu_labels(relay.opencrm_admin_menu(host=None, user=None)) == ["fakecrm_alpha"]
+
+    pm.unregister(name="off")
+    pm.register(menu("off-2"), name="off")  # the disabled name, another object
+    pm.register(menu("other"), name="other")  # an enabled plugin, after the cache was made
+
+    assert menu_labels(relay.opencrm_admin_menu(host=None, user=None)) == [
+        "fakecrm_alpha",
+        "other",
+    ]
+
+
 def test_unknown_hook_name_raises_attribute_error(pm: pluggy.PluginManager) -> None:
     relay = EnabledHooks(pm).relay()
 

@@ -355,14 +355,17 @@ class EnabledHooks:
 
     ``relay(disabled)`` gives an object whose attributes are the hooks of ``pm.hook``
     without the implementations of the plugins named in ``disabled``. Subset callers are
-    cached per set of disabled names, and the cache is dropped whenever the registered
-    plugins change.
+    cached per set of disabled names and hook, each with the plugins those names named when
+    it was made: it is made again once a disabled name names another plugin (or one
+    registered since). Plugins registered under other names need nothing: pluggy's subset
+    callers filter the hook's current implementations on every call.
     """
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._pm = pm
-        self._callers: dict[tuple[frozenset[str], str], pluggy.HookCaller] = {}
-        self._registered: list[tuple[str, Any]] = []
+        self._callers: dict[
+            tuple[frozenset[str], str], tuple[pluggy.HookCaller, tuple[tuple[str, Any], ...]]
+        ] = {}
 
     def relay(self, disabled: Collection[str] = ()) -> HookRelayView:
         """The hooks as seen with the plugins named in ``disabled`` switched off."""
@@ -370,30 +373,25 @@ class EnabledHooks:
 
     def caller(self, hook_name: str, disabled: Collection[str] = ()) -> pluggy.HookCaller:
         """The caller of ``hook_name`` without the disabled plugins; AttributeError if none."""
-        self._drop_stale_cache()
         key = (frozenset(disabled), hook_name)
-        caller = self._callers.get(key)
-        if caller is None:
-            caller = self._callers[key] = self._subset_caller(hook_name, key[0])
+        cached = self._callers.get(key)
+        get_plugin = self._pm.get_plugin
+        if cached is not None:
+            caller, removed = cached
+            if all(get_plugin(name) is plugin for name, plugin in removed):
+                return caller
+        removed = tuple((name, get_plugin(name)) for name in sorted(key[0]))
+        caller = self._subset_caller(
+            hook_name, [plugin for _, plugin in removed if plugin is not None]
+        )
+        self._callers[key] = (caller, removed)
         return caller
 
-    def _subset_caller(self, hook_name: str, disabled: frozenset[str]) -> pluggy.HookCaller:
+    def _subset_caller(self, hook_name: str, plugins: list[Any]) -> pluggy.HookCaller:
         hook = None if hook_name.startswith("_") else getattr(self._pm.hook, hook_name, None)
         if not isinstance(hook, pluggy.HookCaller):
             raise AttributeError(f"no hook named {hook_name!r}")
-        plugins = [self._pm.get_plugin(name) for name in sorted(disabled)]
-        return self._pm.subset_hook_caller(
-            hook_name, remove_plugins=[plugin for plugin in plugins if plugin is not None]
-        )
-
-    def _drop_stale_cache(self) -> None:
-        registered = self._pm.list_name_plugin()
-        # List equality compares each plugin by identity first (then ``==``, which is
-        # identity for modules and plain objects): a third of the time of a Python loop,
-        # on every hook call.
-        if registered != self._registered:
-            self._callers.clear()
-            self._registered = registered
+        return self._pm.subset_hook_caller(hook_name, remove_plugins=plugins)
 
 
 class HookRelayView:
