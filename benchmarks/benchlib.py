@@ -213,7 +213,7 @@ def lock_clock(engine: Engine) -> Iterator[LockClock]:
 
     def begin(connection: Any, parameters: Any = None) -> Any:
         cursor = original_begin(connection, parameters)
-        if connection.engine is engine:
+        if connection.dialect is dialect:  # ``engine`` or ``writer(engine)``
             clock.opened()
         return cursor
 

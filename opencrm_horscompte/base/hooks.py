@@ -20,12 +20,18 @@ SYSTEM_ACTOR = "system"
 
 
 class PluginHooks:
-    """``PluginHooks(host).audit(...)`` instead of ``host.hook.horscompte_audit_event(...)``."""
+    """``PluginHooks(host).audit(...)`` instead of ``host.hook.horscompte_audit_event(...)``.
 
-    __slots__ = ("_host",)
+    ``host.hook`` is read once, when the object is made: one object serves one piece of
+    work, whose calls then all see the same enabled plugins (a lookup that chose its path
+    by the audit sinks enabled audits to those very sinks).
+    """
+
+    __slots__ = ("_hook", "_host")
 
     def __init__(self, host: Host) -> None:
         self._host = host
+        self._hook = host.hook
 
     def audit(
         self,
@@ -39,7 +45,7 @@ class PluginHooks:
         :class:`DriverConnection` only where :meth:`driver_level_writes` said yes."""
         host = self._host
         event = AuditEvent(kind, actor, host.now(), dict(details or {}))
-        host.hook.horscompte_audit_event(host=host, session=session, event=event)
+        self._hook.horscompte_audit_event(host=host, session=session, event=event)
 
     def driver_level_writes(self) -> bool:
         """Whether a hot path may write on a :class:`DriverConnection`, without an ORM
@@ -49,7 +55,7 @@ class PluginHooks:
         host = self._host
         if getattr(host, "queue_mail_on_connection", None) is None:
             return False
-        sinks = host.hook.horscompte_audit_event.get_hookimpls()
+        sinks = self._hook.horscompte_audit_event.get_hookimpls()
         return bool(sinks) and all(
             getattr(sink.function, DRIVER_CONNECTION_MARK, False) for sink in sinks
         )
@@ -58,25 +64,25 @@ class PluginHooks:
         """A candidate tracking code (``horscompte_generate_tracking_code``, firstresult);
         the caller checks it."""
         host = self._host
-        return host.hook.horscompte_generate_tracking_code(host=host, settings=settings)
+        return self._hook.horscompte_generate_tracking_code(host=host, settings=settings)
 
     def account_exists(self, email: str) -> bool:
         """``horscompte_account_exists`` (firstresult); no answer means no account."""
         host = self._host
-        return bool(host.hook.horscompte_account_exists(host=host, email=email))
+        return bool(self._hook.horscompte_account_exists(host=host, email=email))
 
     def mail_templates(self) -> list[MailTemplate]:
         """``opencrm_mail_templates`` then ``horscompte_validation_mail_templates``, every
         contribution flattened in hook order."""
         host = self._host
         contributed = [
-            *host.hook.opencrm_mail_templates(host=host),
-            *host.hook.horscompte_validation_mail_templates(host=host),
+            *self._hook.opencrm_mail_templates(host=host),
+            *self._hook.horscompte_validation_mail_templates(host=host),
         ]
         return [template for templates in contributed for template in templates or ()]
 
     def template_loaders(self) -> list[jinja2.BaseLoader]:
         """``horscompte_template_loader``: every loader contributed, in hook order."""
         host = self._host
-        loaders = host.hook.horscompte_template_loader(host=host)
+        loaders = self._hook.horscompte_template_loader(host=host)
         return [loader for loader in loaders if loader is not None]

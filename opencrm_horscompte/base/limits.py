@@ -91,12 +91,14 @@ def counted_keyed(
     now: datetime | None = None,
     *,
     connection: Connection | DriverConnection | None = None,
+    hooks: PluginHooks | None = None,
 ) -> bool:
     """:func:`counted_all` of events already keyed by :func:`keyed_events`. ``session``
     takes the audit of a refusal: a session, or a driver connection where
     ``PluginHooks.driver_level_writes`` allows it. ``connection``: the one ``session`` is
     bound to, already in its write transaction (``now`` read under it), to count on without
-    joining the session (joined only to audit a refusal)."""
+    joining the session (joined only to audit a refusal). ``hooks``: the caller's, when
+    it chose how to write by the plugins they saw."""
     allowed = True
     if connection is None:
         # begin first: on SQLite the write lock is then held before the clock is read
@@ -104,6 +106,6 @@ def counted_keyed(
     moment = host.now() if now is None else now
     for (_, limit), result in zip(keyed, hit_many(connection, keyed, moment), strict=True):
         if result.first_refusal:
-            PluginHooks(host).audit(session, THROTTLE_REFUSED, {"scope": limit.scope})
+            (hooks or PluginHooks(host)).audit(session, THROTTLE_REFUSED, {"scope": limit.scope})
         allowed = allowed and result.allowed
     return allowed

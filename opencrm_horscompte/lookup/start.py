@@ -269,13 +269,14 @@ def issue_code(
     now: datetime,
     *,
     mail: bool,
+    hooks: PluginHooks | None = None,
 ) -> int:
     """Store ``prepared`` as its guard's live challenge (replacing the older one), then
     queue its mail when ``mail`` (a real target within its limits), else write the audit
     record that stands where the mail would. Two statements either way; the challenge id.
     ``session``: an ORM session, or a driver connection where
     ``PluginHooks.driver_level_writes`` allows it (the mail then goes through the host's
-    ``queue_mail_on_connection``)."""
+    ``queue_mail_on_connection``; ``hooks``: the ones that allowed it)."""
     connection = connection_of(session)
     expires_at = now + prepared.expiry
     params = {
@@ -298,7 +299,7 @@ def issue_code(
         else:
             host.queue_mail(session, message)
     else:
-        PluginHooks(host).audit(session, LOOKUP_MISS, {"challenge": challenge_id})
+        (hooks or PluginHooks(host)).audit(session, LOOKUP_MISS, {"challenge": challenge_id})
     return challenge_id
 
 
@@ -321,9 +322,20 @@ def read_settings_and_candidates(
     else:
         settings = load_settings(connection)
         candidates = _CANDIDATES.all(connection, {"email_key": key})
-    if connection.in_transaction():  # PostgreSQL's implicit one, or begun by SQLAlchemy
-        connection.commit()
+    _end_read(connection)
     return settings, candidates
+
+
+def _end_read(connection: Connection | DriverConnection) -> None:
+    """Commit what the read left open: a transaction SQLAlchemy began, or the one the
+    driver began implicitly (PostgreSQL), which SQLAlchemy doesn't see when the read ran
+    at driver level."""
+    if isinstance(connection, Connection):
+        if connection.in_transaction():
+            connection.commit()
+        connection = DriverConnection(connection.engine, connection.connection)
+    if connection.in_transaction():
+        connection.commit()
 
 
 @dataclass(frozen=True)
@@ -346,11 +358,12 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
     the host's ``queue_mail`` and the audit sinks receive: the same statements either way.
     """
     key = email_key(typed.email)
-    if PluginHooks(host).driver_level_writes():
+    hooks = PluginHooks(host)  # the plugins enabled now, for the choice and the audits
+    if hooks.driver_level_writes():
         with driver_connection(host.engine) as driver:
             plan = _plan(host, typed, client, locale, *read_settings_and_candidates(driver, key))
             with driver.transaction():
-                challenge_id = _write(host, plan, driver, driver)
+                challenge_id = _write(host, hooks, plan, driver, driver)
     else:
         with writer(host.engine).connect() as connection:
             # read outside any transaction (SQLite: no write lock yet); BEGIN comes below
@@ -362,7 +375,7 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
             session = Session(bind=connection)
             session.begin()
             with connection.begin():
-                challenge_id = _write(host, plan, session, connection)
+                challenge_id = _write(host, hooks, plan, session, connection)
     settings = plan.settings
     return Started(
         challenge_id, settings.validation_code_expiry_minutes, settings.validation_code_length
@@ -403,6 +416,7 @@ def _plan(
 
 def _write(
     host: Host,
+    hooks: PluginHooks,
     plan: _Plan,
     session: Session | DriverConnection,
     connection: Connection | DriverConnection,
@@ -410,7 +424,7 @@ def _write(
     """The write transaction's statements, on ``connection`` (in its transaction); mail
     and audit records through ``session``. The challenge id."""
     now = host.now()  # read under the write lock (SQLite), not before it
-    allowed = counted_keyed(host, session, plan.keyed, now, connection=connection)
+    allowed = counted_keyed(host, session, plan.keyed, now, connection=connection, hooks=hooks)
     sent = plan.matched and allowed
     count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
-    return issue_code(host, session, plan.prepared, now, mail=allowed)
+    return issue_code(host, session, plan.prepared, now, mail=allowed, hooks=hooks)
