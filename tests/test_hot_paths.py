@@ -254,6 +254,13 @@ def test_driver_statement_rows_are_named_and_processed(host: Any) -> None:
     assert row.issued_at.tzinfo is not None and row.issued_at.utcoffset().total_seconds() == 0
 
 
+def test_a_text_statement_without_declared_columns_gives_plain_tuples(host: Any) -> None:
+    statement = DriverStatement(text("SELECT 1, 'deux'"))
+    with host.engine.connect() as connection:
+        assert statement.all(connection) == [(1, "deux")]
+        assert statement.first(connection) == (1, "deux")
+
+
 @pytest.mark.parametrize(
     "moment",
     [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -147,7 +147,9 @@ class _Compiled:
     # the input of each driver parameter, in the driver's order, when a positional
     # statement uses a bind more than once (None: the inputs are that order)
     order: tuple[int, ...] | None
-    row: type[tuple[Any, ...]]  # a named tuple of the result columns
+    # a result row from its values: a named tuple of the result columns, or a plain tuple
+    # when the statement declares none (``text()`` without ``.columns()``)
+    make_row: Callable[[Iterable[Any]], tuple[Any, ...]]
     processors: tuple[Any, ...] | None  # result processors, None when no column needs one
     error: type[Exception]  # the driver's base exception
 
@@ -189,12 +191,15 @@ class DriverStatement:
                 for column in columns
             )
             names = [column.keyname for column in columns]
-            row = namedtuple("Row", names, rename=True)  # type: ignore[misc]
+            make_row: Callable[[Iterable[Any]], tuple[Any, ...]] = tuple
+            if names:
+                make_row = namedtuple("Row", names, rename=True)._make  # type: ignore[misc]
             inputs = tuple(binds.values())
             defaults: dict[str, Any] = {}
             for _name, key, default, _processor in inputs:
                 # binds cloned from one (a CASE used twice) share their key and value
-                if defaults.setdefault(key, default) is not default:
+                existing = defaults.setdefault(key, default)
+                if existing is not default and existing != default:
                     raise ValueError(f"bind key {key!r} has two default values")
             compiled = self._compiled[dialect.name] = _Compiled(
                 done.string,
@@ -208,7 +213,7 @@ class DriverStatement:
                     if processor is not None
                 ),
                 None if order == bind_names else tuple(bind_names.index(name) for name in order),
-                row,
+                make_row,
                 processors if any(processors) else None,
                 dialect.loaded_dbapi.Error,
             )
@@ -237,8 +242,8 @@ class DriverStatement:
     def _row(compiled: _Compiled, values: Sequence[Any]) -> Any:
         processors = compiled.processors
         if processors is None:
-            return compiled.row._make(values)  # type: ignore[attr-defined]
-        return compiled.row._make(  # type: ignore[attr-defined]
+            return compiled.make_row(values)
+        return compiled.make_row(
             processor(value) if processor is not None else value
             for processor, value in zip(processors, values, strict=True)
         )
