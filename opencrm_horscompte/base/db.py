@@ -193,7 +193,8 @@ class DriverStatement:
             names = [column.keyname for column in columns]
             make_row: Callable[[Iterable[Any]], tuple[Any, ...]] = tuple
             if names:
-                make_row = namedtuple("Row", names, rename=True)._make  # type: ignore[misc]
+                row = namedtuple("Row", names, rename=True)  # type: ignore[misc]
+                make_row = row._make
             inputs = tuple(binds.values())
             defaults: dict[str, Any] = {}
             for _name, key, default, _processor in inputs:
