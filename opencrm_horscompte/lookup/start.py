@@ -361,15 +361,15 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
     hooks = PluginHooks(host)  # the plugins enabled now, for the choice and the audits
     if hooks.driver_level_writes():
         with driver_connection(host.engine) as driver:
-            plan = _plan(host, typed, client, locale, *read_settings_and_candidates(driver, key))
+            read = read_settings_and_candidates(driver, key)
+            plan = _plan(host, typed, key, client, locale, *read)
             with driver.transaction():
                 challenge_id = _write(host, hooks, plan, driver, driver)
     else:
         with writer(host.engine).connect() as connection:
             # read outside any transaction (SQLite: no write lock yet); BEGIN comes below
-            plan = _plan(
-                host, typed, client, locale, *read_settings_and_candidates(connection, key)
-            )
+            read = read_settings_and_candidates(connection, key)
+            plan = _plan(host, typed, key, client, locale, *read)
             # The session's own bookkeeping is done here, outside the write lock; it joins
             # the connection's transaction when the mail is queued (or the miss audited).
             session = Session(bind=connection)
@@ -395,12 +395,13 @@ class _Plan:
 def _plan(
     host: Host,
     typed: LookupInput,
+    key: str,
     client: str,
     locale: str,
     settings: Settings,
     candidates: Sequence[Any],
 ) -> _Plan:
-    key = email_key(typed.email)
+    """``key``: the typed email's key, which ``candidates`` were read under."""
     target = _matching(candidates, typed.tracking_code)
     limits: list[tuple[Limit, str]] = [(LOOKUP_CLIENT, client)]
     if target is not None:
