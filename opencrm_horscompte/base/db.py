@@ -341,10 +341,6 @@ class DriverConnection:
         status = getattr(getattr(dbapi, "info", None), "transaction_status", None)
         return status != 0  # psycopg's IDLE; unknown drivers: assume one is open
 
-    def commit(self) -> None:
-        """Commit the open transaction (a read's implicit one on PostgreSQL)."""
-        self._commit()
-
     @contextmanager
     def transaction(self) -> Iterator[DriverConnection]:
         """One write transaction: ``BEGIN IMMEDIATE`` on SQLite (the write lock is held
@@ -358,9 +354,11 @@ class DriverConnection:
         except BaseException:
             _rollback(self.dialect, self.connection)
             raise
-        self._commit()
+        self.commit()
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
+        """Commit the open transaction (a read's implicit one on PostgreSQL); a commit the
+        database refuses is rolled back and raised as SQLAlchemy's error."""
         dialect = self.dialect
         try:
             dialect.do_commit(self.connection)

@@ -60,7 +60,10 @@ from opencrm_horscompte.base.models import Challenge, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.throttle import Limit, hmac_sha256_hex, throttle_key
 from opencrm_horscompte.hookspecs.host import ConnectionMailHost, Host, MailMessage, MailTemplate
-from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
+from opencrm_horscompte.settings.mail_templates import (
+    DEFAULT_VALIDATION_TEMPLATE,
+    available_templates,
+)
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import (
     VERSION_ID,
@@ -156,13 +159,9 @@ def _policy(policy_json: str) -> CodePolicy:
 
 
 def validation_template(host: Host, settings: Settings) -> MailTemplate:
-    """The template chosen in the settings: its key's first contribution (as
-    ``available_templates`` lists them), or the default when no plugin offers it now."""
     chosen = settings.validation_mail_template
-    for template in PluginHooks(host).mail_templates():
-        if template.key == chosen:
-            return template
-    return DEFAULT_VALIDATION_TEMPLATE
+    templates = {template.key: template for template in available_templates(host)}
+    return templates.get(chosen, DEFAULT_VALIDATION_TEMPLATE)
 
 
 _CODES = TrackingCode.__table__
@@ -327,12 +326,10 @@ def read_settings_and_candidates(
 
 
 def _end_read(connection: Connection | DriverConnection) -> None:
-    """Commit what the read left open: a transaction SQLAlchemy began, or the one the
-    driver began implicitly (PostgreSQL), which SQLAlchemy doesn't see when the read ran
-    at driver level."""
+    """Commit the transaction the driver began implicitly for the read (PostgreSQL). Every
+    statement of the read runs at driver level, so a SQLAlchemy ``Connection`` never sees
+    it: it is looked for on the DBAPI connection either way."""
     if isinstance(connection, Connection):
-        if connection.in_transaction():
-            connection.commit()
         connection = DriverConnection(connection.engine, connection.connection)
     if connection.in_transaction():
         connection.commit()
