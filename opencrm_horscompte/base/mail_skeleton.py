@@ -18,6 +18,7 @@ dossier's locale, a decoy in the page's) do the same work from the first request
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from collections.abc import Mapping
@@ -42,22 +43,57 @@ def stand_in(name: str) -> str:
     return f"Zq{_NONCE}{name.replace('_', 'Q')}qZ"
 
 
+# A part with its stand-ins cut out: the text before the first one, then each stand-in's
+# name with the text that follows it.
+_Cut = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _cut(part: str, names: tuple[str, ...]) -> _Cut:
+    if not names:
+        return part, ()
+    name_of = {stand_in(name): name for name in names}
+    marks = "|".join(re.escape(mark) for mark in name_of)
+    pieces = re.split(f"({marks})", part)  # text, mark, text, mark, ..., text
+    names_found = [name_of[mark] for mark in pieces[1::2]]
+    return pieces[0], tuple(zip(names_found, pieces[2::2], strict=True))
+
+
+def _join(cut: _Cut, values: Mapping[str, str]) -> str:
+    head, rest = cut
+    out = [head]
+    for name, after in rest:
+        out.append(values[name])
+        out.append(after)
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class Skeleton:
-    subject: str
-    text: str
-    html: str | None
+    """A mail rendered with stand-ins, each part cut at them once: filling it joins the
+    pieces with the values (one pass, instead of one search per name and part)."""
+
+    subject: _Cut
+    text: _Cut
+    html: _Cut | None
     names: tuple[str, ...]
 
+    @classmethod
+    def from_marked(cls, marked: MailMessage, names: tuple[str, ...]) -> Skeleton:
+        """The skeleton of a mail rendered with :func:`stand_in` for each of ``names``."""
+        html = None if marked.html is None else _cut(marked.html, names)
+        return cls(_cut(marked.subject, names), _cut(marked.text, names), html, names)
+
     def fill(self, to: str, values: Mapping[str, str]) -> MailMessage:
-        subject, text, html = self.subject, self.text, self.html
-        for name in self.names:
-            mark, value = stand_in(name), str(values[name])
-            subject = subject.replace(mark, value)
-            text = text.replace(mark, value)
-            if html is not None:
-                html = html.replace(mark, str(escape(value)))
-        return MailMessage(to=to, subject=" ".join(subject.split()), text=text, html=html)
+        plain = {name: str(values[name]) for name in self.names}
+        html = None
+        if self.html is not None:
+            html = _join(self.html, {name: str(escape(value)) for name, value in plain.items()})
+        return MailMessage(
+            to=to,
+            subject=" ".join(_join(self.subject, plain).split()),
+            text=_join(self.text, plain),
+            html=html,
+        )
 
 
 _Key = tuple[Any, ...]
@@ -115,7 +151,7 @@ def _proved(
     to = "probe@example.invalid"
     try:
         marked = render_mail(host, to, template, {**context, **_marks(names)}, locale)
-        skeleton = Skeleton(marked.subject, marked.text, marked.html, names)
+        skeleton = Skeleton.from_marked(marked, names)
         for probe in PROBES:
             values = dict.fromkeys(names, probe)
             direct = render_mail(host, to, template, {**context, **values}, locale)

@@ -165,18 +165,30 @@ def check_policy(policy: CodePolicy) -> None:
         raise InvalidPolicy("Un type de caractères coché ne contient aucun caractère utilisable.")
 
 
+@dataclass(frozen=True)
+class _Drawing:
+    """What drawing a code under a policy needs, computed once per policy."""
+
+    classes: tuple[frozenset[str], ...]  # each selected class as a set
+    # byte -> its character: ``alphabet[byte % size]``, for the bytes below the largest
+    # multiple of the alphabet's size a byte can reach (no modulo bias) ...
+    to_character: bytes
+    rejected: bytes  # ... the bytes from that multiple up, dropped
+
+
 @lru_cache(maxsize=64)
-def _drawing(policy: CodePolicy, *constants: str) -> tuple[str, tuple[frozenset[str], ...], int]:
-    """What drawing a code under ``policy`` needs, computed once per policy: the alphabet,
-    each class as a set, and the largest multiple of the alphabet's size a byte can reach
-    (bytes from there up are rejected: no modulo bias). ``constants`` are the class
-    strings, part of the cache key because tests shrink them."""
+def _drawing(policy: CodePolicy, *constants: str) -> _Drawing:
+    """``constants`` are the class strings, part of the cache key because tests shrink them."""
     check_policy(policy)
     classes = policy.classes()
     alphabet = "".join(classes)
-    if len(alphabet) > 256:
-        raise InvalidPolicy("alphabet larger than a byte")
-    return alphabet, tuple(frozenset(chars) for chars in classes), 256 - 256 % len(alphabet)
+    if len(alphabet) > 256 or not alphabet.isascii():
+        raise InvalidPolicy("the alphabet must be at most 256 ASCII characters")
+    limit = 256 - 256 % len(alphabet)
+    to_character = bytes(ord(alphabet[byte % len(alphabet)]) for byte in range(256))
+    return _Drawing(
+        tuple(frozenset(chars) for chars in classes), to_character, bytes(range(limit, 256))
+    )
 
 
 def generate_tracking_code(policy: CodePolicy) -> str:
@@ -185,24 +197,22 @@ def generate_tracking_code(policy: CodePolicy) -> str:
     Each character is one byte of :func:`secrets.token_bytes` (drawn in one call per
     attempt, not one ``os.urandom`` per character) taken modulo the alphabet's size, the
     bytes at or above the largest multiple of that size being rejected, so every
-    character is equally likely and independent. Whole codes missing a class are then
-    rejected, which keeps every valid code equally likely.
+    character is equally likely and independent (``bytes.translate`` maps and rejects
+    them in one pass). Whole codes missing a class are then rejected, which keeps every
+    valid code equally likely.
     """
-    alphabet, classes, limit = _drawing(policy, DIGITS, UPPERCASE, LOWERCASE, SPECIAL)
-    size = len(alphabet)
+    drawing = _drawing(policy, DIGITS, UPPERCASE, LOWERCASE, SPECIAL)
     length = policy.length
     # At least 29 % of codes are accepted under every allowed policy, and at least half the
     # bytes: the bound is never reached in practice.
     for _ in range(MAX_DRAWS):
-        chars: list[str] = []
-        while len(chars) < length:
-            for byte in secrets.token_bytes(2 * (length - len(chars)) + 4):
-                if byte < limit:
-                    chars.append(alphabet[byte % size])
-                    if len(chars) == length:
-                        break
-        if all(not chars_of.isdisjoint(chars) for chars_of in classes):
-            return "".join(chars)
+        drawn = b""
+        while len(drawn) < length:
+            fresh = secrets.token_bytes(2 * (length - len(drawn)) + 4)
+            drawn += fresh.translate(drawing.to_character, drawing.rejected)
+        code = drawn[:length].decode("ascii")
+        if all(not chars_of.isdisjoint(code) for chars_of in drawing.classes):
+            return code
     raise RuntimeError("could not draw a tracking code containing every selected class")
 
 
@@ -278,7 +288,7 @@ def is_findable(code: str, policy: CodePolicy) -> bool:
     candidate that fails this is refused at deposit."""
     return (
         bool(code)
-        and all(char in _CODE_CHARACTERS for char in code)
+        and _CODE_CHARACTERS.issuperset(code)
         and normalize_tracking_code(code, policy) == code
     )
 

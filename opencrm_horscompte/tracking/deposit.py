@@ -21,10 +21,16 @@ from datetime import datetime
 from functools import cache, lru_cache
 
 from sqlalchemy import bindparam
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import DriverStatement, upsert_insert
+from opencrm_horscompte.base.db import (
+    DriverConnection,
+    DriverStatement,
+    connection_of,
+    upsert_insert,
+)
 from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.hostinfo import moment
@@ -105,10 +111,22 @@ def assign_tracking_code(
     the cost of a deposit does not grow with the number of dossiers. ``first`` is a
     candidate drawn beforehand (under the same settings), tried before drawing here.
     """
+    connection = connection_of(session)
     if settings is None:
-        settings = load_settings(session)
-    policy = CodePolicy.from_settings(settings)
-    connection = session.connection()
+        settings = load_settings(connection)
+    return _insert_code(
+        host, connection, dossier, settings, CodePolicy.from_settings(settings), first
+    )
+
+
+def _insert_code(
+    host: Host,
+    connection: Connection | DriverConnection,
+    dossier: Dossier,
+    settings: Settings,
+    policy: CodePolicy,
+    first: str | None,
+) -> str:
     statement = _driver_insert(connection.dialect.name)
     row = {
         "dossier_id": dossier.id,
@@ -122,8 +140,8 @@ def assign_tracking_code(
     }
     for attempt in range(MAX_ATTEMPTS):
         fresh = attempt > 0 or first is None
-        code = _candidate(host, settings, policy) if fresh else str(first)
-        cursor = statement.execute(connection, {**row, "code": code})
+        row["code"] = code = _candidate(host, settings, policy) if fresh else str(first)
+        cursor = statement.execute(connection, row)
         try:
             inserted = cursor.fetchone() is not None
         finally:
@@ -199,6 +217,7 @@ def prepare(host: Host, dossier: Dossier) -> None:
             return
         policy = CodePolicy.from_settings(settings)
         code = _candidate(host, settings, policy)
+        _email_key(dossier.email)  # normalised here, not inside the transaction
     made_for = _made_for(host, dossier, dossier.deposited_at or host.now())
     prepared = _Prepared(made_for, policy, code, acknowledgment_mail(host, dossier, code))
     with _prepared_lock:
@@ -220,21 +239,20 @@ def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
     """What ``opencrm_deposit`` does: the code (none for an account's dossier), then the
     acknowledgment mail."""
     code: str | None = None
+    connection = connection_of(session)
     if dossier.account_id is not None:
-        prepared_for_account = _take_prepared(host, dossier, None)
-        if prepared_for_account is not None:
-            mail = prepared_for_account.mail
-        else:
-            mail = acknowledgment_mail(host, dossier, None)
+        prepared = _take_prepared(host, dossier, None)
+        mail = prepared.mail if prepared is not None else acknowledgment_mail(host, dossier, None)
     else:
-        settings = load_settings(session)
-        prepared = _take_prepared(host, dossier, CodePolicy.from_settings(settings))
-        first = prepared.code if prepared else None
-        code = assign_tracking_code(host, session, dossier, settings=settings, first=first)
+        settings = load_settings(connection)
+        policy = CodePolicy.from_settings(settings)
+        prepared = _take_prepared(host, dossier, policy)
+        first = prepared.code if prepared is not None else None
+        code = _insert_code(host, connection, dossier, settings, policy, first)
         if prepared is not None and code == prepared.code:
             mail = prepared.mail
         else:
             mail = acknowledgment_mail(host, dossier, code)
-    count(session, host.now(), deposits=1)
+    count(connection, host.now(), deposits=1)
     host.queue_mail(session, mail)
     return code
