@@ -138,6 +138,56 @@ def test_driver_statements_are_recorded_and_raise_sqlalchemy_errors(host: Any) -
     assert any("INSERT INTO horscompte_tracking_code" in sql for sql in seen), seen
 
 
+def test_a_prepared_deposit_checks_the_settings_version_in_its_insert(host: Any) -> None:
+    """Prepared, the code's insert requires the settings version it was drawn under: the
+    transaction runs three data statements (code, daily counter, mail), no settings read."""
+    draft = create_draft(host, a_demarche(host), IDENTITY, None)
+    settings_of(host)
+    with recorded_statements(host) as seen:
+        deposit(host, draft.draft_key, ANSWERS, draft)
+    plugin = [sql for sql in seen if "horscompte_" in sql or "host_mail_outbox" in sql]
+    assert len(plugin) == 3, plugin
+    assert "horscompte_settings_version" in plugin[0] and plugin[0].startswith("INSERT")
+
+
+def test_settings_saved_after_the_preparation_give_a_code_under_the_new_ones(host: Any) -> None:
+    """An admin lengthens the code between a deposit's preparation and its transaction: the
+    prepared code (old length) is not inserted; the deposit draws under the saved settings
+    and its mail shows the code it got."""
+    draft = create_draft(host, a_demarche(host), IDENTITY, None)
+    current = settings_of(host)
+    host.hook.opencrm_deposit_prepare(host=host, dossier=draft)
+    longer = current.tracking_code_length + 2
+    with Session(host.engine) as session, session.begin():
+        save_settings(host, session, current.replace(tracking_code_length=longer), actor=ADMIN[0])
+    dossier = deposit(host, draft.draft_key, ANSWERS)
+    with Session(host.engine) as session:
+        row = session.get(TrackingCode, dossier.id)
+        mail = session.exec(select(OutboxMail).order_by(col(OutboxMail.id).desc())).first()
+    assert row is not None and mail is not None
+    assert len(row.code) == longer and format_tracking_code(row.code) in mail.text
+    assert tracking_deposit._prepared == {}
+
+
+def test_a_prepared_code_taken_meanwhile_is_drawn_again(
+    host: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another dossier got the prepared code first: the deposit draws a free one, and its
+    mail is rendered again with it."""
+    first = create_draft(host, a_demarche(host), IDENTITY, None)
+    second = create_draft(host, a_demarche(host), IDENTITY, None)
+    settings_of(host)
+    draws = iter(["ABCD2345", "ABCD2345", "EFGH6789"])
+    monkeypatch.setattr(tracking_deposit, "_candidate", lambda *_: next(draws))
+    deposit(host, first.draft_key, ANSWERS, first)
+    dossier = deposit(host, second.draft_key, ANSWERS, second)
+    with Session(host.engine) as session:
+        row = session.get(TrackingCode, dossier.id)
+        mail = session.exec(select(OutboxMail).order_by(col(OutboxMail.id).desc())).first()
+    assert row is not None and mail is not None
+    assert row.code == "EFGH6789" and format_tracking_code("EFGH6789") in mail.text
+
+
 def test_a_deposit_minutes_after_its_preparation_shows_its_own_time(host: Any, clock: Any) -> None:
     """The prepared mail states the deposit time: a deposit in another minute than its
     preparation gets a mail rendered again, with the time stored on the dossier."""

@@ -43,9 +43,9 @@ _VERSION_AT_DRIVER_SPEED = DriverStatement(_VERSION)  # runs on every request
 # (database URL, version token) -> the settings parsed under that token, per process.
 _CACHE: dict[tuple[str, str], Settings] = {}
 _CACHE_SIZE = 32
-# database URL -> the settings this process loaded last (a hint for work done before a
-# transaction opens; :func:`load_settings` inside it has the last word).
-_LATEST: dict[str, Settings] = {}
+# database URL -> the version token and settings this process loaded last (a hint for work
+# done before a transaction opens; the transaction checks the token is still in force).
+_LATEST: dict[str, tuple[str, Settings]] = {}
 
 
 @lru_cache(maxsize=2)
@@ -96,7 +96,7 @@ def settings_under(connection: Connection | DriverConnection, token: str | None)
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.clear()
         _CACHE[url, token] = settings
-    _LATEST[url] = settings
+    _LATEST[url] = (token, settings)
     return settings
 
 
@@ -104,6 +104,14 @@ def latest_settings(engine: Engine) -> Settings | None:
     """The settings this process loaded last for ``engine``'s database, without reading it
     (None before the first :func:`load_settings`): good enough to prepare work before a
     transaction, which then checks it against :func:`load_settings`."""
+    latest = _LATEST.get(_url(engine))
+    return latest[1] if latest is not None else None
+
+
+def latest_version(engine: Engine) -> tuple[str, Settings] | None:
+    """:func:`latest_settings` with the version token it was loaded under: a statement
+    inside the transaction can require that ``horscompte_settings_version`` still holds
+    that token instead of reading the settings again."""
     return _LATEST.get(_url(engine))
 
 

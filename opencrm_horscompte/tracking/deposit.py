@@ -19,8 +19,9 @@ import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import cache, lru_cache
+from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
@@ -41,7 +42,12 @@ from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import plugin_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
 from opencrm_horscompte.settings.schema import Settings
-from opencrm_horscompte.settings.store import latest_settings, load_settings
+from opencrm_horscompte.settings.store import (
+    VERSION_ID,
+    VERSION_TABLE,
+    latest_version,
+    load_settings,
+)
 from opencrm_horscompte.stats.counters import count
 from opencrm_horscompte.tracking.codes import CodePolicy, format_tracking_code, is_findable
 
@@ -97,6 +103,30 @@ def _insert_unless_taken(dialect: str) -> Executable:
     )
 
 
+@cache
+def _driver_insert_if_current(dialect: str) -> DriverStatement:
+    return DriverStatement(_insert_if_current(dialect))
+
+
+@cache
+def _insert_if_current(dialect: str) -> Executable:
+    """:func:`_insert_unless_taken` that inserts only while ``horscompte_settings_version``
+    holds ``settings_token`` (the version a prepared code was drawn under): no row back
+    means the code is taken or the settings moved. One statement where reading the version
+    first would be two."""
+    current = exists().where(
+        VERSION_TABLE.c.id == VERSION_ID,
+        VERSION_TABLE.c.token == bindparam("settings_token", type_=VERSION_TABLE.c.token.type),
+    )
+    values = select(*(bindparam(column.name, type_=column.type) for column in _CODES.c))
+    insert = upsert_insert(dialect, _CODES).from_select(
+        [column.name for column in _CODES.c], values.where(current)
+    )
+    return insert.on_conflict_do_nothing(index_elements=[_CODES.c.code]).returning(
+        _CODES.c.dossier_id
+    )
+
+
 def assign_tracking_code(
     host: Host,
     session: Session,
@@ -119,16 +149,9 @@ def assign_tracking_code(
     )
 
 
-def _insert_code(
-    host: Host,
-    connection: Connection | DriverConnection,
-    dossier: Dossier,
-    settings: Settings,
-    policy: CodePolicy,
-    first: str | None,
-) -> str:
-    statement = _driver_insert(connection.dialect.name)
-    row = {
+def _code_row(host: Host, dossier: Dossier, policy: CodePolicy) -> dict[str, Any]:
+    """The tracking code's row, its ``code`` aside."""
+    return {
         "dossier_id": dossier.id,
         "policy_json": policy_json(policy),
         "issued_at": host.now(),
@@ -138,20 +161,48 @@ def _insert_code(
         "locale": dossier.locale,
         "receipt_proof": None,  # claimed by the depositor's first receipt view
     }
+
+
+def _inserted(statement: DriverStatement, connection: Any, row: dict[str, Any]) -> bool:
+    cursor = statement.execute(connection, row)
+    try:
+        return cursor.fetchone() is not None
+    finally:
+        cursor.close()
+
+
+def _insert_code(
+    host: Host,
+    connection: Connection | DriverConnection,
+    dossier: Dossier,
+    settings: Settings,
+    policy: CodePolicy,
+    first: str | None,
+) -> str:
+    statement = _driver_insert(connection.dialect.name)
+    row = _code_row(host, dossier, policy)
     for attempt in range(MAX_ATTEMPTS):
         fresh = attempt > 0 or first is None
         row["code"] = code = _candidate(host, settings, policy) if fresh else str(first)
-        cursor = statement.execute(connection, row)
-        try:
-            inserted = cursor.fetchone() is not None
-        finally:
-            cursor.close()
-        if inserted:
+        if _inserted(statement, connection, row):
             return code
     raise TrackingCodeSpaceExhausted(
         f"no free tracking code after {MAX_ATTEMPTS} draws: lengthen the code or allow "
         "more character classes"
     )
+
+
+def _insert_prepared(
+    host: Host, connection: Connection | DriverConnection, dossier: Dossier, prepared: _Prepared
+) -> str | None:
+    """The prepared code inserted, if it is free and its settings still in force; else
+    None, and nothing was written."""
+    if prepared.version is None or prepared.code is None or prepared.policy is None:
+        return None
+    row = _code_row(host, dossier, prepared.policy)
+    row["code"], row["settings_token"] = prepared.code, prepared.version
+    statement = _driver_insert_if_current(connection.dialect.name)
+    return prepared.code if _inserted(statement, connection, row) else None
 
 
 @lru_cache(maxsize=1024)
@@ -185,7 +236,9 @@ class _Prepared:
     """A candidate code and its rendered mail, and what they were made from."""
 
     made_for: tuple[str, ...]
-    policy: CodePolicy | None  # None: an account's dossier, which gets no code
+    # the settings version token, policy and code: None for an account's dossier (no code)
+    version: str | None
+    policy: CodePolicy | None
     code: str | None
     mail: MailMessage
 
@@ -209,27 +262,31 @@ def prepare(host: Host, dossier: Dossier) -> None:
     this process has loaded the settings once, nothing is prepared (an account's dossier,
     which gets no code, needs no settings). The hand-over stays within the request: the
     host deposits right after."""
+    token: str | None = None
     code: str | None = None
     policy: CodePolicy | None = None
     if dossier.account_id is None:
-        settings = latest_settings(host.engine)
-        if settings is None:
+        latest = latest_version(host.engine)
+        if latest is None:
             return
+        token, settings = latest
         policy = CodePolicy.from_settings(settings)
         code = _candidate(host, settings, policy)
         _email_key(dossier.email)  # normalised here, not inside the transaction
     made_for = _made_for(host, dossier, dossier.deposited_at or host.now())
-    prepared = _Prepared(made_for, policy, code, acknowledgment_mail(host, dossier, code))
+    mail = acknowledgment_mail(host, dossier, code)
+    prepared = _Prepared(made_for, token, policy, code, mail)
     with _prepared_lock:
         while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
             _prepared.pop(next(iter(_prepared)))
         _prepared[id(host), dossier.id] = prepared
 
 
-def _take_prepared(host: Host, dossier: Dossier, policy: CodePolicy | None) -> _Prepared | None:
+def _take_prepared(host: Host, dossier: Dossier) -> _Prepared | None:
+    """This dossier's preparation, if the dossier is still what it was made for."""
     with _prepared_lock:
         prepared = _prepared.pop((id(host), dossier.id), None)
-    if prepared is None or prepared.policy != policy:
+    if prepared is None:
         return None
     made_for = _made_for(host, dossier, dossier.deposited_at or host.now())
     return prepared if prepared.made_for == made_for else None
@@ -240,19 +297,18 @@ def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
     acknowledgment mail."""
     code: str | None = None
     connection = connection_of(session)
-    if dossier.account_id is not None:
-        prepared = _take_prepared(host, dossier, None)
-        mail = prepared.mail if prepared is not None else acknowledgment_mail(host, dossier, None)
+    prepared = _take_prepared(host, dossier)
+    if dossier.account_id is None:
+        if prepared is not None:
+            code = _insert_prepared(host, connection, dossier, prepared)
+        if code is None:  # not prepared, its code taken meanwhile, or the settings moved
+            settings = load_settings(connection)
+            policy = CodePolicy.from_settings(settings)
+            code = _insert_code(host, connection, dossier, settings, policy, None)
+    if prepared is not None and code == prepared.code:
+        mail = prepared.mail
     else:
-        settings = load_settings(connection)
-        policy = CodePolicy.from_settings(settings)
-        prepared = _take_prepared(host, dossier, policy)
-        first = prepared.code if prepared is not None else None
-        code = _insert_code(host, connection, dossier, settings, policy, first)
-        if prepared is not None and code == prepared.code:
-            mail = prepared.mail
-        else:
-            mail = acknowledgment_mail(host, dossier, code)
+        mail = acknowledgment_mail(host, dossier, code)
     count(connection, host.now(), deposits=1)
     host.queue_mail(session, mail)
     return code
