@@ -72,9 +72,12 @@ class Moment:
     style: Literal["datetime", "date"] = "datetime"
 
     def format(self, locale: str) -> str:
+        return _formatted_moment(self.minute(), self.zone, self.style, supported(locale))
+
+    def minute(self) -> datetime:
+        """The local minute shown (in ``zone``): two moments with the same one read alike."""
         value = self.value if self.value.tzinfo else self.value.replace(tzinfo=UTC)
-        minute = value.astimezone(self.zone).replace(second=0, microsecond=0)
-        return _formatted_moment(minute, self.zone, self.style, supported(locale))
+        return value.astimezone(self.zone).replace(second=0, microsecond=0)
 
 
 @lru_cache(maxsize=1024)

@@ -1,11 +1,12 @@
 """Daily counters: one row per UTC day in ``horscompte_daily_stat``, bumped by ONE upsert
-that adds an increment to every column (zeros included).
+that adds the given increments (zeros included) to their columns.
 
-The statement is the same whatever is counted, so a caller on a path that must not be
-told apart (a lookup that matches and one that doesn't, the identity step's branches)
-bumps ``lookups=1, codes_sent=0`` or ``lookups=1, codes_sent=1`` with the same SQL and the
-same parameters' names: only the values differ. Reading a year is at most 366 rows, so
-the page stays fast whatever the number of events counted.
+The statement depends only on the names of the metrics counted, never on their values, so
+a caller on a path that must not be told apart (a lookup that matches and one that
+doesn't, the identity step's branches) bumps ``lookups=1, codes_sent=0`` or
+``lookups=1, codes_sent=1`` with the same SQL and the same parameters' names: only the
+values differ. Reading a year is at most 366 rows, so the page stays fast whatever the
+number of events counted.
 """
 
 from __future__ import annotations
@@ -38,21 +39,22 @@ _NAME = _TABLE.name
 
 
 @cache
-def _upsert() -> DriverStatement:
+def _upsert(metrics: tuple[str, ...] = METRICS) -> DriverStatement:
     """:func:`upsert_statement` at driver speed (every lookup, verify and deposit)."""
-    return DriverStatement(upsert_statement())
+    return DriverStatement(upsert_statement(metrics))
 
 
 @cache
-def upsert_statement() -> TextClause:
-    """``INSERT ... ON CONFLICT (day) DO UPDATE SET m = m + excluded.m`` for every metric,
-    as SQL text both PostgreSQL and SQLite speak (compiled once)."""
+def upsert_statement(metrics: tuple[str, ...] = METRICS) -> TextClause:
+    """``INSERT ... ON CONFLICT (day) DO UPDATE SET m = m + excluded.m`` for each of
+    ``metrics`` (every metric by default), as SQL text both PostgreSQL and SQLite speak
+    (compiled once per tuple of names); the other counters of a new day start at 0."""
     columns = ", ".join(METRICS)
-    values = ", ".join(f":{metric}" for metric in METRICS)
-    sets = ", ".join(f"{metric} = {_NAME}.{metric} + excluded.{metric}" for metric in METRICS)
+    values = ", ".join(f":{metric}" if metric in metrics else "0" for metric in METRICS)
+    sets = ", ".join(f"{metric} = {_NAME}.{metric} + excluded.{metric}" for metric in metrics)
+    conflict = f"DO UPDATE SET {sets}" if metrics else "DO NOTHING"
     sql = (
-        f"INSERT INTO {_NAME} (day, {columns}) VALUES (:day, {values}) "
-        f"ON CONFLICT (day) DO UPDATE SET {sets}"
+        f"INSERT INTO {_NAME} (day, {columns}) VALUES (:day, {values}) ON CONFLICT (day) {conflict}"
     )
     return text(sql).bindparams(bindparam("day", type_=_TABLE.c.day.type))
 
@@ -65,7 +67,6 @@ def utc_day(moment: datetime) -> date:
 
 
 _METRIC_NAMES = frozenset(METRICS)
-_NO_INCREMENT = dict.fromkeys(METRICS, 0)
 
 
 def count(target: Session | Connection | DriverConnection, at: datetime, **increments: int) -> None:
@@ -73,9 +74,6 @@ def count(target: Session | Connection | DriverConnection, at: datetime, **incre
     in the caller's transaction. Unknown metric names raise; absent metrics add 0."""
     if not _METRIC_NAMES.issuperset(increments):
         raise ValueError(f"unknown metrics: {sorted(set(increments) - _METRIC_NAMES)}")
-    connection = connection_of(target)
-    params: dict[str, object] = dict(_NO_INCREMENT)
-    for metric, increment in increments.items():
-        params[metric] = int(increment)
+    params: dict[str, object] = {metric: int(value) for metric, value in increments.items()}
     params["day"] = utc_day(at)
-    _upsert().execute(connection, params).close()
+    _upsert(tuple(increments)).execute(connection_of(target), params).close()

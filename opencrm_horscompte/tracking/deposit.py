@@ -235,7 +235,7 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str | None) -> MailM
 class _Prepared:
     """A candidate code and its rendered mail, and what they were made from."""
 
-    made_for: tuple[str, ...]
+    made_for: tuple[object, ...]
     # the settings version token, policy and code: None for an account's dossier (no code)
     version: str | None
     policy: CodePolicy | None
@@ -247,13 +247,19 @@ _prepared: dict[tuple[int, int], _Prepared] = {}
 _prepared_lock = threading.Lock()
 
 
-def _made_for(host: Host, dossier: Dossier, at: datetime) -> tuple[str, ...]:
-    """What the prepared mail depends on, the deposit time as the mail shows it included;
+def _made_for(host: Host, dossier: Dossier, at: datetime) -> tuple[object, ...]:
+    """What the prepared mail depends on, the deposit time to the minute it shows included;
     checked again inside the transaction."""
+    shown_minute = moment(host, at).minute()
     url = host.absolute_url(LOOKUP_PATH)
-    shown_at = translate(moment(host, at), dossier.locale)
-    owner = str(dossier.account_id)
-    return (dossier.email, dossier.demarche_title, dossier.locale, url, shown_at, owner)
+    return (
+        dossier.email,
+        dossier.demarche_title,
+        dossier.locale,
+        dossier.account_id,
+        shown_minute,
+        url,
+    )
 
 
 def prepare(host: Host, dossier: Dossier) -> None:
