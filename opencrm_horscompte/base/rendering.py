@@ -18,6 +18,7 @@ from opencrm_horscompte.base.i18n import (
     supported,
     translations,
 )
+from opencrm_horscompte.base.literal_gettext import LiteralGettext
 from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
 
 MESSAGE_TEMPLATE = "horscompte/message.html"
@@ -39,16 +40,16 @@ def _environment(
     environment = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
-        extensions=["jinja2.ext.i18n"],
+        extensions=["jinja2.ext.i18n", LiteralGettext],
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         # Templates ship in the package (and the host's): no stat of every file per render.
         auto_reload=False,
     )
-    environment.install_gettext_translations(  # type: ignore[attr-defined]
-        translations(locale), newstyle=True
-    )
+    catalog = translations(locale)
+    environment.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
+    environment.literal_catalog = catalog  # type: ignore[attr-defined]
     # Other plugins' templates are not in the plugin's catalog: they branch on this.
     environment.globals["locale"] = locale
     return environment
