@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from gettext import NullTranslations
 
+from jinja2 import Environment
 from jinja2.ext import Extension
 from jinja2.lexer import (
     TOKEN_DATA,
@@ -50,9 +51,9 @@ class LiteralGettext(Extension):
     ``install_gettext_translations(..., newstyle=True)``) before the first template is
     compiled; without it, templates compile unchanged."""
 
-    def __init__(self, environment: object) -> None:
-        super().__init__(environment)  # type: ignore[arg-type]
-        self.environment.extend(literal_catalog=None)
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.extend(literal_catalog=None)
 
     def filter_stream(self, stream: TokenStream) -> Iterator[Token]:
         catalog: NullTranslations | None = getattr(self.environment, "literal_catalog", None)

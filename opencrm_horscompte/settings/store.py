@@ -100,18 +100,11 @@ def settings_under(connection: Connection | DriverConnection, token: str | None)
     return settings
 
 
-def latest_settings(engine: Engine) -> Settings | None:
-    """The settings this process loaded last for ``engine``'s database, without reading it
-    (None before the first :func:`load_settings`): good enough to prepare work before a
-    transaction, which then checks it against :func:`load_settings`."""
-    latest = _LATEST.get(_url(engine))
-    return latest[1] if latest is not None else None
-
-
 def latest_version(engine: Engine) -> tuple[str, Settings] | None:
-    """:func:`latest_settings` with the version token it was loaded under: a statement
-    inside the transaction can require that ``horscompte_settings_version`` still holds
-    that token instead of reading the settings again."""
+    """The version token and settings this process loaded last for ``engine``'s database,
+    without reading it (None before the first :func:`load_settings`): good enough to
+    prepare work before a transaction, whose statement then requires that
+    ``horscompte_settings_version`` still holds that token."""
     return _LATEST.get(_url(engine))
 
 

@@ -197,10 +197,10 @@ def _insert_prepared(
 ) -> str | None:
     """The prepared code inserted, if it is free and its settings still in force; else
     None, and nothing was written."""
-    if prepared.version is None or prepared.code is None or prepared.policy is None:
+    if prepared.settings_token is None or prepared.code is None or prepared.policy is None:
         return None
     row = _code_row(host, dossier, prepared.policy)
-    row["code"], row["settings_token"] = prepared.code, prepared.version
+    row["code"], row["settings_token"] = prepared.code, prepared.settings_token
     statement = _driver_insert_if_current(connection.dialect.name)
     return prepared.code if _inserted(statement, connection, row) else None
 
@@ -237,7 +237,7 @@ class _Prepared:
 
     made_for: tuple[object, ...]
     # the settings version token, policy and code: None for an account's dossier (no code)
-    version: str | None
+    settings_token: str | None
     policy: CodePolicy | None
     code: str | None
     mail: MailMessage
