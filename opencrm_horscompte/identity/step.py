@@ -7,8 +7,6 @@ a limit it behaves exactly as "no account" and emits one audit event per window.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Mapping
 from functools import cache
@@ -30,6 +28,7 @@ from opencrm_horscompte.base.limits import (
 from opencrm_horscompte.base.models import IdentityChoice
 from opencrm_horscompte.base.paths import DECLINE_PATH, is_local_path
 from opencrm_horscompte.base.rendering import message_page, plugin_mail, render_mail, render_page
+from opencrm_horscompte.base.throttle import hmac_sha256_hex
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
 from opencrm_horscompte.identity.accept import LINK_EXPIRED, RESUME_FROM_HOME, accept_url
@@ -45,7 +44,7 @@ NO_INVITATION = "identity.no_invitation"
 
 
 def _draft_ref(host: Host, draft: str) -> str:
-    return hmac.new(host.secret_keys[-1], b"draft\0" + draft.encode(), hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(host.secret_keys[-1], b"draft\0" + draft.encode())
 
 
 def _session_id(request: Request) -> str:

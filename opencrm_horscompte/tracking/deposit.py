@@ -192,17 +192,15 @@ def _insert_code(
     )
 
 
-def _insert_prepared(
-    host: Host, connection: Connection | DriverConnection, dossier: Dossier, prepared: _Prepared
+def _insert_drawn(
+    host: Host, connection: Connection | DriverConnection, dossier: Dossier, drawn: _Drawn
 ) -> str | None:
-    """The prepared code inserted, if it is free and its settings still in force; else
-    None, and nothing was written."""
-    if prepared.settings_token is None or prepared.code is None or prepared.policy is None:
-        return None
-    row = _code_row(host, dossier, prepared.policy)
-    row["code"], row["settings_token"] = prepared.code, prepared.settings_token
+    """The code drawn beforehand, inserted if it is free and its settings still in force;
+    else None, and nothing was written."""
+    row = _code_row(host, dossier, drawn.policy)
+    row["code"], row["settings_token"] = drawn.code, drawn.settings_token
     statement = _driver_insert_if_current(connection.dialect.name)
-    return prepared.code if _inserted(statement, connection, row) else None
+    return drawn.code if _inserted(statement, connection, row) else None
 
 
 @lru_cache(maxsize=1024)
@@ -232,15 +230,26 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str | None) -> MailM
 
 
 @dataclass(frozen=True)
+class _Drawn:
+    """A candidate code and the settings version and code policy it was drawn under."""
+
+    settings_token: str
+    policy: CodePolicy
+    code: str
+
+
+@dataclass(frozen=True)
 class _Prepared:
-    """A candidate code and its rendered mail, and what they were made from."""
+    """A candidate code (None for an account's dossier, which gets none) and its rendered
+    mail, and what they were made from."""
 
     made_for: tuple[object, ...]
-    # the settings version token, policy and code: None for an account's dossier (no code)
-    settings_token: str | None
-    policy: CodePolicy | None
-    code: str | None
+    drawn: _Drawn | None
     mail: MailMessage
+
+    @property
+    def code(self) -> str | None:
+        return self.drawn.code if self.drawn is not None else None
 
 
 _prepared: dict[tuple[int, int], _Prepared] = {}
@@ -268,20 +277,18 @@ def prepare(host: Host, dossier: Dossier) -> None:
     this process has loaded the settings once, nothing is prepared (an account's dossier,
     which gets no code, needs no settings). The hand-over stays within the request: the
     host deposits right after."""
-    token: str | None = None
-    code: str | None = None
-    policy: CodePolicy | None = None
+    drawn: _Drawn | None = None
     if dossier.account_id is None:
         latest = latest_version(host.engine)
         if latest is None:
             return
         token, settings = latest
         policy = CodePolicy.from_settings(settings)
-        code = _candidate(host, settings, policy)
+        drawn = _Drawn(token, policy, _candidate(host, settings, policy))
         _email_key(dossier.email)  # normalised here, not inside the transaction
     made_for = _made_for(host, dossier, dossier.deposited_at or host.now())
-    mail = acknowledgment_mail(host, dossier, code)
-    prepared = _Prepared(made_for, token, policy, code, mail)
+    mail = acknowledgment_mail(host, dossier, drawn.code if drawn is not None else None)
+    prepared = _Prepared(made_for, drawn, mail)
     with _prepared_lock:
         while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
             _prepared.pop(next(iter(_prepared)))
@@ -305,8 +312,8 @@ def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
     connection = connection_of(session)
     prepared = _take_prepared(host, dossier)
     if dossier.account_id is None:
-        if prepared is not None:
-            code = _insert_prepared(host, connection, dossier, prepared)
+        if prepared is not None and prepared.drawn is not None:
+            code = _insert_drawn(host, connection, dossier, prepared.drawn)
         if code is None:  # not prepared, its code taken meanwhile, or the settings moved
             settings = load_settings(connection)
             policy = CodePolicy.from_settings(settings)
