@@ -202,6 +202,48 @@ def test_a_deposit_minutes_after_its_preparation_shows_its_own_time(host: Any, c
     assert tracking_deposit._prepared == {}
 
 
+@pytest.mark.parametrize(
+    ("prepared_at", "deposited_after", "reused", "shown"),
+    [
+        ((9, 0, 0, 0), {"seconds": 59.999999}, True, "10:00"),  # the minute's last instant
+        ((9, 0, 59, 999999), {"microseconds": 1}, False, "10:01"),  # the next minute
+        ((9, 0, 30, 0), {"seconds": -31}, False, "09:59"),  # a clock set back
+    ],
+)
+def test_a_preparation_serves_its_own_minute_only(
+    host: Any,
+    clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    prepared_at: tuple[int, int, int, int],
+    deposited_after: dict[str, float],
+    reused: bool,
+    shown: str,
+) -> None:
+    """The prepared mail is kept when the deposit time falls in the minute it shows (the
+    UTC span computed at preparation), and rendered again otherwise, to the microsecond."""
+    hour, minute, second, micro = prepared_at
+    clock.current = clock.current.replace(
+        hour=hour, minute=minute, second=second, microsecond=micro
+    )
+    draft = create_draft(host, a_demarche(host), IDENTITY, None)
+    settings_of(host)
+    host.hook.opencrm_deposit_prepare(host=host, dossier=draft)
+    rendered: list[str | None] = []
+    original = tracking_deposit.acknowledgment_mail
+
+    def counting(host: Any, dossier: Any, code: str | None) -> Any:
+        rendered.append(code)
+        return original(host, dossier, code)
+
+    monkeypatch.setattr(tracking_deposit, "acknowledgment_mail", counting)
+    clock.advance(**deposited_after)
+    deposit(host, draft.draft_key, ANSWERS)
+    with Session(host.engine) as session:
+        mail = session.exec(select(OutboxMail).order_by(col(OutboxMail.id).desc())).first()
+    assert mail is not None and f"à {shown}" in mail.text  # Europe/Paris, UTC+1
+    assert len(rendered) == (0 if reused else 1)  # rendered again only out of its minute
+
+
 def test_an_accounts_acknowledgment_is_prepared_outside_the_transaction(
     host: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -108,13 +108,15 @@ def render_filled_mail(
     context: Mapping[str, Any],
     filled: Mapping[str, str],
     locale: str,
+    hooks: PluginHooks | None = None,
 ) -> MailMessage:
     """What ``render_mail(host, to, template, {**context, **filled}, locale)`` returns,
     from a skeleton of ``template`` and ``context`` (the values shared by many messages,
-    hashable) filled with ``filled`` (this message's own strings)."""
+    hashable) filled with ``filled`` (this message's own strings). ``hooks``: the caller's,
+    if it holds them (the loaders are asked through them)."""
     # What the render depends on besides the template: the host's and plugins' template
     # loaders (held by the key, so never confused with a later host's) and the signature.
-    loaders = (host.template_loader, *PluginHooks(host).template_loaders())
+    loaders = (host.template_loader, *(hooks or PluginHooks(host)).template_loaders())
     shared = (*sorted(context.items()), *sorted(mail_context(host, DEFAULT_LOCALE).items()))
     key: _Key = (loaders, template, shared, tuple(sorted(filled)))
     try:

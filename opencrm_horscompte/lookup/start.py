@@ -27,7 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any, cast
@@ -158,9 +158,11 @@ def _policy(policy_json: str) -> CodePolicy:
     return CodePolicy(**json.loads(policy_json))
 
 
-def validation_template(host: Host, settings: Settings) -> MailTemplate:
+def validation_template(
+    host: Host, settings: Settings, hooks: PluginHooks | None = None
+) -> MailTemplate:
     chosen = settings.validation_mail_template
-    templates = {template.key: template for template in available_templates(host)}
+    templates = {template.key: template for template in available_templates(host, hooks)}
     return templates.get(chosen, DEFAULT_VALIDATION_TEMPLATE)
 
 
@@ -240,8 +242,17 @@ class PreparedCode:
 
 
 def prepare_code(
-    host: Host, settings: Settings, target: Any, guard: str, decoy_to: str, locale: str
+    host: Host,
+    settings: Settings,
+    target: Any,
+    guard: str,
+    decoy_to: str,
+    locale: str,
+    hooks: PluginHooks | None = None,
 ) -> PreparedCode:
+    """The code, its hash and its mail, for ``target`` (None: a decoy's, to ``decoy_to``).
+    ``hooks``: the caller's, if it holds them (one ``host.hook`` read per request)."""
+    hooks = hooks or PluginHooks(host)
     code = generate_validation_code(settings.validation_code_length)
     context = {
         "expiry_minutes": settings.validation_code_expiry_minutes,
@@ -250,13 +261,13 @@ def prepare_code(
     # a decoy's mail is filled as a match's is (same skeleton work), never queued
     title = target.demarche_title if target is not None else ""
     filled = {"code": code, "demarche_title": title}
-    template = validation_template(host, settings)
+    template = validation_template(host, settings, hooks)
     to, mail_locale = (target.email, target.locale) if target is not None else (decoy_to, locale)
     return PreparedCode(
         guard=guard,
         dossier_id=target.dossier_id if target is not None else None,
         code_hmac=code_hmac(host.secret_keys[-1], guard, code),
-        mail=render_filled_mail(host, to, template, context, filled, mail_locale),
+        mail=render_filled_mail(host, to, template, context, filled, mail_locale, hooks),
         expiry=timedelta(minutes=settings.validation_code_expiry_minutes),
     )
 
@@ -288,8 +299,12 @@ def issue_code(
     challenge_id = int(_issue_statement(connection.dialect.name).first(connection, params)[0])
     if mail and prepared.dossier_id is not None:
         # useless once the code expires, and replaced by the next code of the same guard
-        message = replace(
-            prepared.mail,
+        mail = prepared.mail
+        message = MailMessage(
+            mail.to,
+            mail.subject,
+            mail.text,
+            mail.html,
             useless_after=expires_at,
             replaces=f"horscompte.code:{prepared.guard}",
         )
@@ -359,14 +374,14 @@ def start_lookup(host: Host, typed: LookupInput, client: str, locale: str) -> St
     if hooks.driver_level_writes():
         with driver_connection(host.engine) as driver:
             read = read_settings_and_candidates(driver, key)
-            plan = _plan(host, typed, key, client, locale, *read)
+            plan = _plan(host, hooks, typed, key, client, locale, *read)
             with driver.transaction():
                 challenge_id = _write(host, hooks, plan, driver, driver)
     else:
         with writer(host.engine).connect() as connection:
             # read outside any transaction (SQLite: no write lock yet); BEGIN comes below
             read = read_settings_and_candidates(connection, key)
-            plan = _plan(host, typed, key, client, locale, *read)
+            plan = _plan(host, hooks, typed, key, client, locale, *read)
             # The session's own bookkeeping is done here, outside the write lock; it joins
             # the connection's transaction when the mail is queued (or the miss audited).
             session = Session(bind=connection)
@@ -391,6 +406,7 @@ class _Plan:
 
 def _plan(
     host: Host,
+    hooks: PluginHooks,
     typed: LookupInput,
     key: str,
     client: str,
@@ -408,7 +424,7 @@ def _plan(
         guard = pair_guard(host, key, typed.tracking_code)
         limits.append((LOOKUP_EMAIL, key))
     limits.append((LOOKUP_DOSSIER_MAILS, guard))
-    prepared = prepare_code(host, settings, target, guard, typed.email, locale)
+    prepared = prepare_code(host, settings, target, guard, typed.email, locale, hooks)
     return _Plan(settings, target is not None, keyed_events(host, limits), prepared)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
 
@@ -37,7 +37,7 @@ from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.i18n import translate
 from opencrm_horscompte.base.mail_skeleton import render_filled_mail
-from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.base.models import TrackingCode, utc
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import plugin_mail
 from opencrm_horscompte.hookspecs.host import Dossier, Host, MailMessage
@@ -193,12 +193,11 @@ def _insert_code(
 
 
 def _insert_drawn(
-    host: Host, connection: Connection | DriverConnection, dossier: Dossier, drawn: _Drawn
+    host: Host, connection: Connection | DriverConnection, prepared: _Prepared, drawn: _Drawn
 ) -> str | None:
     """The code drawn beforehand, inserted if it is free and its settings still in force;
     else None, and nothing was written."""
-    row = _code_row(host, dossier, drawn.policy)
-    row["code"], row["settings_token"] = drawn.code, drawn.settings_token
+    row = {**prepared.row, "issued_at": host.now()}
     statement = _driver_insert_if_current(connection.dialect.name)
     return drawn.code if _inserted(statement, connection, row) else None
 
@@ -240,11 +239,15 @@ class _Drawn:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A candidate code (None for an account's dossier, which gets none) and its rendered
-    mail, and what they were made from."""
+    """A candidate code (None for an account's dossier, which gets none), its row (all but
+    ``issued_at``) and its rendered mail; what they were made from, and the UTC span of the
+    minute the mail shows (``shown_from`` included, ``shown_until`` not)."""
 
     made_for: tuple[object, ...]
+    shown_from: datetime
+    shown_until: datetime
     drawn: _Drawn | None
+    row: dict[str, Any]
     mail: MailMessage
 
     @property
@@ -256,19 +259,22 @@ _prepared: dict[tuple[int, int], _Prepared] = {}
 _prepared_lock = threading.Lock()
 
 
-def _made_for(host: Host, dossier: Dossier, at: datetime) -> tuple[object, ...]:
-    """What the prepared mail depends on, the deposit time to the minute it shows included;
-    checked again inside the transaction."""
-    shown_minute = moment(host, at).minute()
+def _made_for(host: Host, dossier: Dossier) -> tuple[object, ...]:
+    """What the prepared mail and row depend on, the deposit time aside (see
+    :func:`_shown_minute`); checked again inside the transaction."""
     url = host.absolute_url(LOOKUP_PATH)
-    return (
-        dossier.email,
-        dossier.demarche_title,
-        dossier.locale,
-        dossier.account_id,
-        shown_minute,
-        url,
-    )
+    return (dossier.email, dossier.demarche_title, dossier.locale, dossier.account_id, url)
+
+
+def _shown_minute(host: Host, at: datetime) -> tuple[datetime, datetime]:
+    """The UTC span of the minute the mail shows for a deposit at ``at``: inside the
+    transaction, a deposit time within it reads the same (two comparisons instead of a
+    time-zone conversion)."""
+    start = moment(host, at).minute().astimezone(UTC)
+    return start, start + _MINUTE
+
+
+_MINUTE = timedelta(minutes=1)
 
 
 def prepare(host: Host, dossier: Dossier) -> None:
@@ -278,6 +284,7 @@ def prepare(host: Host, dossier: Dossier) -> None:
     which gets no code, needs no settings). The hand-over stays within the request: the
     host deposits right after."""
     drawn: _Drawn | None = None
+    row: dict[str, Any] = {}
     if dossier.account_id is None:
         latest = latest_version(host.engine)
         if latest is None:
@@ -285,10 +292,12 @@ def prepare(host: Host, dossier: Dossier) -> None:
         token, settings = latest
         policy = CodePolicy.from_settings(settings)
         drawn = _Drawn(token, policy, _candidate(host, settings, policy))
-        _email_key(dossier.email)  # normalised here, not inside the transaction
-    made_for = _made_for(host, dossier, dossier.deposited_at or host.now())
+        row = _code_row(host, dossier, policy)  # the address normalised here, not inside
+        row["code"], row["settings_token"] = drawn.code, token
+    at = dossier.deposited_at or host.now()
+    shown_from, shown_until = _shown_minute(host, at)
     mail = acknowledgment_mail(host, dossier, drawn.code if drawn is not None else None)
-    prepared = _Prepared(made_for, drawn, mail)
+    prepared = _Prepared(_made_for(host, dossier), shown_from, shown_until, drawn, row, mail)
     with _prepared_lock:
         while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
             _prepared.pop(next(iter(_prepared)))
@@ -301,8 +310,10 @@ def _take_prepared(host: Host, dossier: Dossier) -> _Prepared | None:
         prepared = _prepared.pop((id(host), dossier.id), None)
     if prepared is None:
         return None
-    made_for = _made_for(host, dossier, dossier.deposited_at or host.now())
-    return prepared if prepared.made_for == made_for else None
+    at = utc(dossier.deposited_at or host.now())
+    if not prepared.shown_from <= at < prepared.shown_until:
+        return None
+    return prepared if prepared.made_for == _made_for(host, dossier) else None
 
 
 def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
@@ -313,7 +324,7 @@ def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
     prepared = _take_prepared(host, dossier)
     if dossier.account_id is None:
         if prepared is not None and prepared.drawn is not None:
-            code = _insert_drawn(host, connection, dossier, prepared.drawn)
+            code = _insert_drawn(host, connection, prepared, prepared.drawn)
         if code is None:  # not prepared, its code taken meanwhile, or the settings moved
             settings = load_settings(connection)
             policy = CodePolicy.from_settings(settings)
