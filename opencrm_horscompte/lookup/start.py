@@ -299,12 +299,12 @@ def issue_code(
     challenge_id = int(_issue_statement(connection.dialect.name).first(connection, params)[0])
     if mail and prepared.dossier_id is not None:
         # useless once the code expires, and replaced by the next code of the same guard
-        mail = prepared.mail
+        rendered = prepared.mail
         message = MailMessage(
-            mail.to,
-            mail.subject,
-            mail.text,
-            mail.html,
+            rendered.to,
+            rendered.subject,
+            rendered.text,
+            rendered.html,
             useless_after=expires_at,
             replaces=f"horscompte.code:{prepared.guard}",
         )
