@@ -198,45 +198,54 @@ class LockClock:
 
 @contextmanager
 def lock_clock(engine: Engine) -> Iterator[LockClock]:
-    """A :class:`LockClock` on ``engine``'s write transactions, whichever way they run
+    """A :class:`LockClock` on ``engine``'s write transactions (see :func:`lock_clocks`)."""
+    with lock_clocks(engine) as (clock,):
+        yield clock
+
+
+@contextmanager
+def lock_clocks(*engines: Engine) -> Iterator[tuple[LockClock, ...]]:
+    """One :class:`LockClock` per engine, on its write transactions, whichever way they run
     (a SQLAlchemy connection of ``writer(engine)`` or a driver-level transaction): opened
     when the plugin's ``BEGIN IMMEDIATE`` statement has run, closed after the dialect's
     ``do_commit``/``do_rollback``. Both are wrapped on their instances while attached, so
-    the other statements pay for no listener."""
+    the other statements pay for no listener. The engines must not share a dialect."""
     from opencrm_horscompte.base import db
 
-    clock = LockClock()
-    dialect = engine.dialect
+    clocks = tuple(LockClock() for _ in engines)
+    by_dialect = {id(engine.dialect): clock for engine, clock in zip(engines, clocks, strict=True)}
+    if len(by_dialect) != len(engines):
+        raise ValueError("each engine needs its own dialect")
     begin_immediate = db._BEGIN_IMMEDIATE
     original_begin = begin_immediate.execute
-    original_commit, original_rollback = dialect.do_commit, dialect.do_rollback
 
     def begin(connection: Any, parameters: Any = None) -> Any:
         cursor = original_begin(connection, parameters)
-        if connection.dialect is dialect:  # ``engine`` or ``writer(engine)``
+        clock = by_dialect.get(id(connection.dialect))  # ``engine`` or ``writer(engine)``
+        if clock is not None:
             clock.opened()
         return cursor
 
-    def do_commit(dbapi_connection: Any) -> None:
-        try:
-            original_commit(dbapi_connection)
-        finally:
-            clock.closed()
+    def ending(original: Callable[[Any], None], clock: LockClock) -> Callable[[Any], None]:
+        def end(dbapi_connection: Any) -> None:
+            try:
+                original(dbapi_connection)
+            finally:
+                clock.closed()
 
-    def do_rollback(dbapi_connection: Any) -> None:
-        try:
-            original_rollback(dbapi_connection)
-        finally:
-            clock.closed()
+        return end
 
     begin_immediate.execute = begin  # type: ignore[method-assign]
-    dialect.do_commit = do_commit  # type: ignore[method-assign]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    for engine, clock in zip(engines, clocks, strict=True):
+        dialect = engine.dialect
+        dialect.do_commit = ending(dialect.do_commit, clock)  # type: ignore[method-assign]
+        dialect.do_rollback = ending(dialect.do_rollback, clock)  # type: ignore[method-assign]
     try:
-        yield clock
+        yield clocks
     finally:
-        del dialect.do_commit
-        del dialect.do_rollback
+        for engine in engines:
+            del engine.dialect.do_commit
+            del engine.dialect.do_rollback
         del begin_immediate.execute
 
 

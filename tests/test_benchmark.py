@@ -22,6 +22,7 @@ NUMBERS = {
     "deposit_ms_added",
     "deposit_overhead",
     "deposit_lock_hold_vs_raw",
+    "deposit_lock_hold_overhead",
     "lookup_vs_raw",
     "verify_vs_raw",
     "lookup_page_vs_raw",
