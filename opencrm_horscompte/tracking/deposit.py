@@ -193,11 +193,11 @@ def _insert_code(
 
 
 def _insert_drawn(
-    host: Host, connection: Connection | DriverConnection, prepared: _Prepared, drawn: _Drawn
+    host: Host, connection: Connection | DriverConnection, drawn: _Drawn
 ) -> str | None:
     """The code drawn beforehand, inserted if it is free and its settings still in force;
     else None, and nothing was written."""
-    row = {**prepared.row, "issued_at": host.now()}
+    row = {**drawn.row, "issued_at": host.now()}
     statement = _driver_insert_if_current(connection.dialect.name)
     return drawn.code if _inserted(statement, connection, row) else None
 
@@ -230,24 +230,25 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str | None) -> MailM
 
 @dataclass(frozen=True)
 class _Drawn:
-    """A candidate code and the settings version and code policy it was drawn under."""
+    """A candidate code, the settings version and code policy it was drawn under, and its
+    row as it will be inserted (all but ``issued_at``, the deposit's own time)."""
 
     settings_token: str
     policy: CodePolicy
     code: str
+    row: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A candidate code (None for an account's dossier, which gets none), its row (all but
-    ``issued_at``) and its rendered mail; what they were made from, and the UTC span of the
-    minute the mail shows (``shown_from`` included, ``shown_until`` not)."""
+    """A candidate code (None for an account's dossier, which gets none) and its rendered
+    mail; what they were made from, and the UTC span of the minute the mail shows
+    (``shown_from`` included, ``shown_until`` not)."""
 
     made_for: tuple[object, ...]
     shown_from: datetime
     shown_until: datetime
     drawn: _Drawn | None
-    row: dict[str, Any]
     mail: MailMessage
 
     @property
@@ -284,20 +285,20 @@ def prepare(host: Host, dossier: Dossier) -> None:
     which gets no code, needs no settings). The hand-over stays within the request: the
     host deposits right after."""
     drawn: _Drawn | None = None
-    row: dict[str, Any] = {}
     if dossier.account_id is None:
         latest = latest_version(host.engine)
         if latest is None:
             return
         token, settings = latest
         policy = CodePolicy.from_settings(settings)
-        drawn = _Drawn(token, policy, _candidate(host, settings, policy))
+        code = _candidate(host, settings, policy)
         row = _code_row(host, dossier, policy)  # the address normalised here, not inside
-        row["code"], row["settings_token"] = drawn.code, token
+        row["code"], row["settings_token"] = code, token
+        drawn = _Drawn(token, policy, code, row)
     at = dossier.deposited_at or host.now()
     shown_from, shown_until = _shown_minute(host, at)
     mail = acknowledgment_mail(host, dossier, drawn.code if drawn is not None else None)
-    prepared = _Prepared(_made_for(host, dossier), shown_from, shown_until, drawn, row, mail)
+    prepared = _Prepared(_made_for(host, dossier), shown_from, shown_until, drawn, mail)
     with _prepared_lock:
         while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
             _prepared.pop(next(iter(_prepared)))
@@ -324,7 +325,7 @@ def deposit(host: Host, session: Session, dossier: Dossier) -> str | None:
     prepared = _take_prepared(host, dossier)
     if dossier.account_id is None:
         if prepared is not None and prepared.drawn is not None:
-            code = _insert_drawn(host, connection, prepared, prepared.drawn)
+            code = _insert_drawn(host, connection, prepared.drawn)
         if code is None:  # not prepared, its code taken meanwhile, or the settings moved
             settings = load_settings(connection)
             policy = CodePolicy.from_settings(settings)
