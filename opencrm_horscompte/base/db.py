@@ -234,9 +234,15 @@ class DriverStatement:
         return [self._row(compiled, values) for values in raw]
 
     def first(self, connection: Any, parameters: Mapping[str, Any] | None = None) -> Any:
-        """The first result row, processed, or None; the others are discarded."""
-        rows = self.all(connection, parameters)
-        return rows[0] if rows else None
+        """The first result row, processed, or None; the others are discarded (a
+        ``RETURNING`` statement has made all its changes by then)."""
+        compiled = self._for(connection.dialect)
+        cursor = self._run(compiled, connection, parameters)
+        try:
+            values = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if values is None else self._row(compiled, values)
 
     @staticmethod
     def _row(compiled: _Compiled, values: Sequence[Any]) -> Any:

@@ -60,10 +60,7 @@ from opencrm_horscompte.base.models import Challenge, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.throttle import Limit, hmac_sha256_hex, throttle_key
 from opencrm_horscompte.hookspecs.host import ConnectionMailHost, Host, MailMessage, MailTemplate
-from opencrm_horscompte.settings.mail_templates import (
-    DEFAULT_VALIDATION_TEMPLATE,
-    available_templates,
-)
+from opencrm_horscompte.settings.mail_templates import DEFAULT_VALIDATION_TEMPLATE
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import (
     VERSION_ID,
@@ -161,9 +158,13 @@ def _policy(policy_json: str) -> CodePolicy:
 def validation_template(
     host: Host, settings: Settings, hooks: PluginHooks | None = None
 ) -> MailTemplate:
+    """The template chosen in the settings: its key's first contribution (as
+    ``available_templates`` lists them), or the default when no plugin offers it now."""
     chosen = settings.validation_mail_template
-    templates = {template.key: template for template in available_templates(host, hooks)}
-    return templates.get(chosen, DEFAULT_VALIDATION_TEMPLATE)
+    for template in (hooks or PluginHooks(host)).mail_templates():
+        if template.key == chosen:
+            return template
+    return DEFAULT_VALIDATION_TEMPLATE
 
 
 _CODES = TrackingCode.__table__

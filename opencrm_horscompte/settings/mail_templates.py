@@ -15,10 +15,10 @@ DEFAULT_VALIDATION_TEMPLATE = replace(
 )
 
 
-def available_templates(host: Host, hooks: PluginHooks | None = None) -> list[MailTemplate]:
+def available_templates(host: Host) -> list[MailTemplate]:
     """Templates from ``opencrm_mail_templates`` then ``horscompte_validation_mail_templates``,
-    first contribution of a key wins (through ``hooks`` when the caller holds them)."""
+    first contribution of a key wins."""
     by_key: dict[str, MailTemplate] = {}
-    for template in (hooks or PluginHooks(host)).mail_templates():
+    for template in PluginHooks(host).mail_templates():
         by_key.setdefault(template.key, template)
     return list(by_key.values())

@@ -163,14 +163,6 @@ def _code_row(host: Host, dossier: Dossier, policy: CodePolicy) -> dict[str, Any
     }
 
 
-def _inserted(statement: DriverStatement, connection: Any, row: dict[str, Any]) -> bool:
-    cursor = statement.execute(connection, row)
-    try:
-        return cursor.fetchone() is not None
-    finally:
-        cursor.close()
-
-
 def _insert_code(
     host: Host,
     connection: Connection | DriverConnection,
@@ -184,7 +176,7 @@ def _insert_code(
     for attempt in range(MAX_ATTEMPTS):
         fresh = attempt > 0 or first is None
         row["code"] = code = _candidate(host, settings, policy) if fresh else str(first)
-        if _inserted(statement, connection, row):
+        if statement.first(connection, row) is not None:  # else the code is taken
             return code
     raise TrackingCodeSpaceExhausted(
         f"no free tracking code after {MAX_ATTEMPTS} draws: lengthen the code or allow "
@@ -199,7 +191,7 @@ def _insert_drawn(
     else None, and nothing was written."""
     row = {**drawn.row, "issued_at": host.now()}
     statement = _driver_insert_if_current(connection.dialect.name)
-    return drawn.code if _inserted(statement, connection, row) else None
+    return drawn.code if statement.first(connection, row) is not None else None
 
 
 @lru_cache(maxsize=1024)
@@ -230,11 +222,9 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str | None) -> MailM
 
 @dataclass(frozen=True)
 class _Drawn:
-    """A candidate code, the settings version and code policy it was drawn under, and its
-    row as it will be inserted (all but ``issued_at``, the deposit's own time)."""
+    """A candidate code and its row as it will be inserted: all but ``issued_at`` (the
+    deposit's own time), with the ``settings_token`` it was drawn under."""
 
-    settings_token: str
-    policy: CodePolicy
     code: str
     row: dict[str, Any]
 
@@ -294,7 +284,7 @@ def prepare(host: Host, dossier: Dossier) -> None:
         code = _candidate(host, settings, policy)
         row = _code_row(host, dossier, policy)  # the address normalised here, not inside
         row["code"], row["settings_token"] = code, token
-        drawn = _Drawn(token, policy, code, row)
+        drawn = _Drawn(code, row)
     at = dossier.deposited_at or host.now()
     shown_from, shown_until = _shown_minute(host, at)
     mail = acknowledgment_mail(host, dossier, drawn.code if drawn is not None else None)

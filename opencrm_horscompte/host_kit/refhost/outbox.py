@@ -164,12 +164,7 @@ def queue_mail(session: OrmSession | DriverConnection, message: MailMessage, now
         "useless_after": as_utc(useless_after) if useless_after else None,
         "replaces": getattr(message, "replaces", None),
     }
-    cursor = _QUEUE.execute(connection_of(session), values)
-    try:
-        (mail_id,) = cursor.fetchone()
-    finally:
-        cursor.close()
-    return int(mail_id)
+    return int(_QUEUE.first(connection_of(session), values)[0])
 
 
 # --------------------------------------------------------------------------- transports
