@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Dialect, Table, TypeDecorator, event, text
@@ -225,24 +225,25 @@ class DriverStatement:
 
     def all(self, connection: Any, parameters: Mapping[str, Any] | None = None) -> list[Any]:
         """Every result row, processed (named tuples)."""
-        compiled = self._for(connection.dialect)
-        cursor = self._run(compiled, connection, parameters)
-        try:
-            raw = cursor.fetchall()
-        finally:
-            cursor.close()
+        compiled, raw = self._fetched(connection, parameters, _FETCH_ALL)
         return [self._row(compiled, values) for values in raw]
 
     def first(self, connection: Any, parameters: Mapping[str, Any] | None = None) -> Any:
         """The first result row, processed, or None; the others are discarded (a
         ``RETURNING`` statement has made all its changes by then)."""
+        compiled, values = self._fetched(connection, parameters, _FETCH_ONE)
+        return None if values is None else self._row(compiled, values)
+
+    def _fetched(
+        self, connection: Any, parameters: Mapping[str, Any] | None, fetch: Callable[[Any], Any]
+    ) -> tuple[_Compiled, Any]:
+        """Run, then ``fetch(cursor)`` before the cursor is closed."""
         compiled = self._for(connection.dialect)
         cursor = self._run(compiled, connection, parameters)
         try:
-            values = cursor.fetchone()
+            return compiled, fetch(cursor)
         finally:
             cursor.close()
-        return None if values is None else self._row(compiled, values)
 
     @staticmethod
     def _row(compiled: _Compiled, values: Sequence[Any]) -> Any:
@@ -292,6 +293,10 @@ class DriverStatement:
                 connection, cursor, sql, arguments, None, False
             )
         return cursor
+
+
+_FETCH_ALL = methodcaller("fetchall")
+_FETCH_ONE = methodcaller("fetchone")
 
 
 def _getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
