@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -196,6 +196,13 @@ class LockClock:
         return Sample(self.wall, self.cpu)
 
 
+class DialectEnd(Protocol):
+    """The shape of a dialect's ``do_commit``/``do_rollback`` (its parameter can be passed
+    by name), for the wrappers that replace them on an instance."""
+
+    def __call__(self, dbapi_connection: Any) -> None: ...
+
+
 @contextmanager
 def lock_clock(engine: Engine) -> Iterator[LockClock]:
     """A :class:`LockClock` on ``engine``'s write transactions (see :func:`lock_clocks`)."""
@@ -226,7 +233,7 @@ def lock_clocks(*engines: Engine) -> Iterator[tuple[LockClock, ...]]:
             clock.opened()
         return cursor
 
-    def ending(original: Callable[[Any], None], clock: LockClock) -> Callable[[Any], None]:
+    def ending(original: Callable[[Any], None], clock: LockClock) -> DialectEnd:
         def end(dbapi_connection: Any) -> None:
             try:
                 original(dbapi_connection)
@@ -287,7 +294,9 @@ class Recorder:
 def recording(engine: Engine) -> Iterator[Recorder]:
     recorder = Recorder()
 
-    def listener(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool):
+    def listener(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         recorder.statements.append(Recorded(statement, parameters, many))
 
     event.listen(engine, "before_cursor_execute", listener)
@@ -315,10 +324,14 @@ def driver_clock(engine: Engine) -> Iterator[DriverClock]:
     dialect = engine.dialect
     original_commit = dialect.do_commit
 
-    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool):
+    def before(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         conn.info["benchmark_started"] = time.perf_counter()
 
-    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool):
+    def after(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         clock.seconds += time.perf_counter() - conn.info.pop("benchmark_started")
         clock.statements += 1
 

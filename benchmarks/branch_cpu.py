@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib
 
-from opencrm_horscompte.hookspecs.host import Request
+from opencrm_horscompte.hookspecs.host import IdentityDecision, Request
 from opencrm_horscompte.identity.step import identity_step
-from opencrm_horscompte.lookup.start import LookupInput, start_lookup
+from opencrm_horscompte.lookup.start import LookupInput, Started, start_lookup
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import save_settings
 
@@ -91,18 +91,22 @@ def measure(rounds: int) -> dict[str, Any]:
                 branches.reverse()
                 steps.reverse()
             for name, typed in branches:
-                seconds = cpu(
-                    lambda typed=typed, client=client: start_lookup(host, typed, client, "fr")
-                )
+
+                def look_up(typed: LookupInput = typed, client: str = client) -> Started:
+                    return start_lookup(host, typed, client, "fr")
+
+                seconds = cpu(look_up)
                 if index >= 5:  # warm-up rounds are not counted
                     lookups[name].append(seconds)
             for name, email in steps:
                 fields = {"email": email, "draft": f"d-{index}-{name}", "continue_url": "/f"}
-                seconds = cpu(
-                    lambda fields=fields, request=request: identity_step(
-                        host, request, demarche, fields
-                    )
-                )
+
+                def step(
+                    fields: dict[str, str] = fields, request: Request = request
+                ) -> IdentityDecision | None:
+                    return identity_step(host, request, demarche, fields)
+
+                seconds = cpu(step)
                 if index >= 5:
                     identity[name].append(seconds)
         host.engine.dispose()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import event, text
@@ -141,7 +141,7 @@ def csrf_token(client: Any) -> str:
     with client.session_transaction() as session:
         if "csrf" not in session:
             session["csrf"] = secrets.token_urlsafe(32)
-        return session["csrf"]
+        return cast(str, session["csrf"])
 
 
 def post(client: Any, url: str, data: dict[str, str], **kwargs: Any) -> Any:

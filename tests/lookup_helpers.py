@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from conftest import ADMIN, post
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.host_kit.refhost.models import Dossier
 from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings, save_settings
+
+Row = TypeVar("Row", bound=SQLModel)
 
 LOOKUP = "/hors-compte/suivi"
 VALIDATE = "/hors-compte/validation"
@@ -66,7 +68,7 @@ def deposit(
         return Deposited(dossier.id, row.code, row.email, receipt)
 
 
-def rows(host: Any, model: Any) -> list[Any]:
+def rows(host: Any, model: type[Row]) -> list[Row]:
     with Session(host.engine) as session:
         return list(session.exec(select(model)))
 

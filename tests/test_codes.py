@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from itertools import product
+from typing import TypeVar, cast
 
 import pytest
 from hypothesis import given
@@ -38,7 +39,11 @@ from opencrm_horscompte.tracking.codes import (
 )
 
 LENGTHS = range(8, 17)
-CLASS_SUBSETS = [flags for flags in product([False, True], repeat=4) if any(flags)]
+# the four class flags (digits, uppercase, lowercase, special), at least one set
+ClassFlags = tuple[bool, bool, bool, bool]
+CLASS_SUBSETS = [
+    cast(ClassFlags, flags) for flags in product([False, True], repeat=4) if any(flags)
+]
 ALL_POLICIES = [
     CodePolicy(length, *flags, avoid_ambiguous=avoid)
     for length in LENGTHS
@@ -121,6 +126,7 @@ def test_length_outside_the_manifest_bounds_is_refused(length: int) -> None:
 def test_bounds_come_from_the_manifest() -> None:
     spec = load_manifest().setting("tracking_code_length")
     base = CodePolicy(12, True, False, False, False, avoid_ambiguous=True)
+    assert spec.min is not None and spec.max is not None
     check_policy(replace(base, length=spec.min))
     check_policy(replace(base, length=spec.max))
 
@@ -268,7 +274,7 @@ def _brute_force_count(policy: CodePolicy) -> int:
 
 @pytest.mark.parametrize(("flags", "avoid"), list(product(CLASS_SUBSETS, [False, True])))
 def test_count_matches_brute_force_on_tiny_alphabets(
-    monkeypatch: pytest.MonkeyPatch, flags: tuple[bool, ...], avoid: bool
+    monkeypatch: pytest.MonkeyPatch, flags: ClassFlags, avoid: bool
 ) -> None:
     monkeypatch.setattr(codes, "DIGITS", "0134")
     monkeypatch.setattr(codes, "UPPERCASE", "ABC")
@@ -306,7 +312,10 @@ def test_single_class_count_is_a_power() -> None:
 # --- Uniformity (generous bounds: a real bias is far beyond them) -------------------------------
 
 
-def _chi_square(observed: Counter[object], expected: dict[object, float]) -> float:
+Key = TypeVar("Key")
+
+
+def _chi_square(observed: Counter[Key], expected: dict[Key, float]) -> float:
     return sum((observed[key] - value) ** 2 / value for key, value in expected.items())
 
 

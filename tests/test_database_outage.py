@@ -16,9 +16,11 @@ from conftest import PG_ADMIN_URL, post
 from lookup_helpers import LOOKUP, VALIDATE, deposit, start
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from werkzeug.test import TestResponse
 
 from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.host_kit.refhost import app as app_module
+from opencrm_horscompte.host_kit.refhost import dossiers
 from opencrm_horscompte.host_kit.refhost.app import create_app
 
 KEPT_NOTICE = "ce qui était déjà enregistré"
@@ -80,7 +82,7 @@ def _hidden(page: str) -> dict[str, str]:
     return {name: html.unescape(value) for name, value in pairs if name != "csrf_token"}
 
 
-def _assert_clean_503(response: Any) -> str:
+def _assert_clean_503(response: TestResponse) -> str:
     assert response.status_code == 503, response.text
     page = response.text
     assert "Service momentanément indisponible" in page
@@ -140,7 +142,7 @@ def test_deposit_error_path_keeps_the_answers_in_the_form(
     web.get(start_url)
     identity = {"last_name": "Dupont", "first_name": "Léa", "email": "lea.dupont@exemple.fr"}
     form_url = post(web, start_url, identity).headers["Location"]
-    real_deposit = app_module.deposit
+    real_deposit = dossiers.deposit  # what app.py imports and calls as ``deposit``
     states: list[Any] = []
 
     def deposit_during_outage(*args: Any, **kwargs: Any) -> Any:

@@ -121,7 +121,7 @@ class TinyCodeSpace:
         with self._lock:
             self.calls += 1
         self._local.calls = self.thread_calls() + 1
-        left = getattr(self._local, "left", None)
+        left: list[str] | None = getattr(self._local, "left", None)
         if not left:
             left = self._local.left = list(self.codes)
         code = secrets.choice(left)
@@ -231,17 +231,20 @@ def run_workers(database_url: str, workers: int, count: int) -> tuple[list[dict[
                 else:
                     done[payload["worker"]] = payload
 
+        def all_ready(got: list[Any]) -> bool:
+            note(got)
+            return len(ready | set(done)) == workers
+
+        def all_done(got: list[Any]) -> bool:
+            note(got)
+            return len(done) == workers
+
         # Waits for every worker's report, however slow the machine; only a hang ends it.
         received: list[Any] = []
-        collect(
-            reports,
-            processes,
-            lambda got: note(got) or len(ready | set(done)) == workers,
-            received,
-        )
+        collect(reports, processes, all_ready, received)
         started = time.perf_counter()
         go.set()
-        collect(reports, processes, lambda got: note(got) or len(done) == workers, received)
+        collect(reports, processes, all_done, received)
         deposit_seconds = time.perf_counter() - started
         for process in processes:
             process.join(HANG_GUARD_SECONDS)
@@ -358,7 +361,7 @@ def test_collisions_are_retried_in_the_deposit_transaction(host_factory: Any) ->
         calls.append(scripted.calls - before)
     assert calls == [1, 2, 3]
     with Session(host.engine) as session:
-        assert [session.get(TrackingCode, draft.id).code for draft in drafts] == TINY_SPACE
+        assert [session.get_one(TrackingCode, draft.id).code for draft in drafts] == TINY_SPACE
     assert len(all_rows(host, OutboxMail)) == 3
 
 

@@ -11,6 +11,7 @@ from conftest import ADMIN, login, post
 from lookup_helpers import deposit
 from lookup_helpers import rows as all_rows
 from sqlmodel import Session
+from werkzeug.test import TestResponse
 
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.hookspecs.host import hookimpl
@@ -30,7 +31,7 @@ ANSWERS = {"subject": "Lampadaire éteint rue des Lilas", "message": "Depuis lun
 
 def start_draft(client: Any, slug: str = "signalement-voirie") -> str:
     assert client.get(f"/demarches/{slug}/nouveau").status_code == 200
-    response = post(client, f"/demarches/{slug}/nouveau", IDENTITY)
+    response: TestResponse = post(client, f"/demarches/{slug}/nouveau", IDENTITY)
     assert response.status_code == 303, response.text
     return response.headers["Location"]
 

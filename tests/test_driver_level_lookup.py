@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 import pytest
@@ -24,6 +24,7 @@ from lookup_helpers import EMAIL, Deposited, deposit, lookup, mails, rows, valid
 from sqlalchemy import Integer, String, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.pool import QueuePool
 from test_security_lookup import _observe_lookup
 
 from opencrm_horscompte.base.db import (
@@ -103,7 +104,7 @@ def session_mail_host(host_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Ses
     host = host_factory()
     host.__class__ = SessionMailHost
     host.mail_targets = []
-    return quiet(host, monkeypatch)
+    return cast(SessionMailHost, quiet(host, monkeypatch))
 
 
 @dataclass
@@ -230,7 +231,7 @@ def registered(host: Any, plugin: object, name: str) -> Iterator[object]:
 def test_the_reference_host_looks_up_at_driver_level(ref_host: Any, deposited: Deposited) -> None:
     """A match and a miss open no SQLAlchemy transaction and no ORM session; the match
     queues exactly one validation mail, the miss its audit record and no mail."""
-    host = ref_host
+    host: ReferenceHost = ref_host
     assert isinstance(host, ConnectionMailHost)
     assert PluginHooks(host).driver_level_writes()
     mails_before = mails(host)
@@ -253,7 +254,7 @@ def test_the_reference_host_looks_up_at_driver_level(ref_host: Any, deposited: D
     assert json.loads(record.details_json) == {"challenge": missed}
     assert missed != matched
     assert {challenge.id for challenge in rows(host, Challenge)} >= {matched, missed}
-    assert host.engine.pool.checkedout() == 0
+    assert cast(QueuePool, host.engine.pool).checkedout() == 0
 
 
 # --------------------------------------------------------------------------- 2. session path
@@ -421,7 +422,7 @@ def test_driver_connection_transaction_state_and_pool(engine: Engine) -> None:
     returns the connection with nothing open."""
     sqlite = engine.dialect.name == "sqlite"
     with driver_connection(engine) as connection:
-        assert engine.pool.checkedout() == 1
+        assert cast(QueuePool, engine.pool).checkedout() == 1
         assert not connection.in_transaction()
         assert _ONE.first(connection) == (1,)
         assert connection.in_transaction() is (not sqlite)
@@ -435,7 +436,7 @@ def test_driver_connection_transaction_state_and_pool(engine: Engine) -> None:
             assert _ONE.first(connection) == (1,)
             assert connection.in_transaction()
         assert not connection.in_transaction()
-    assert engine.pool.checkedout() == 0
+    assert cast(QueuePool, engine.pool).checkedout() == 0
 
     # A transaction left open is rolled back when the connection goes back to the pool.
     with driver_connection(engine) as connection:
@@ -444,11 +445,11 @@ def test_driver_connection_transaction_state_and_pool(engine: Engine) -> None:
         assert _ONE.first(connection) == (1,)
         assert connection.in_transaction()
         left_open = connection.dbapi_connection
-    assert engine.pool.checkedout() == 0
+    assert cast(QueuePool, engine.pool).checkedout() == 0
     with driver_connection(engine) as connection:
         assert connection.dbapi_connection is left_open  # the same pooled connection
         assert not connection.in_transaction()
-    assert engine.pool.checkedout() == 0
+    assert cast(QueuePool, engine.pool).checkedout() == 0
 
 
 # --------------------------------------------------------------------------- 6. all or nothing

@@ -146,6 +146,7 @@ def deposit(client: Client, email: str = STRANGER) -> str:
     assert page.status_code == 303, page.text
     receipt = client.get(page.location)
     assert receipt.status_code == 200, receipt.text
+    code: str
     [code] = TRACKING_CODE.findall(receipt.text)
     return code
 

@@ -5,10 +5,11 @@ and in English; the browser tests check the same points on screen."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -191,20 +192,22 @@ def test_plural_messages_with_0_1_2_and_5(locale: str) -> None:
     assert len(plurals) >= 8
     catalog_translations = translations(locale)
     for message in plurals:
-        singular, plural = message.id
+        # a pluralizable message: its id is (singular, plural), its string one per form
+        singular, plural = cast(tuple[str, str], message.id)
+        forms = cast(Sequence[str], message.string)
         names = set(re.findall(r"%\((\w+)\)s", singular))
         for n in (0, 1, 2, 5):
             text = catalog_translations.ngettext(singular, plural, n)
             values = {name: "x" for name in names} | {"num": n, "count": n}
             rendered = text % values
             plural_form = n > 1 if locale == "fr" else n != 1
-            expected = message.string[1 if plural_form else 0]
+            expected = forms[1 if plural_form else 0]
             assert text == expected, (message.id, n)
             assert str(n) in rendered, rendered
-    singular = {"fr": (0, 1), "en": (1,)}[locale]
+    singular_counts = {"fr": (0, 1), "en": (1,)}[locale]
     for n in (0, 1, 2, 5):
         minutes = translate(NP_("%(count)s minute", "%(count)s minutes", n), locale)
-        assert minutes == f"{n} minute" + ("" if n in singular else "s")
+        assert minutes == f"{n} minute" + ("" if n in singular_counts else "s")
     assert translate(readable_duration(24 * 5), locale).endswith(("5 jours", "5 days"))
     assert translate(_duration(100), "fr") == "2 minutes"
     assert translate(_duration(100), "en") == "2 minutes"
@@ -228,7 +231,9 @@ def test_french_catalog_follows_the_glossary() -> None:
     for message in catalog:
         if not message.id:
             continue
-        texts = message.string if message.pluralizable else (message.string,)
+        texts = cast(
+            Sequence[str | None], message.string if message.pluralizable else (message.string,)
+        )
         for text in texts:
             visible = re.sub(r"%\(\w+\)s", "", text or "")
             for banned, instead in GLOSSARY.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -16,6 +16,7 @@ import pytest
 from conftest import ADMIN, recorded_statements
 from sqlalchemy import Engine, Integer, bindparam, event, exc, literal_column, text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base import mail_skeleton, rendering
@@ -368,6 +369,7 @@ def test_a_timestamp_is_bound_as_sqlalchemy_binds_it(moment: datetime) -> None:
     column_type = UTCDateTime()
     fast = column_type.bind_processor(dialect)
     stored = column_type.impl_instance.dialect_impl(dialect).bind_processor(dialect)
+    assert stored is not None
     assert fast(moment) == stored(column_type.process_bind_param(moment, dialect))
     assert fast(None) is None
     with pytest.raises(ValueError, match="timezone-aware"):
@@ -424,14 +426,14 @@ def test_a_driver_transaction_commits_when_its_block_ends(probe_engine: Engine) 
         _PUT.execute(connection, {"id": 2, "parent_id": None}).close()
         assert [row.id for row in _ROWS.all(connection)] == [1, 2]  # its own writes, inside
     assert probe_ids(probe_engine) == [1, 2]
-    assert probe_engine.pool.checkedout() == 0
+    assert cast(QueuePool, probe_engine.pool).checkedout() == 0
 
 
 def assert_nothing_kept_and_the_pool_usable(engine: Engine) -> None:
     """No row of the failed transaction, its connection back in the pool, and the next
     transaction commits."""
     assert probe_ids(engine) == []
-    assert engine.pool.checkedout() == 0
+    assert cast(QueuePool, engine.pool).checkedout() == 0
     with driver_transaction(engine) as connection:
         _PUT.execute(connection, {"id": 3, "parent_id": None}).close()
     assert probe_ids(engine) == [3]

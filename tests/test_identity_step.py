@@ -12,6 +12,7 @@ import pytest
 from conftest import ADMIN, CITIZEN, post
 from lookup_helpers import rows
 from sqlmodel import Session
+from werkzeug.test import TestResponse
 
 from opencrm_horscompte.base import limits
 from opencrm_horscompte.base.models import (
@@ -20,6 +21,7 @@ from opencrm_horscompte.base.models import (
     ThrottleCounter,
     TrackingCode,
 )
+from opencrm_horscompte.base.paths import DECLINE_PATH
 from opencrm_horscompte.hookspecs.host import hookimpl
 from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.models import Dossier
@@ -53,7 +55,7 @@ def decline_token(page: str) -> str:
     return match.group(1)
 
 
-def continue_location(response: Any) -> str:
+def continue_location(response: TestResponse) -> str:
     assert response.status_code == 303, response.text
     return response.headers["Location"]
 
@@ -125,9 +127,7 @@ def test_accept_logs_in_keeps_the_draft_and_attaches_the_dossier(client: Any, ho
 
 def test_decline_continues_without_account_and_is_remembered(client: Any, host: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
-    form_url = continue_location(
-        post(client, identity.DECLINE_PATH, {"token": decline_token(page.text)})
-    )
+    form_url = continue_location(post(client, DECLINE_PATH, {"token": decline_token(page.text)}))
     assert rows(host, IdentityChoice)[0].choice == "declined"
     edit = client.get(form_url + "/coordonnees")
     again = post(client, edit.headers["Location"], identity_of(CITIZEN[0]))
@@ -144,7 +144,7 @@ def test_decline_with_a_tampered_or_foreign_token_is_refused(client: Any, host: 
     page = submit_identity(client, CITIZEN[0])
     token = decline_token(page.text)
     for forged in [token[:-2] + "xx", token[:20], "", "x" * 5000]:
-        response = post(client, identity.DECLINE_PATH, {"token": forged})
+        response = post(client, DECLINE_PATH, {"token": forged})
         assert response.status_code == 400 and "expiré" in response.text
     assert rows(host, IdentityChoice) == []
 
@@ -152,7 +152,7 @@ def test_decline_with_a_tampered_or_foreign_token_is_refused(client: Any, host: 
 def test_decline_token_expires(client: Any, host: Any, clock: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
     clock.advance(seconds=identity.DECLINE_MAX_AGE_SECONDS + 1)
-    response = post(client, identity.DECLINE_PATH, {"token": decline_token(page.text)})
+    response = post(client, DECLINE_PATH, {"token": decline_token(page.text)})
     assert response.status_code == 400
 
 

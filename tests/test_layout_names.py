@@ -14,7 +14,7 @@ import pytest
 from conftest import ADMIN, CITIZEN, login, post
 from lookup_helpers import EMAIL, deposit, token_of
 
-from opencrm_horscompte.base import rendering
+from opencrm_horscompte.base import i18n, rendering
 from opencrm_horscompte.hookspecs.host import Request
 from opencrm_horscompte.settings.schema import Settings
 
@@ -34,7 +34,7 @@ def page_names(monkeypatch: pytest.MonkeyPatch, host: Any) -> set[str]:
     """Every name a plugin page's context held (``render_page`` merges the layout context,
     ``request`` and the page's own variables, then localizes them)."""
     seen: set[str] = set()
-    localized = rendering.localized
+    localized = i18n.localized  # what rendering imports and calls as ``localized``
 
     def recording(context: Mapping[str, Any], locale: str) -> dict[str, Any]:
         if "request" in context:  # a page, not a mail part or a fragment

@@ -26,7 +26,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from conftest import Clock
 from hypothesis import HealthCheck, settings
@@ -60,7 +60,7 @@ from opencrm_horscompte.base.models import (
     FailureGuard,
     ThrottleCounter,
 )
-from opencrm_horscompte.base.throttle import throttle_key
+from opencrm_horscompte.base.throttle import Limit, throttle_key
 from opencrm_horscompte.base.tokens import unsign
 from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.models import HostSession
@@ -150,15 +150,15 @@ class Lifecycle(RuleBasedStateMachine):
     def _reset_database(self) -> None:
         with Session(self.host.engine) as session, session.begin():
             for model in (Challenge, FailureGuard, ThrottleCounter, AuditRecord, HostSession):
-                session.exec(delete(model))  # type: ignore[call-overload]
-            session.exec(delete(OutboxMail))  # type: ignore[call-overload]
+                session.exec(delete(model))
+            session.exec(delete(OutboxMail))
 
     # ----------------------------------------------------------------- model helpers
 
     def now(self) -> datetime:
         return self.clock()
 
-    def _hit(self, scope: str, value: str, limit: limits.Limit) -> bool:
+    def _hit(self, scope: str, value: str, limit: Limit) -> bool:
         """A fixed window: the first hit starts it, a hit at its end or later starts anew."""
         key = throttle_key(self.host.secret_keys[-1], scope, value)
         entry = self.model.counters.get(key)
@@ -370,7 +370,9 @@ class Lifecycle(RuleBasedStateMachine):
         assert response.status_code == status
         if expected in ("wait", "locked"):
             guard = self.model.guards[row.guard] if row else None
-            expected = f"{expected}:{guard.not_before - self.now() if guard else ''}"
+            # a waiting or locked guard has its not_before set
+            wait = cast(datetime, guard.not_before) - self.now() if guard else ""
+            expected = f"{expected}:{wait}"
         self._same_reply_as_before(f"verify:{expected}", response)
 
     @rule(data=st.data())

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import post, recorded_statements
-from lookup_helpers import CODE_LINE, deposit, rows
+from lookup_helpers import CODE_LINE, Deposited, deposit, rows
 from lookup_workers import submit_codes
 from processes import HANG_GUARD_SECONDS, collect
 from sqlmodel import Session, col, select
@@ -35,7 +35,7 @@ from opencrm_horscompte.base.limits import (
     LOOKUP_DOSSIER_MAILS,
     RESEND_COOLDOWN,
 )
-from opencrm_horscompte.base.models import Challenge, FailureGuard, TrackingCode, utc
+from opencrm_horscompte.base.models import Challenge, FailureGuard, utc
 from opencrm_horscompte.base.tokens import unsign
 from opencrm_horscompte.host_kit.refhost import host as host_module
 from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
@@ -84,6 +84,7 @@ def validation_mails(host: Any) -> list[OutboxMail]:
 
 def last_code(host: Any) -> str:
     """The validation code of the newest validation mail (only the mail knows it)."""
+    code: str
     [code] = CODE_LINE.findall(validation_mails(host)[-1].text)
     return code
 
@@ -142,7 +143,7 @@ class Pending:
 
     challenge_id: int
     code: str
-    tracking: TrackingCode
+    tracking: Deposited
     token: str  # the validation page's signed carrier
 
 

@@ -432,6 +432,7 @@ def test_bad_challenge_tokens_get_a_clean_400_and_change_nothing(
     token = start(client, EMAIL, deposited.code)
     code = last_code(host)
     [challenge] = rows(host, Challenge)
+    assert challenge.id is not None
     clock.advance(seconds=61)  # so that a resend would be allowed
     before = counts(host, *STATE)
     for kind, bad in _bad_tokens(host, token, challenge.id).items():
@@ -639,7 +640,9 @@ def test_smtp_down_keeps_the_code_queued_and_it_works_once_delivered(
     ]
     validation = [m for m in received if "code de validation" in str(m["Subject"])]
     assert len(validation) == 1 and validation[0]["To"] == EMAIL
-    text = validation[0].get_body(preferencelist=("plain",)).get_content()
+    body = validation[0].get_body(preferencelist=("plain",))
+    assert body is not None
+    text = body.get_content()
     assert submit(client, token, code_in(text)).status_code == 303
 
 

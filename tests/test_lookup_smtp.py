@@ -78,6 +78,7 @@ def deliver(host: Any, port: int) -> DeliveryReport:
 
 
 def code_in(message: EmailMessage) -> str:
+    code: str
     [code] = CODE_LINE.findall(body_text(message, "plain"))
     return code
 

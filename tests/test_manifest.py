@@ -99,7 +99,9 @@ def test_defaults_follow_the_spec_recommendations(manifest: Manifest) -> None:
         assert getattr(defaults, key) is True, f"{key}: the spec recommends every class"
     assert defaults.tracking_code_avoid_ambiguous is True
     # "il est recommandé d'utiliser le nombre le plus élevé possible": not the minimum
-    assert defaults.tracking_code_length > manifest.setting("tracking_code_length").min
+    minimum = manifest.setting("tracking_code_length").min
+    assert minimum is not None
+    assert defaults.tracking_code_length > minimum
     assert set(TRACKING_CLASS_KEYS) <= set(setting_keys())
 
 

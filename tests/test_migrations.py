@@ -153,7 +153,7 @@ def _stamp(name: str, nullable: bool = False) -> Column[Any]:
 # The schema release 0.1 made with ``create_all`` (its models, frozen here: today's models
 # have moved on, and the test must start from what is installed in town halls).
 _RELEASE_0_1 = MetaData()
-for _name, *_columns in [
+_RELEASE_0_1_TABLES: list[tuple[str, *tuple[Column[Any], ...]]] = [
     (
         "horscompte_setting",
         Column("key", String(64), primary_key=True),
@@ -263,7 +263,8 @@ for _name, *_columns in [
         Column("last_error", Text, nullable=True),
         _stamp("sent_at", nullable=True),
     ),
-]:
+]
+for _name, *_columns in _RELEASE_0_1_TABLES:
     Table(_name, _RELEASE_0_1, *_columns)
 Index(
     "ix_host_mail_outbox_next_attempt_at", _RELEASE_0_1.tables["host_mail_outbox"].c.next_attempt_at

@@ -93,7 +93,7 @@ def _mail(number: int = 1, html: str | None = HTML) -> MailMessage:
 
 @pytest.fixture
 def outbox(engine: Engine) -> Engine:
-    SQLModel.metadata.create_all(engine, tables=[OutboxMail.__table__])  # type: ignore[list-item]
+    SQLModel.metadata.create_all(engine, tables=[OutboxMail.__table__])
     return engine
 
 
@@ -136,7 +136,8 @@ def test_header_injection_refused_at_queue_time(
     fields = {"to": "a@example.org", "subject": "Objet", "text": "corps"} | header
     with Session(outbox) as session:
         with pytest.raises(ValueError, match="CR, LF or NUL"):
-            queue_mail(session, MailMessage(**fields), clock())
+            message = MailMessage(to=fields["to"], subject=fields["subject"], text=fields["text"])
+            queue_mail(session, message, clock())
         session.commit()
     assert _count(outbox) == 0
 
@@ -173,7 +174,12 @@ def test_build_email_headers_and_parts(clock: Any) -> None:
 
 def test_build_email_text_only(clock: Any) -> None:
     row = OutboxMail(
-        id=1, recipient="a@example.org", subject="Objet", text=TEXT, created_at=clock()
+        id=1,
+        recipient="a@example.org",
+        subject="Objet",
+        text=TEXT,
+        created_at=clock(),
+        next_attempt_at=clock(),
     )
     message = parse_mail(bytes(build_email(row, SENDER)))
     assert message.get_content_type() == "text/plain"
@@ -185,7 +191,14 @@ def test_build_email_text_only(clock: Any) -> None:
 def test_build_email_rechecks_headers(clock: Any, field: str, bad: str) -> None:
     values = {"recipient": "a@example.org", "subject": "Objet"}
     values[field] = f"x{bad}Bcc: victim@example.org"
-    row = OutboxMail(id=1, text="corps", created_at=clock(), **values)
+    row = OutboxMail(
+        id=1,
+        recipient=values["recipient"],
+        subject=values["subject"],
+        text="corps",
+        created_at=clock(),
+        next_attempt_at=clock(),
+    )
     with pytest.raises(ValueError, match="CR, LF or NUL"):
         build_email(row, SENDER)
     with pytest.raises(ValueError, match="CR, LF or NUL"):

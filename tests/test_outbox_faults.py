@@ -24,7 +24,7 @@ from conftest import PG_ADMIN_URL, Clock, login, post
 from smtp_faults import FaultySmtp, closed_port, wait_for
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.hookspecs.host import MailMessage
@@ -244,7 +244,9 @@ def test_a_resent_validation_code_replaces_the_older_mail(host: Any, clock: Cloc
         clock.advance(seconds=61)
     with Session(host.engine) as session:
         codes = [
-            row for row in session.exec(select(OutboxMail).order_by(OutboxMail.id)) if row.replaces
+            row
+            for row in session.exec(select(OutboxMail).order_by(col(OutboxMail.id)))
+            if row.replaces
         ]
     assert len(codes) == 2
     assert codes[0].replaces == codes[1].replaces

@@ -17,19 +17,21 @@ import re
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import ADMIN, CITIZEN, csrf_token, login, post, recorded_statements
 from lookup_helpers import EMAIL, deposit, last_code, start, submit
 from sqlmodel import Session, select
+from werkzeug.routing import Rule
 
 from opencrm_horscompte.base import rendering
 from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.models import IdentityChoice, SettingRow
 from opencrm_horscompte.base.paths import is_local_path
 from opencrm_horscompte.base.tokens import sign
-from opencrm_horscompte.hookspecs.host import Request
+from opencrm_horscompte.hookspecs import host as host_specs
+from opencrm_horscompte.hookspecs.host import Request, Response
 from opencrm_horscompte.host_kit.refhost import host as host_module
 from opencrm_horscompte.host_kit.refhost.app import SECURITY_HEADERS, create_app
 from opencrm_horscompte.host_kit.refhost.models import Account, PluginState
@@ -189,7 +191,7 @@ def test_session_cookie_flags(host_factory: Any) -> None:
 # --------------------------------------------------------------------------- finding 6
 
 
-def _concrete(rule: Any) -> str:
+def _concrete(rule: Rule) -> str:
     values = {"slug": "signalement-voirie", "draft_key": "x", "dossier_id": "1", "locale": "fr"}
     path = rule.rule
     for name in rule.arguments:
@@ -229,9 +231,11 @@ def _request(host: Any, form: dict[str, str]) -> Request:
 def test_double_clicks_on_continue_without_account_never_fail(host: Any) -> None:
     for round_ in range(ROUNDS):
         token = sign(host, identity.DECLINE_PURPOSE, {"draft": f"draft-{round_}", "next": "/b"})
-        responses = twice_at_once(
-            lambda token=token: identity.decline(host, _request(host, {"token": token}))
-        )
+
+        def decline(token: str = token) -> Response:
+            return identity.decline(host, _request(host, {"token": token}))
+
+        responses = twice_at_once(decline)
         assert [r.status for r in responses] == [303, 303]
     with Session(host.engine) as session:
         assert len(list(session.exec(select(IdentityChoice)))) == ROUNDS
@@ -260,7 +264,11 @@ def test_simultaneous_plugin_switches_never_fail(host: Any) -> None:
             state = session.get(PluginState, "horscompte")
             if state is not None:
                 session.delete(state)
-        twice_at_once(lambda enabled=enabled: host.set_enabled("horscompte", enabled, ADMIN[0]))
+
+        def switch(enabled: bool = enabled) -> None:
+            host.set_enabled("horscompte", enabled, ADMIN[0])
+
+        twice_at_once(switch)
     with Session(host.engine) as session:
         assert len(list(session.exec(select(PluginState)))) == 1
 
@@ -328,12 +336,13 @@ def test_the_plugin_never_proposes_an_off_site_continuation(host: Any) -> None:
     with Session(host.engine) as session:
         demarche = session.exec(select(Demarche)).first()
     assert demarche is not None
+    procedure = cast(host_specs.Demarche, demarche)  # as the plugin reads it (stored: id set)
     request = Request(method="POST", path=START, client_addr="203.0.113.9")
     for payload in OPEN_REDIRECTS:
         identity_form = {"email": CITIZEN[0], "draft": "d", "continue_url": payload}
-        assert identity.identity_step(host, request, demarche, identity_form) is None, payload
+        assert identity.identity_step(host, request, procedure, identity_form) is None, payload
     good = {"email": CITIZEN[0], "draft": "d", "continue_url": "/brouillons/d"}
-    assert identity.identity_step(host, request, demarche, good) is not None
+    assert identity.identity_step(host, request, procedure, good) is not None
 
 
 # --------------------------------------------------------------------------- finding 13

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import post
@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from opencrm_horscompte.base.emails import email_key, normalize_email
 from opencrm_horscompte.base.models import TrackingCode
+from opencrm_horscompte.hookspecs import host as host_specs
 from opencrm_horscompte.hookspecs.host import Request, hookimpl
 from opencrm_horscompte.host_kit.refhost import dossiers
 from opencrm_horscompte.host_kit.refhost.models import Demarche, Dossier
@@ -107,11 +108,12 @@ def test_a_findable_third_party_code_is_kept_and_found(host_factory: Any) -> Non
 # --------------------------------------------------------------------------- finding 10
 
 
-def _dossier(host: Any, dossier_id: int) -> Dossier:
+def _dossier(host: Any, dossier_id: int) -> host_specs.Dossier:
+    """The stored dossier, as the plugin reads it (stored: its ``id`` is set)."""
     with Session(host.engine, expire_on_commit=False) as session:
         found = session.get(Dossier, dossier_id)
         assert found is not None
-        return found
+        return cast(host_specs.Dossier, found)
 
 
 def test_the_receipt_shows_the_code_to_the_depositing_session_only(

@@ -16,6 +16,7 @@ from typing import Any
 
 import flask
 import pytest
+from aiosmtpd.controller import Controller
 from conftest import PG_ADMIN_URL
 from processes import HANG_GUARD_SECONDS
 from smtp_faults import wait_for
@@ -78,7 +79,7 @@ def test_serve_runs_n_web_processes_and_one_worker(fresh_pg: str, tmp_path: Path
     mail_dir.mkdir()
     drop = load.MailDrop(mail_dir)
     smtp_port, http_port = load.free_port(), load.free_port()
-    smtp = load.Controller(drop, hostname="127.0.0.1", port=smtp_port)
+    smtp = Controller(drop, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
     environment = {
         **os.environ,

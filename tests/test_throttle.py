@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 from processes import HANG_GUARD_SECONDS, collect
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, select
 
 from opencrm_horscompte.base.db import make_engine, writer
 from opencrm_horscompte.base.models import ThrottleCounter, utc
@@ -50,9 +49,12 @@ def _peek(engine: Engine, now: datetime, key: str = KEY, limit: Limit = LIMIT) -
         row = session.exec(
             select(TABLE.c.count, TABLE.c.window_start).where(TABLE.c.key == key)
         ).first()
-    if row is None or utc(row.window_start) <= now - limit.window:
+    if row is None:
         return 0
-    return int(row.count)
+    count, window_start = row
+    if utc(window_start) <= now - limit.window:
+        return 0
+    return int(count)
 
 
 def _rows(engine: Engine) -> list[tuple[str, datetime, int]]:

@@ -23,6 +23,7 @@ import textwrap
 import tomllib
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -45,7 +46,7 @@ COPY_IGNORE = shutil.ignore_patterns(
 TIMEOUT = 600
 
 
-def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run quietly; on failure, fail the test with the command's output."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     result = subprocess.run(
@@ -55,7 +56,7 @@ def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         timeout=TIMEOUT,
         env=env,
         check=False,
-        **kwargs,  # type: ignore[arg-type]
+        cwd=cwd,
     )
     if result.returncode != 0:
         pytest.fail(
@@ -268,7 +269,7 @@ def installed_report(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     script.write_text(CHECK_SCRIPT, "utf-8")
     # -I: ignore PYTHON* variables and do not put the script's or the cwd's folder on sys.path
     result = _run([str(python), "-I", str(script), str(ROOT)], cwd=work)
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
     report["venv"] = str(venv.resolve())
     return report
 
@@ -294,7 +295,8 @@ def test_installed_entry_point_registers_with_pluggy(
     version = tomllib.loads((source / "pyproject.toml").read_text("utf-8"))["project"]["version"]
     assert installed_report["dist"] == ["opencrm-horscompte", version]
     assert installed_report["extension_spec"] is True
-    assert ["Administration", "Accès sans compte", "/admin/hors-compte"] in installed_report["menu"]
+    menu = cast(list[list[str]], installed_report["menu"])
+    assert ["Administration", "Accès sans compte", "/admin/hors-compte"] in menu
     assert installed_report["loader"] == [["horscompte", True, None, "opencrm-horscompte"]]
 
 
@@ -318,5 +320,5 @@ def test_installed_manifest_is_readable(installed_report: dict[str, object]) -> 
 
 
 def test_installed_migrations_run(installed_report: dict[str, object]) -> None:
-    current, head = installed_report["migrated_to"]  # type: ignore[misc]
+    current, head = cast(list[str | None], installed_report["migrated_to"])
     assert current == head and current is not None

@@ -35,9 +35,11 @@ from packaging.version import Version
 from opencrm_horscompte.base.manifest import (
     InvalidManifest,
     Manifest,
-    PluginRefused,
     check_manifest,
     parse_manifest,
+)
+from opencrm_horscompte.base.manifest import (
+    PluginRefused as PluginRefused,  # explicit re-export: hosts catch it from the loader
 )
 from opencrm_horscompte.hookspecs import host as host_specs
 from opencrm_horscompte.hookspecs.host import Route
