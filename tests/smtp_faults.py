@@ -22,6 +22,7 @@ import email.policy
 import socket
 import threading
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 
 from processes import HANG_GUARD_SECONDS
@@ -183,11 +184,11 @@ def closed_port() -> int:
 
 
 def wait_for(
-    condition: object, guard_seconds: float = HANG_GUARD_SECONDS, pause: float = 0.05
+    condition: Callable[[], object], guard_seconds: float = HANG_GUARD_SECONDS, pause: float = 0.05
 ) -> None:
     """Wait until ``condition()`` is true; the guard only catches a hang (no timing)."""
     deadline = time.monotonic() + guard_seconds
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"hang guard: still waiting after {guard_seconds} s")
         time.sleep(pause)

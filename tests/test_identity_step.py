@@ -49,10 +49,15 @@ def change_settings(host: Any, **changes: Any) -> None:
         save_settings(host, session, Settings.defaults().replace(**changes), actor=ADMIN[0])
 
 
-def decline_token(page: str) -> str:
-    match = re.search(r'name="token" value="([^"]+)"', page)
+def found(pattern: str, page: str) -> str:
+    """The first group of ``pattern``'s first match in ``page``, which must have one."""
+    match = re.search(pattern, page)
     assert match, page
     return match.group(1)
+
+
+def decline_token(page: str) -> str:
+    return found(r'name="token" value="([^"]+)"', page)
 
 
 def continue_location(response: TestResponse) -> str:
@@ -102,14 +107,14 @@ def test_setting_off_continues_silently(client: Any, host: Any) -> None:
 
 def test_accept_logs_in_keeps_the_draft_and_attaches_the_dossier(client: Any, host: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
-    accept_url = re.search(r'href="([^"]+)" data-testid="accept-login"', page.text).group(1)  # type: ignore[union-attr]
+    accept_url = found(r'href="([^"]+)" data-testid="accept-login"', page.text)
     accepted = client.get(accept_url.replace("&amp;", "&"))  # remembered, then the login
     login_url = continue_location(accepted)
     assert login_url.startswith("/connexion?")
     assert rows(host, IdentityChoice)[0].choice == "accepted"
     login_page = client.get(login_url)
     assert login_page.status_code == 200
-    next_url = re.search(r'name="suivant" value="([^"]+)"', login_page.text).group(1)  # type: ignore[union-attr]
+    next_url = found(r'name="suivant" value="([^"]+)"', login_page.text)
     response = post(
         client, "/connexion", {"email": CITIZEN[0], "password": CITIZEN[1], "suivant": next_url}
     )

@@ -146,7 +146,7 @@ def test_temporary_fault_then_recovery(
         "sent": 0,
     }
     with Session(outbox) as session:
-        errors = {session.get(OutboxMail, row_id).last_error for row_id in ids}  # type: ignore[union-attr]
+        errors = {session.get_one(OutboxMail, row_id).last_error for row_id in ids}
     expected_error = {
         "refuse": "ConnectionRefusedError",
         "4xx": "SMTPRecipientsRefused",
@@ -223,7 +223,7 @@ def test_a_replaced_mail_is_dropped(outbox: Engine, clock: Clock, smtp: FaultySm
     ids = _message_ids(outbox)
     assert sorted(smtp.message_ids()) == sorted([ids[newer], ids[other[0]]])
     with Session(outbox) as session:
-        assert session.get(OutboxMail, older).last_error == REPLACED  # type: ignore[union-attr]
+        assert session.get_one(OutboxMail, older).last_error == REPLACED
 
 
 def test_a_resent_validation_code_replaces_the_older_mail(host: Any, clock: Clock) -> None:

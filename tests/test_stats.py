@@ -67,7 +67,9 @@ def play_known_sequence(client: Any, host: Any, clock: Any) -> None:
     assert post(visitor, "/hors-compte/identite/continuer", {"token": token}).status_code == 303
     accepting = new_client(host)
     page = identity(accepting, CITIZEN[0])
-    accept = re.search(r'href="([^"]+)" data-testid="accept-login"', page.text).group(1)  # type: ignore[union-attr]
+    accepting_link = re.search(r'href="([^"]+)" data-testid="accept-login"', page.text)
+    assert accepting_link, page.text
+    accept = accepting_link.group(1)
     for _ in range(2):  # a reload counts once
         assert accepting.get(accept.replace("&amp;", "&")).status_code == 303
     right = start(client, EMAIL, mine.code)
