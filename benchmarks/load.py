@@ -237,7 +237,7 @@ def machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def _wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
+def _wait_ready(port: int, server: subprocess.Popen[Any]) -> None:
     deadline = time.monotonic() + HANG_GUARD
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -92,11 +92,12 @@ def test_serve_runs_n_web_processes_and_one_worker(fresh_pg: str, tmp_path: Path
     command += ["--port", str(http_port), "--data-dir", str(tmp_path / "data")]
     server = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
     log: list[str] = []
-    assert server.stderr is not None
-    reader = threading.Thread(target=lambda: log.extend(server.stderr), daemon=True)  # type: ignore[arg-type]
+    stderr = server.stderr
+    assert stderr is not None
+    reader = threading.Thread(target=lambda: log.extend(stderr), daemon=True)
     reader.start()
     try:
-        load._wait_ready(http_port, server)  # type: ignore[arg-type]
+        load._wait_ready(http_port, server)
         wait_for(lambda: len(_children(server.pid)) == 3)
         children = _children(server.pid)
         workers = [pid for pid, line in children if " worker " in line]

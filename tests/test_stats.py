@@ -28,7 +28,7 @@ from sqlmodel import Session
 from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.stats.counters import METRICS, count
-from opencrm_horscompte.stats.report import build_report
+from opencrm_horscompte.stats.report import Period, build_report
 
 PAGE = "/admin/hors-compte/statistiques"
 CSV = "/admin/hors-compte/statistiques.csv"
@@ -49,9 +49,9 @@ def identity(client: Any, email: str) -> Any:
     return post(client, START, {"last_name": "Martin", "first_name": "Camille", "email": email})
 
 
-def report(host: Any, period: str) -> Any:
+def report(host: Any, period: Period) -> Any:
     with Session(host.engine) as session:
-        return build_report(session, period, DAY2, load_settings(session))  # type: ignore[arg-type]
+        return build_report(session, period, DAY2, load_settings(session))
 
 
 def play_known_sequence(client: Any, host: Any, clock: Any) -> None:
