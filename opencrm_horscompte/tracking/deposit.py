@@ -185,13 +185,13 @@ def _insert_code(
 
 
 def _insert_drawn(
-    host: Host, connection: Connection | DriverConnection, drawn: _Drawn
+    host: Host, connection: Connection | DriverConnection, drawn: dict[str, Any]
 ) -> str | None:
-    """The code drawn beforehand, inserted if it is free and its settings still in force;
-    else None, and nothing was written."""
-    row = {**drawn.row, "issued_at": host.now()}
+    """The code drawn beforehand (``drawn``: its row but ``issued_at``), inserted if it is
+    free and its settings still in force; else None, and nothing was written."""
+    row = {**drawn, "issued_at": host.now()}
     statement = _driver_insert_if_current(connection.dialect.name)
-    return drawn.code if statement.first(connection, row) is not None else None
+    return str(row["code"]) if statement.first(connection, row) is not None else None
 
 
 @lru_cache(maxsize=1024)
@@ -221,29 +221,22 @@ def acknowledgment_mail(host: Host, dossier: Dossier, code: str | None) -> MailM
 
 
 @dataclass(frozen=True)
-class _Drawn:
-    """A candidate code and its row as it will be inserted: all but ``issued_at`` (the
-    deposit's own time), with the ``settings_token`` it was drawn under."""
-
-    code: str
-    row: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class _Prepared:
-    """A candidate code (None for an account's dossier, which gets none) and its rendered
-    mail; what they were made from, and the UTC span of the minute the mail shows
-    (``shown_from`` included, ``shown_until`` not)."""
+    """A candidate code's row as it will be inserted (``drawn``: all but ``issued_at``, the
+    deposit's own time, with the ``settings_token`` it was drawn under; None for an
+    account's dossier, which gets no code) and its rendered mail; what they were made
+    from, and the UTC span of the minute the mail shows (``shown_from`` included,
+    ``shown_until`` not)."""
 
     made_for: tuple[object, ...]
     shown_from: datetime
     shown_until: datetime
-    drawn: _Drawn | None
+    drawn: dict[str, Any] | None
     mail: MailMessage
 
     @property
     def code(self) -> str | None:
-        return self.drawn.code if self.drawn is not None else None
+        return str(self.drawn["code"]) if self.drawn is not None else None
 
 
 _prepared: dict[tuple[int, int], _Prepared] = {}
@@ -274,20 +267,19 @@ def prepare(host: Host, dossier: Dossier) -> None:
     this process has loaded the settings once, nothing is prepared (an account's dossier,
     which gets no code, needs no settings). The hand-over stays within the request: the
     host deposits right after."""
-    drawn: _Drawn | None = None
+    drawn: dict[str, Any] | None = None
     if dossier.account_id is None:
         latest = latest_version(host.engine)
         if latest is None:
             return
         token, settings = latest
         policy = CodePolicy.from_settings(settings)
-        code = _candidate(host, settings, policy)
-        row = _code_row(host, dossier, policy)  # the address normalised here, not inside
-        row["code"], row["settings_token"] = code, token
-        drawn = _Drawn(code, row)
+        drawn = _code_row(host, dossier, policy)  # the address normalised here, not inside
+        drawn["code"], drawn["settings_token"] = _candidate(host, settings, policy), token
     at = dossier.deposited_at or host.now()
     shown_from, shown_until = _shown_minute(host, at)
-    mail = acknowledgment_mail(host, dossier, drawn.code if drawn is not None else None)
+    code = None if drawn is None else drawn["code"]
+    mail = acknowledgment_mail(host, dossier, code)
     prepared = _Prepared(_made_for(host, dossier), shown_from, shown_until, drawn, mail)
     with _prepared_lock:
         while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
