@@ -108,10 +108,21 @@ def wrong(code: str) -> str:
     return "".join(str((int(digit) + 1) % 10) for digit in code)
 
 
-def token_of(page: str) -> str:
-    match = re.search(r'name="token" value="([^"]+)"', page)
+def found(pattern: str, page: str) -> str:
+    """The first group of ``pattern``'s first match in ``page``, which must have one."""
+    match = re.search(pattern, page)
     assert match, page
     return match.group(1)
+
+
+def token_of(page: str) -> str:
+    """The signed token of the page's form (hidden ``token`` input)."""
+    return found(r'name="token" value="([^"]+)"', page)
+
+
+def accept_login_url(page: str) -> str:
+    """The identity step's "log in and continue" link, as written in the page (``&amp;``)."""
+    return found(r'href="([^"]+)" data-testid="accept-login"', page)
 
 
 # The validation page repeats the address typed, masked (l***@exemple.fr): a function of

@@ -17,6 +17,7 @@ from lookup_helpers import (
     deposit,
     last_code,
     rows,
+    token_of,
     validation_mails,
     wrong,
 )
@@ -36,12 +37,6 @@ def new_client(host: Any) -> Any:
     client = app.test_client()
     client.get("/")
     return client
-
-
-def token_of(page: str) -> str:
-    match = re.search(r'name="token" value="([^"]+)"', page)
-    assert match, page
-    return match.group(1)
 
 
 def claim_start(client: Any, tracking_code: str) -> Any:

@@ -5,12 +5,11 @@ Everything goes through the reference host over HTTP (Flask's test client).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 from conftest import ADMIN, CITIZEN, post
-from lookup_helpers import rows
+from lookup_helpers import accept_login_url, found, rows, token_of
 from sqlmodel import Session
 from werkzeug.test import TestResponse
 
@@ -47,17 +46,6 @@ def submit_identity(client: Any, email: str) -> Any:
 def change_settings(host: Any, **changes: Any) -> None:
     with Session(host.engine) as session, session.begin():
         save_settings(host, session, Settings.defaults().replace(**changes), actor=ADMIN[0])
-
-
-def found(pattern: str, page: str) -> str:
-    """The first group of ``pattern``'s first match in ``page``, which must have one."""
-    match = re.search(pattern, page)
-    assert match, page
-    return match.group(1)
-
-
-def decline_token(page: str) -> str:
-    return found(r'name="token" value="([^"]+)"', page)
 
 
 def continue_location(response: TestResponse) -> str:
@@ -107,7 +95,7 @@ def test_setting_off_continues_silently(client: Any, host: Any) -> None:
 
 def test_accept_logs_in_keeps_the_draft_and_attaches_the_dossier(client: Any, host: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
-    accept_url = found(r'href="([^"]+)" data-testid="accept-login"', page.text)
+    accept_url = accept_login_url(page.text)
     accepted = client.get(accept_url.replace("&amp;", "&"))  # remembered, then the login
     login_url = continue_location(accepted)
     assert login_url.startswith("/connexion?")
@@ -132,7 +120,7 @@ def test_accept_logs_in_keeps_the_draft_and_attaches_the_dossier(client: Any, ho
 
 def test_decline_continues_without_account_and_is_remembered(client: Any, host: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
-    form_url = continue_location(post(client, DECLINE_PATH, {"token": decline_token(page.text)}))
+    form_url = continue_location(post(client, DECLINE_PATH, {"token": token_of(page.text)}))
     assert rows(host, IdentityChoice)[0].choice == "declined"
     edit = client.get(form_url + "/coordonnees")
     again = post(client, edit.headers["Location"], identity_of(CITIZEN[0]))
@@ -147,7 +135,7 @@ def test_decline_continues_without_account_and_is_remembered(client: Any, host: 
 
 def test_decline_with_a_tampered_or_foreign_token_is_refused(client: Any, host: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
-    token = decline_token(page.text)
+    token = token_of(page.text)
     for forged in [token[:-2] + "xx", token[:20], "", "x" * 5000]:
         response = post(client, DECLINE_PATH, {"token": forged})
         assert response.status_code == 400 and "expiré" in response.text
@@ -157,7 +145,7 @@ def test_decline_with_a_tampered_or_foreign_token_is_refused(client: Any, host: 
 def test_decline_token_expires(client: Any, host: Any, clock: Any) -> None:
     page = submit_identity(client, CITIZEN[0])
     clock.advance(seconds=identity.DECLINE_MAX_AGE_SECONDS + 1)
-    response = post(client, DECLINE_PATH, {"token": decline_token(page.text)})
+    response = post(client, DECLINE_PATH, {"token": token_of(page.text)})
     assert response.status_code == 400
 
 

@@ -17,6 +17,7 @@ from lookup_helpers import (
     rows,
     start,
     submit,
+    token_of,
 )
 from sqlmodel import Session, select
 
@@ -42,7 +43,7 @@ def decline_proposal(host: Any, email: str) -> None:
     client = fresh_client(host)
     client.get(START)
     page = post(client, START, {"last_name": "Martin", "first_name": "Camille", "email": email})
-    token = page.text.split('name="token" value="', 1)[1].split('"', 1)[0]
+    token = token_of(page.text)
     response = post(client, "/hors-compte/identite/continuer", {"token": token})
     assert response.status_code == 303
 

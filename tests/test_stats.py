@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from datetime import date
 from typing import Any
 
@@ -15,12 +14,14 @@ from conftest import ADMIN, CITIZEN, login, post, recorded_statements
 from lookup_helpers import (
     EMAIL,
     STRANGER,
+    accept_login_url,
     change_settings,
     deposit,
     last_code,
     lookup,
     start,
     submit,
+    token_of,
     wrong,
 )
 from sqlmodel import Session
@@ -63,13 +64,11 @@ def play_known_sequence(client: Any, host: Any, clock: Any) -> None:
     deposit(client, host, slug="reservation-salle")
     visitor = new_client(host)
     page = identity(visitor, CITIZEN[0])
-    token = page.text.split('name="token" value="', 1)[1].split('"', 1)[0]
+    token = token_of(page.text)
     assert post(visitor, "/hors-compte/identite/continuer", {"token": token}).status_code == 303
     accepting = new_client(host)
     page = identity(accepting, CITIZEN[0])
-    accepting_link = re.search(r'href="([^"]+)" data-testid="accept-login"', page.text)
-    assert accepting_link, page.text
-    accept = accepting_link.group(1)
+    accept = accept_login_url(page.text)
     for _ in range(2):  # a reload counts once
         assert accepting.get(accept.replace("&amp;", "&")).status_code == 303
     right = start(client, EMAIL, mine.code)
