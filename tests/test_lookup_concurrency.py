@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import post, recorded_statements
-from lookup_helpers import CODE_LINE, Deposited, deposit, rows
+from lookup_helpers import CODE_LINE, Deposited, deposit, rows, token_of
 from lookup_workers import submit_codes
 from processes import HANG_GUARD_SECONDS, collect
 from sqlmodel import Session, col, select
@@ -50,7 +50,6 @@ IDENTITY = {"last_name": "Dupont", "first_name": "Léa", "email": EMAIL}
 OTHER_IDENTITY = {**IDENTITY, "email": "autre.personne@exemple.fr"}
 ANSWERS = {"subject": "Lampadaire éteint rue des Lilas", "message": "Depuis lundi."}
 VALIDATION_SUBJECT = "Votre code de validation"
-TOKEN_FIELD = re.compile(r'name="token" value="([^"]+)"')
 MAIL_OR_AUDIT = re.compile(r"^INSERT INTO (host_mail_outbox|horscompte_audit_event) .*$")
 
 
@@ -65,7 +64,7 @@ def lookup_through_http(client: Any, email: str, tracking_code: str) -> Any:
 
 def challenge_of(host: Any, page: Any) -> int:
     """The challenge the validation page's signed token refers to."""
-    [token] = TOKEN_FIELD.findall(page.text)
+    token = token_of(page.text)
     carried = unsign(host, CHALLENGE_PURPOSE, token, int(CHALLENGE_TOKEN_MAX_AGE.total_seconds()))
     assert isinstance(carried, dict) and isinstance(carried["challenge"], int)
     return carried["challenge"]
@@ -151,7 +150,7 @@ class Pending:
 def pending(host: Any, client: Any) -> Pending:
     tracking = deposit(client, host)
     page = lookup_through_http(client, EMAIL, tracking.code)
-    [token] = TOKEN_FIELD.findall(page.text)
+    token = token_of(page.text)
     return Pending(challenge_of(host, page), last_code(host), tracking, token)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import post
-from lookup_helpers import CODE_LINE, deposit
+from lookup_helpers import CODE_LINE, deposit, token_of
 from smtp_server import Collector, body_text, free_port, start_smtp
 from sqlmodel import Session, col, select
 
@@ -41,7 +41,6 @@ TYPED = "  lea.dupont@EXEMPLE.FR "  # as typed at lookup: the same address, anot
 IDENTITY = {"last_name": "Dupont", "first_name": "Léa", "email": STORED}
 ANSWERS = {"subject": "Lampadaire éteint rue des Lilas", "message": "Depuis lundi."}
 VALIDATION_SUBJECT = f"Votre code de validation pour « {TITLE} »"
-TOKEN_FIELD = re.compile(r'name="token" value="([^"]+)"')
 CARRIERS = re.compile(r'(name="(?:csrf_token|token)" value=")[^"]*(")')
 
 
@@ -84,7 +83,7 @@ def code_in(message: EmailMessage) -> str:
 
 
 def enter_code(client: Any, page: Any, code: str) -> Any:
-    [token] = TOKEN_FIELD.findall(page.text)
+    token = token_of(page.text)
     return post(client, "/hors-compte/validation", {"token": token, "code": code})
 
 

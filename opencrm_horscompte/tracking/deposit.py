@@ -236,7 +236,11 @@ class _Prepared:
 
     @property
     def code(self) -> str | None:
-        return str(self.drawn["code"]) if self.drawn is not None else None
+        return _drawn_code(self.drawn)
+
+
+def _drawn_code(drawn: dict[str, Any] | None) -> str | None:
+    return str(drawn["code"]) if drawn is not None else None
 
 
 _prepared: dict[tuple[int, int], _Prepared] = {}
@@ -278,8 +282,7 @@ def prepare(host: Host, dossier: Dossier) -> None:
         drawn["code"], drawn["settings_token"] = _candidate(host, settings, policy), token
     at = dossier.deposited_at or host.now()
     shown_from, shown_until = _shown_minute(host, at)
-    code = None if drawn is None else drawn["code"]
-    mail = acknowledgment_mail(host, dossier, code)
+    mail = acknowledgment_mail(host, dossier, _drawn_code(drawn))
     prepared = _Prepared(_made_for(host, dossier), shown_from, shown_until, drawn, mail)
     with _prepared_lock:
         while len(_prepared) >= MAX_PREPARED:  # preparations whose deposit never came
