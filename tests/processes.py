@@ -1,15 +1,18 @@
-"""Waiting for worker processes in tests without racing a clock.
+"""Waiting for worker processes and threads in tests without racing a clock.
 
-A test waits for every process's *result*, however long a loaded machine takes. The only
+A test waits for every worker's *result*, however long a loaded machine takes. The only
 time limit is :data:`HANG_GUARD_SECONDS`, far above any normal run, so a real hang still ends
-the test. A process that exits without reporting fails the test at once, with its exit code.
+the test. A process that exits without reporting fails the test at once, with its exit code;
+a thread that raises fails it with the thread's traceback.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,3 +50,33 @@ def collect(
         if time.monotonic() > guard:
             raise AssertionError(f"hang guard: no result after {HANG_GUARD_SECONDS} s")
     return received
+
+
+def all_at_once(count: int, action: Callable[[], Any]) -> list[Any]:
+    """Run ``action`` in ``count`` threads released together and return every result (in
+    the order they finished); re-raise any worker's error with its traceback."""
+    barrier = threading.Barrier(count, timeout=HANG_GUARD_SECONDS)
+    results: list[Any] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            result = action()
+            with lock:
+                results.append(result)
+        except BaseException:
+            with lock:
+                errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=run, name=f"at-once-{n}") for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_GUARD_SECONDS)
+    hung = [thread.name for thread in threads if thread.is_alive()]
+    assert not hung, f"hang guard: threads still running after {HANG_GUARD_SECONDS} s: {hung}"
+    assert not errors, "\n".join(errors)
+    assert len(results) == count
+    return results

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import re
-import threading
-import traceback
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +23,7 @@ import pytest
 from conftest import post, recorded_statements
 from lookup_helpers import CODE_LINE, Deposited, deposit, rows, token_of
 from lookup_workers import submit_codes
-from processes import HANG_GUARD_SECONDS, collect
+from processes import HANG_GUARD_SECONDS, all_at_once, collect
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.limits import (
@@ -105,35 +102,6 @@ def failures(host: Any, challenge_id: int) -> int | None:
     with Session(host.engine) as session:
         guard = session.get(FailureGuard, challenge(host, challenge_id).guard_key)
         return None if guard is None or guard.failures == 0 else guard.failures
-
-
-def all_at_once(count: int, action: Callable[[], Any]) -> list[Any]:
-    """Run ``action`` in ``count`` threads released together; re-raise any worker error."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        try:
-            barrier.wait(JOIN_TIMEOUT)
-            result = action()
-            with lock:
-                results.append(result)
-        except BaseException:
-            with lock:
-                errors.append(traceback.format_exc())
-
-    threads = [threading.Thread(target=run, name=f"submit-{n}") for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT)
-    hung = [thread.name for thread in threads if thread.is_alive()]
-    assert not hung, f"threads still running: {hung}"
-    assert not errors, "\n".join(errors)
-    assert len(results) == count
-    return results
 
 
 @dataclass(frozen=True)

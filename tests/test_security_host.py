@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import io
 import re
-import threading
-import traceback
-from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 from conftest import ADMIN, CITIZEN, csrf_token, login, post, recorded_statements
 from lookup_helpers import EMAIL, deposit, last_code, start, submit
+from processes import all_at_once
 from sqlmodel import Session, select
 from werkzeug.routing import Rule
 
@@ -41,7 +39,6 @@ from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings, save_settings
 
 ROUNDS = 30
-JOIN_TIMEOUT = 60.0
 START = "/demarches/signalement-voirie/nouveau"
 
 
@@ -56,29 +53,6 @@ def copy_of(client: Any) -> Any:
     assert cookie is not None
     other.set_cookie("session", cookie.value)
     return other
-
-
-def twice_at_once(action: Callable[[], Any]) -> list[Any]:
-    """``action`` in two threads released together; waits for both (hang guard only)."""
-    barrier = threading.Barrier(2)
-    results: list[Any] = []
-    errors: list[str] = []
-
-    def run() -> None:
-        try:
-            barrier.wait(JOIN_TIMEOUT)
-            results.append(action())
-        except BaseException:
-            errors.append(traceback.format_exc())
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT * 2)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    assert not errors, "\n".join(errors)
-    return results
 
 
 # --------------------------------------------------------------------------- finding 4
@@ -235,7 +209,7 @@ def test_double_clicks_on_continue_without_account_never_fail(host: Any) -> None
         def decline(token: str = token) -> Response:
             return identity.decline(host, _request(host, {"token": token}))
 
-        responses = twice_at_once(decline)
+        responses = all_at_once(2, decline)
         assert [r.status for r in responses] == [303, 303]
     with Session(host.engine) as session:
         assert len(list(session.exec(select(IdentityChoice)))) == ROUNDS
@@ -251,7 +225,7 @@ def test_simultaneous_settings_saves_never_fail(host: Any) -> None:
                 new = current.replace(tracking_code_length=length, validation_code_length=8)
                 save_settings(host, session, new, actor=ADMIN[0])
 
-        twice_at_once(save)
+        all_at_once(2, save)
     with Session(host.engine) as session:
         saved = {row.key: row.value_json for row in session.exec(select(SettingRow))}
     assert saved["validation_code_length"] == "8"
@@ -268,7 +242,7 @@ def test_simultaneous_plugin_switches_never_fail(host: Any) -> None:
         def switch(enabled: bool = enabled) -> None:
             host.set_enabled("horscompte", enabled, ADMIN[0])
 
-        twice_at_once(switch)
+        all_at_once(2, switch)
     with Session(host.engine) as session:
         assert len(list(session.exec(select(PluginState)))) == 1
 

@@ -14,10 +14,7 @@
 from __future__ import annotations
 
 import re
-import threading
-import traceback
 from collections import Counter
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +34,7 @@ from lookup_helpers import (
     without_hidden_values,
     wrong,
 )
+from processes import all_at_once
 from sqlalchemy import insert, text
 from sqlmodel import Session
 
@@ -51,7 +49,6 @@ from opencrm_horscompte.lookup.validation import NO_WAIT_SLACK, backoff, verify
 from opencrm_horscompte.lookup.validation import resend as resend_code
 
 SUBMISSIONS = 20
-JOIN_TIMEOUT = 60.0
 
 
 def browser(client: Any) -> Any:
@@ -62,33 +59,6 @@ def challenge_id(host: Any, page: str) -> int:
     carried = unsign(host, CHALLENGE_PURPOSE, token_of(page), 7200)
     assert isinstance(carried, dict)
     return int(carried["challenge"])
-
-
-def all_at_once(count: int, action: Callable[[], Any]) -> list[Any]:
-    """``action`` in ``count`` threads released together; waits for every result."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        try:
-            barrier.wait(JOIN_TIMEOUT)
-            result = action()
-            with lock:
-                results.append(result)
-        except BaseException:
-            with lock:
-                errors.append(traceback.format_exc())
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT * 2)  # a hang guard only
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    assert not errors, "\n".join(errors)
-    return results
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import traceback
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from processes import HANG_GUARD_SECONDS, collect
+from processes import HANG_GUARD_SECONDS, all_at_once, collect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
@@ -300,27 +299,10 @@ CONCURRENT_LIMIT = Limit("concurrency", 100, HOUR)
 @pytest.mark.slow
 def test_concurrent_threads_lose_no_increment(counters: Engine, clock: Any) -> None:
     now = clock()
-    start = threading.Barrier(THREADS, timeout=HANG_GUARD_SECONDS)
-    results: list[Hit] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        try:
-            start.wait()
-            mine = [_hit(counters, now, limit=CONCURRENT_LIMIT) for _ in range(HITS_EACH)]
-            with lock:
-                results.extend(mine)
-        except BaseException as error:  # surfaced below
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=HANG_GUARD_SECONDS)  # waits for the work; a hang guard only
-    assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
-    assert errors == []
+    batches = all_at_once(
+        THREADS, lambda: [_hit(counters, now, limit=CONCURRENT_LIMIT) for _ in range(HITS_EACH)]
+    )
+    results = [hit for batch in batches for hit in batch]
 
     total = THREADS * HITS_EACH
     assert sorted(result.count for result in results) == list(range(1, total + 1))
