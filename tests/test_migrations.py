@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from alembic import command
+from processes import all_at_once
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -376,22 +376,8 @@ def test_workers_starting_at_once_migrate_one_after_the_other(pg_database_url: s
     with engines[0].begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
-    start = threading.Barrier(len(engines), timeout=60)
-    errors: list[BaseException] = []
-
-    def run(engine: Engine) -> None:
-        try:
-            start.wait()
-            upgrade(engine)
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(engine,)) for engine in engines]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(600)  # hang guard only
-    assert not errors, errors
+    unclaimed = list(engines)
+    all_at_once(len(engines), lambda: upgrade(unclaimed.pop()))  # one engine per thread
     assert current_revision(engines[0]) == head_revision()
     assert schema_differences(engines[0]) == []
     for engine in engines:
