@@ -70,7 +70,8 @@ def all_at_once(count: int, action: Callable[[], Any]) -> list[Any]:
             with lock:
                 errors.append(traceback.format_exc())
 
-    threads = [threading.Thread(target=run, name=f"at-once-{n}") for n in range(count)]
+    # daemons: a thread the hang guard gave up on must not keep the test run from exiting
+    threads = [threading.Thread(target=run, name=f"at-once-{n}", daemon=True) for n in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
