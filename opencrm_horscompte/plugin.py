@@ -29,6 +29,7 @@ from opencrm_horscompte.base.paths import (
     STATS_PATH,
     VALIDATE_PATH,
 )
+from opencrm_horscompte.base.tokens import check_secret_keys
 from opencrm_horscompte.claim import page as claim_page
 from opencrm_horscompte.hookspecs import horscompte as horscompte_specs
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent, takes_driver_connection
@@ -78,6 +79,7 @@ def opencrm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
 def opencrm_plugin_setup(host: Host) -> None:
     manifest = load_manifest()
     check_manifest(manifest, manifest.name, Version(host.version))  # hosts without our loader
+    check_secret_keys(host.secret_keys)
     upgrade(host.engine, create_unmigrated=True)  # Alembic, locked: N workers may start at once
     ensure_settings_version(host.engine)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint, PathDistribution
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pluggy
 import pytest
@@ -583,3 +584,42 @@ def test_the_plugin_refuses_an_incompatible_host_at_setup() -> None:
 
     with pytest.raises(PluginRefused, match="nécessite"):
         plugin.opencrm_plugin_setup(host=SimpleNamespace(version="2.3.0"))
+
+
+@pytest.mark.parametrize(
+    ("keys", "reason"),
+    [
+        ([], "au moins une"),
+        (b"one-key-not-a-list", "au moins une"),
+        ("one-key-as-text", "au moins une"),
+        (["a-key-as-text-" + "0" * 18], "la clé n° 1 est de type str"),
+        ([b"old-key-" + b"0" * 24, "new-key-as-text"], "la clé n° 2 est de type str"),
+        ([b"old-key-" + b"0" * 24, b""], "la clé n° 2 est vide"),
+        ([bytearray(b"0" * 32)], "la clé n° 1 est de type bytearray"),  # unhashable: no cache
+    ],
+)
+def test_the_plugin_refuses_unusable_secret_keys_at_setup(keys: Any, reason: str) -> None:
+    """Text keys would sign tokens but fail the first HMAC (the first lookup): refused at
+    setup instead, with what is wrong, before anything touches the database."""
+    from opencrm_horscompte import plugin
+    from opencrm_horscompte.host_kit.loader import PluginRefused
+
+    host = SimpleNamespace(version=HOST_VERSION, secret_keys=keys)  # no engine to touch
+    with pytest.raises(PluginRefused, match=reason):
+        plugin.opencrm_plugin_setup(host=host)
+
+
+def test_a_reference_host_with_text_keys_leaves_the_plugin_disabled(tmp_path: Path) -> None:
+    """Enabling the plugin on a host configured with text keys fails with the reason, as
+    the admin's plugin page shows it; nothing is enabled."""
+    from opencrm_horscompte.host_kit.refhost.host import HostConfig, ReferenceHost
+
+    text_keys: Any = ["text"]
+    host = ReferenceHost(
+        HostConfig(database_url=f"sqlite:///{tmp_path / 'crm.sqlite3'}", secret_keys=text_keys)
+    )
+    with pytest.raises(RuntimeError, match="la clé n° 1 est de type str"):
+        host.set_enabled("horscompte", True, actor="admin@exemple.fr")
+    assert not host.is_enabled("horscompte")
+    record = host.plugin_record("horscompte")
+    assert record is not None and "la clé n° 1 est de type str" in (record.error or "")

@@ -8,16 +8,33 @@ holds it: never put a secret (a code) inside one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
+from opencrm_horscompte.base.manifest import PluginRefused
 from opencrm_horscompte.hookspecs.host import Host
 
 SALT_PREFIX = "opencrm-horscompte."
+
+
+def check_secret_keys(keys: Sequence[object]) -> None:
+    """Raise :class:`PluginRefused` unless ``keys`` (``host.secret_keys``) can sign and key
+    the HMACs: at least one key, each non-empty ``bytes``. Checked at setup, so a host
+    configured with text keys is told at once instead of failing at the first lookup."""
+    if isinstance(keys, str | bytes) or not keys:
+        raise PluginRefused("clés secrètes de l'hôte : il en faut au moins une (liste de bytes)")
+    for position, key in enumerate(keys, start=1):
+        if not isinstance(key, bytes):
+            raise PluginRefused(
+                f"clés secrètes de l'hôte : la clé n° {position} est de type "
+                f"{type(key).__name__}, il faut des bytes (par exemple secrets.token_bytes(32))"
+            )
+        if not key:
+            raise PluginRefused(f"clés secrètes de l'hôte : la clé n° {position} est vide")
 
 
 def _serializer(host: Host, purpose: str) -> URLSafeTimedSerializer:
