@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.agent import page as agent_page
 from opencrm_horscompte.base.audit import store_event
-from opencrm_horscompte.base.db import DriverConnection
+from opencrm_horscompte.base.db import DriverConnection, check_supported_database
 from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.manifest import check_manifest, load_manifest
 from opencrm_horscompte.base.migrations import upgrade
@@ -80,6 +80,7 @@ def opencrm_plugin_setup(host: Host) -> None:
     manifest = load_manifest()
     check_manifest(manifest, manifest.name, Version(host.version))  # hosts without our loader
     check_secret_keys(host.secret_keys)
+    check_supported_database(host.engine)
     upgrade(host.engine, create_unmigrated=True)  # Alembic, locked: N workers may start at once
     ensure_settings_version(host.engine)
 

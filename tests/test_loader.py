@@ -623,3 +623,32 @@ def test_a_reference_host_with_text_keys_leaves_the_plugin_disabled(tmp_path: Pa
     assert not host.is_enabled("horscompte")
     record = host.plugin_record("horscompte")
     assert record is not None and "la clé n° 1 est de type str" in (record.error or "")
+
+
+def _host_on(dialect: str) -> SimpleNamespace:
+    """A host whose engine is only a dialect name: setup must refuse before using it."""
+    engine = SimpleNamespace(dialect=SimpleNamespace(name=dialect))
+    return SimpleNamespace(version=HOST_VERSION, secret_keys=[b"0" * 32], engine=engine)
+
+
+@pytest.mark.parametrize("dialect", ["mysql", "mariadb", "mssql", "oracle"])
+def test_the_plugin_refuses_an_unsupported_database_at_setup(dialect: str) -> None:
+    from opencrm_horscompte import plugin
+    from opencrm_horscompte.host_kit.loader import PluginRefused
+
+    with pytest.raises(PluginRefused, match=f"non prise en charge : {dialect}"):
+        plugin.opencrm_plugin_setup(host=_host_on(dialect))
+
+
+def test_the_plugin_refuses_a_sqlite_without_returning_at_setup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sqlite3
+
+    from opencrm_horscompte import plugin
+    from opencrm_horscompte.host_kit.loader import PluginRefused
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(PluginRefused, match=r"SQLite 3\.34\.1 est trop ancien"):
+        plugin.opencrm_plugin_setup(host=_host_on("sqlite"))

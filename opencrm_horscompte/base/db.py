@@ -27,6 +27,8 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import create_engine
 
+from opencrm_horscompte.base.manifest import PluginRefused
+
 _SQLITE_RETURNING = (3, 35, 0)
 LOCK_TIMEOUT_MS = 30_000
 """How long a statement waits for a lock: SQLite's ``busy_timeout``, PostgreSQL's
@@ -81,6 +83,22 @@ def upsert_insert(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
             raise RuntimeError(f"SQLite >= 3.35 is needed (RETURNING), {sqlite3.sqlite_version}")
         return sqlite.insert(table)
     raise NotImplementedError(f"the plugin supports SQLite and PostgreSQL, not {name}")
+
+
+def check_supported_database(engine: Engine) -> None:
+    """Raise :class:`PluginRefused`, worded for the admin, unless ``engine``'s database is
+    one the plugin runs on: PostgreSQL, or SQLite 3.35 or newer (``RETURNING``, upserts).
+    Checked at setup, before any migration touches the database."""
+    name = engine.dialect.name
+    if name == "sqlite" and sqlite3.sqlite_version_info < _SQLITE_RETURNING:
+        raise PluginRefused(
+            f"SQLite {sqlite3.sqlite_version} est trop ancien : "
+            "le module demande SQLite 3.35 ou plus récent"
+        )
+    if name not in ("sqlite", "postgresql"):
+        raise PluginRefused(
+            f"base de données non prise en charge : {name} (PostgreSQL ou SQLite 3.35 et plus)"
+        )
 
 
 class UTCDateTime(TypeDecorator[datetime]):
