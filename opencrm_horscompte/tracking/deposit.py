@@ -191,7 +191,7 @@ def _insert_drawn(
     free and its settings still in force; else None, and nothing was written."""
     row = {**drawn, "issued_at": host.now()}
     statement = _driver_insert_if_current(connection.dialect.name)
-    return str(row["code"]) if statement.first(connection, row) is not None else None
+    return _drawn_code(drawn) if statement.first(connection, row) is not None else None
 
 
 @lru_cache(maxsize=1024)
