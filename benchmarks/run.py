@@ -237,6 +237,26 @@ def sqlite_url(path: Path) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+def paired(
+    per_run: Sequence[dict[str, list[Sample]]], numerator: str, denominator: str
+) -> list[tuple[list[Sample], list[Sample]]]:
+    """The two operations' samples, run by run, for ``ratio_figure``/``difference_figure``."""
+    return [(run[numerator], run[denominator]) for run in per_run]
+
+
+def spread(cpu: list[float], wall: list[float]) -> dict[str, Any]:
+    """Median and spread of per-run values, CPU (the judged value) and wall."""
+    return {
+        "value": median(cpu),
+        "min": min(cpu),
+        "max": max(cpu),
+        "runs": cpu,
+        "wall": median(wall),
+        "wall_min": min(wall),
+        "wall_max": max(wall),
+    }
+
+
 def ratio_figure(
     runs: Sequence[tuple[Sequence[Sample], Sequence[Sample]]], load: dict[str, Any]
 ) -> dict[str, Any]:
@@ -249,13 +269,7 @@ def ratio_figure(
         top.append(up)
         bottom.append(down)
     return {
-        "value": median(cpu),
-        "min": min(cpu),
-        "max": max(cpu),
-        "runs": cpu,
-        "wall": median(wall),
-        "wall_min": min(wall),
-        "wall_max": max(wall),
+        **spread(cpu, wall),
         "numerator_ms": {
             "cpu": median([s.cpu for s in top]) * 1e3,
             "wall": median([s.wall for s in top]) * 1e3,
@@ -275,16 +289,7 @@ def difference_figure(
     """Median (and spread) of the per-run differences of medians, in CPU milliseconds."""
     cpu = [(median_sample(a).cpu - median_sample(b).cpu) * 1e3 for a, b in runs]
     wall = [(median_sample(a).wall - median_sample(b).wall) * 1e3 for a, b in runs]
-    return {
-        "value": median(cpu),
-        "min": min(cpu),
-        "max": max(cpu),
-        "runs": cpu,
-        "wall": median(wall),
-        "wall_min": min(wall),
-        "wall_max": max(wall),
-        "load": load,
-    }
+    return {**spread(cpu, wall), "load": load}
 
 
 def exact_figure(value: Any, load: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -478,21 +483,19 @@ def bench_deposit(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         ]
 
     figures = {
-        "deposit_tx_overhead": ratio_figure([(r["on"], r["off"]) for r in per_run], load_done),
-        "deposit_ms_added": difference_figure([(r["on"], r["off"]) for r in per_run], load_done),
+        "deposit_tx_overhead": ratio_figure(paired(per_run, "on", "off"), load_done),
+        "deposit_ms_added": difference_figure(paired(per_run, "on", "off"), load_done),
         "deposit_overhead": ratio_figure(
             [(with_draft(r, "on"), with_draft(r, "off")) for r in per_run], load_done
         ),
-        "deposit_lock_hold_vs_raw": ratio_figure(
-            [(r["on_hold"], r["raw_hold"]) for r in per_run], load_done
-        ),
+        "deposit_lock_hold_vs_raw": ratio_figure(paired(per_run, "on_hold", "raw_hold"), load_done),
         "deposit_lock_hold_overhead": ratio_figure(
-            [(r["on_hold"], r["off_hold"]) for r in per_run], load_done
+            paired(per_run, "on_hold", "off_hold"), load_done
         ),
     }
     return {
         "figures": figures,
-        "deposit_vs_raw_replay": ratio_figure([(r["on"], r["raw"]) for r in per_run], load_done),
+        "deposit_vs_raw_replay": ratio_figure(paired(per_run, "on", "raw"), load_done),
         "statements_enabled": statements["enabled"],
         "statements_disabled": statements["disabled"],
         "tracking_codes_issued": codes,
@@ -553,9 +556,9 @@ def bench_driver_speed(sizes: Sizes, workdir: Path) -> dict[str, Any]:
     load_done = load.done()
     return {
         "statement": sql,
-        "core_vs_raw": ratio_figure([(r["core"], r["raw"]) for r in per_run], load_done),
+        "core_vs_raw": ratio_figure(paired(per_run, "core", "raw"), load_done),
         "driver_statement_vs_raw": ratio_figure(
-            [(r["driver_statement"], r["raw"]) for r in per_run], load_done
+            paired(per_run, "driver_statement", "raw"), load_done
         ),
     }
 
@@ -755,14 +758,13 @@ def bench_lookup(sizes: Sizes, small_path: Path) -> dict[str, Any]:
         raw.close()
         host.engine.dispose()
 
-    def pairs(a: str, b: str) -> list[tuple[list[Sample], list[Sample]]]:
-        return [(r[a], r[b]) for r in per_run]
-
     figures = {
-        "lookup_vs_raw": ratio_figure(pairs("lookup", "raw"), load_done),
-        "verify_vs_raw": ratio_figure(pairs("verify", "raw_verify"), load_done),
-        "lookup_page_vs_raw": ratio_figure(pairs("page", "raw"), load_done),
-        "lookup_lock_hold_vs_raw": ratio_figure(pairs("lookup_hold", "raw_hold"), load_done),
+        "lookup_vs_raw": ratio_figure(paired(per_run, "lookup", "raw"), load_done),
+        "verify_vs_raw": ratio_figure(paired(per_run, "verify", "raw_verify"), load_done),
+        "lookup_page_vs_raw": ratio_figure(paired(per_run, "page", "raw"), load_done),
+        "lookup_lock_hold_vs_raw": ratio_figure(
+            paired(per_run, "lookup_hold", "raw_hold"), load_done
+        ),
         "lookup_statements": exact_figure(len(lookup_statements)),
         "verify_statements": exact_figure(len(verify_statements)),
     }
@@ -870,12 +872,8 @@ def bench_scaling(sizes: Sizes, small_path: Path, big_path: Path) -> dict[str, A
         small.engine.dispose()
         big.engine.dispose()
     figures = {
-        "lookup_scaling": ratio_figure(
-            [(r["lookup_big"], r["lookup_small"]) for r in per_run], load_done
-        ),
-        "deposit_scaling": ratio_figure(
-            [(r["deposit_big"], r["deposit_small"]) for r in per_run], load_done
-        ),
+        "lookup_scaling": ratio_figure(paired(per_run, "lookup_big", "lookup_small"), load_done),
+        "deposit_scaling": ratio_figure(paired(per_run, "deposit_big", "deposit_small"), load_done),
     }
     return {
         "figures": figures,
@@ -925,7 +923,7 @@ def bench_wrong_lookups(sizes: Sizes, big_path: Path) -> dict[str, Any]:
         load_done = load.done()
     finally:
         host.engine.dispose()
-    figure = ratio_figure([(r["same"], r["fresh"]) for r in per_run], load_done)
+    figure = ratio_figure(paired(per_run, "same", "fresh"), load_done)
     return {
         "figures": {"lookup_after_10k_wrong_same_email": figure},
         "wrong_lookups_before": sizes.wrong_lookups,
@@ -1017,7 +1015,7 @@ def bench_http(sizes: Sizes, small_path: Path) -> dict[str, Any]:
         load_done = load.done()
     finally:
         host.engine.dispose()
-    figure = ratio_figure([(r["lookup"], r["bare"]) for r in per_run], load_done)
+    figure = ratio_figure(paired(per_run, "lookup", "bare"), load_done)
     return {"figures": {"http_lookup_cpu_vs_bare": figure}, "statuses": statuses}
 
 
