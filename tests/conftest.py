@@ -8,18 +8,23 @@ server makes the PostgreSQL tests fail, never skip.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from smtp_server import Collector, free_port, start_smtp
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
+from opencrm_horscompte.base import rendering
 from opencrm_horscompte.base.db import make_engine
+from opencrm_horscompte.host_kit.refhost import host as host_module
 
 PG_ADMIN_URL = os.environ.get(
     "HORSCOMPTE_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -169,3 +174,70 @@ def recorded_statements(host: Any) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(host.engine, "before_cursor_execute", record)
+
+
+MAIL_OR_AUDIT_INSERT = re.compile(r"^INSERT INTO (host_mail_outbox|horscompte_audit_event) .*")
+
+
+@dataclass
+class Work:
+    """What a request did that a stranger could time: its SQL statements and the fragments
+    it rendered. ``shape()`` folds the mail and audit inserts into one statement, so a mail
+    that is sent and an audit line that is written instead compare equal."""
+
+    statements: list[str] = field(default_factory=list)
+    rendered: list[str] = field(default_factory=list)
+
+    def shape(self) -> tuple[list[str], list[str]]:
+        folded = [MAIL_OR_AUDIT_INSERT.sub("INSERT <mail or audit>", s) for s in self.statements]
+        return folded, self.rendered
+
+
+@contextmanager
+def observed_work(host: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Work]:
+    """The ``Work`` done inside the block on ``host``, for "same work with or without an
+    account/dossier" checks (enumeration by timing)."""
+    work = Work()
+    original = rendering.render_fragment
+
+    def counting(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
+        work.rendered.append(template)
+        return original(host_, template, *args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render_fragment", counting)
+    try:
+        with recorded_statements(host) as statements:
+            yield work
+        work.statements = statements
+    finally:
+        monkeypatch.setattr(rendering, "render_fragment", original)
+
+
+def browser(client: Any) -> Any:
+    """Another browser on the same site (its own cookies)."""
+    return client.application.test_client()
+
+
+def quiet(host: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``host`` with its plugin switches read now and not again during the test: their
+    periodic re-read (an ORM session, time-based) stays out of what is counted."""
+    monkeypatch.setattr(host_module, "PLUGIN_STATE_TTL_SECONDS", 3600.0)
+    host._state.read_at = float("-inf")
+    host.disabled_names()
+    return host
+
+
+@pytest.fixture
+def quiet_host(host: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    return quiet(host, monkeypatch)
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, Collector]]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, and what it received."""
+    port = free_port()
+    controller, collector = start_smtp(port)
+    try:
+        yield port, collector
+    finally:
+        controller.stop()

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import pluggy
 import pytest
+from conftest import quiet
 from lookup_helpers import EMAIL, Deposited, deposit, lookup, mails, rows, validation_mails
 from sqlalchemy import Integer, String, event, text
 from sqlalchemy.engine import Engine
@@ -43,7 +44,6 @@ from opencrm_horscompte.base.limits import (
 from opencrm_horscompte.base.models import AuditRecord, Challenge, DailyStat, ThrottleCounter
 from opencrm_horscompte.hookspecs.horscompte import takes_driver_connection
 from opencrm_horscompte.hookspecs.host import PROJECT, ConnectionMailHost
-from opencrm_horscompte.host_kit.refhost import host as host_module
 from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
 from opencrm_horscompte.lookup.start import (
@@ -61,15 +61,6 @@ DAY = date(2026, 11, 28)  # the test clock's day (UTC)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def quiet(host: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``host`` with its plugin switches read now and not again during the test: their
-    periodic re-read (an ORM session, time-based) stays out of what is watched."""
-    monkeypatch.setattr(host_module, "PLUGIN_STATE_TTL_SECONDS", 3600.0)
-    host._state.read_at = float("-inf")
-    host.disabled_names()
-    return host
 
 
 @pytest.fixture

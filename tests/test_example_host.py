@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 import pytest
 from conftest import TEST_SECRET_KEYS, Clock
 from lookup_helpers import code_in
-from smtp_server import Collector, body_text, free_port, start_smtp
+from smtp_server import Collector, body_text
 from sqlalchemy import select
 
 from opencrm_horscompte.settings.schema import Settings
@@ -93,14 +93,6 @@ class Client:
             self.get("/")  # the host issues the session and its CSRF token
         token = self.app.sessions.loads(self.cookies["exsession"])["csrf"]
         return self.request("POST", url, {"csrf_token": token, **data})
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, Collector]]:
-    port = free_port()
-    controller, collector = start_smtp(port)
-    yield port, collector
-    controller.stop()
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from opencrm_horscompte.base.limits import (
 )
 from opencrm_horscompte.base.models import Challenge, FailureGuard, utc
 from opencrm_horscompte.base.tokens import unsign
-from opencrm_horscompte.host_kit.refhost import host as host_module
 from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
 from opencrm_horscompte.lookup.pages import CHALLENGE_PURPOSE
 from opencrm_horscompte.lookup.validation import resend, verify
@@ -269,15 +268,6 @@ def test_resending_the_same_form_twice_sends_one_code(
 
 
 # --------------------------------------------------------------------------- 4. statements
-
-
-@pytest.fixture
-def quiet_host(host: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The host re-reads plugin state at most every 2 s: freeze that for counting."""
-    monkeypatch.setattr(host_module, "PLUGIN_STATE_TTL_SECONDS", 3600.0)
-    host._state.read_at = float("-inf")
-    host.disabled_names()
-    return host
 
 
 def test_lookup_statements_are_the_same_whatever_matches(

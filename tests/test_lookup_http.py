@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import jinja2
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import TEST_SECRET_KEYS, post, recorded_statements
+from conftest import TEST_SECRET_KEYS, browser, post, recorded_statements
 from lookup_helpers import (
     EMAIL,
     FORGOTTEN,
@@ -64,11 +64,6 @@ REPLACED = "Un code plus récent"
 EXHAUSTED = "trop d&#39;essais erronés"
 WRONG = "n&#39;est pas le bon"
 EXPIRED_REQUEST = "Votre demande a expiré"
-
-
-def browser(client: Any) -> Any:
-    """Another browser on the same site (its own cookies)."""
-    return client.application.test_client()
 
 
 def guard_failures(host: Any) -> list[int]:

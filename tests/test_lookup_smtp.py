@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -45,14 +44,6 @@ CARRIERS = re.compile(r'(name="(?:csrf_token|token)" value=")[^"]*(")')
 
 
 # --------------------------------------------------------------------------- SMTP server
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, Collector]]:
-    port = free_port()
-    controller, collector = start_smtp(port)
-    yield port, collector
-    controller.stop()
 
 
 # --------------------------------------------------------------------------- helpers

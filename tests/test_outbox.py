@@ -5,7 +5,6 @@ from __future__ import annotations
 import mailbox
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
@@ -95,14 +94,6 @@ def _mail(number: int = 1, html: str | None = HTML) -> MailMessage:
 def outbox(engine: Engine) -> Engine:
     SQLModel.metadata.create_all(engine, tables=[OutboxMail.__table__])
     return engine
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, Collector]]:
-    port = free_port()
-    controller, collector = start_smtp(port)
-    yield port, collector
-    controller.stop()
 
 
 # --------------------------------------------------------------------------- queueing

@@ -17,20 +17,18 @@ import re
 from typing import Any, cast
 
 import pytest
-from conftest import ADMIN, CITIZEN, csrf_token, login, post, recorded_statements
+from conftest import ADMIN, CITIZEN, browser, csrf_token, login, observed_work, post, quiet
 from lookup_helpers import EMAIL, deposit, last_code, start, submit
 from processes import all_at_once
 from sqlmodel import Session, select
 from werkzeug.routing import Rule
 
-from opencrm_horscompte.base import rendering
 from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.models import IdentityChoice, SettingRow
 from opencrm_horscompte.base.paths import is_local_path
 from opencrm_horscompte.base.tokens import sign
 from opencrm_horscompte.hookspecs import host as host_specs
 from opencrm_horscompte.hookspecs.host import Request, Response
-from opencrm_horscompte.host_kit.refhost import host as host_module
 from opencrm_horscompte.host_kit.refhost.app import SECURITY_HEADERS, create_app
 from opencrm_horscompte.host_kit.refhost.models import Account, PluginState
 from opencrm_horscompte.host_kit.refhost.sessions import change_password
@@ -40,10 +38,6 @@ from opencrm_horscompte.settings.store import load_settings, save_settings
 
 ROUNDS = 30
 START = "/demarches/signalement-voirie/nouveau"
-
-
-def browser(client: Any) -> Any:
-    return client.application.test_client()
 
 
 def copy_of(client: Any) -> Any:
@@ -61,33 +55,20 @@ def copy_of(client: Any) -> Any:
 def test_discreet_mode_does_the_same_work_with_or_without_an_account(
     host: Any, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(host_module, "PLUGIN_STATE_TTL_SECONDS", 3600.0)
     with Session(host.engine) as session, session.begin():
         settings = Settings.defaults().replace(identity_discreet_mode=True)
         save_settings(host, session, settings, actor=ADMIN[0])
-    host._state.read_at = float("-inf")
-    host.disabled_names()
-    original = rendering.render_fragment
+    quiet(host, monkeypatch)
 
     def observe(email: str) -> tuple[list[str], list[str]]:
-        rendered: list[str] = []
-
-        def counting(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
-            rendered.append(template)
-            return original(host_, template, *args, **kwargs)
-
-        monkeypatch.setattr(rendering, "render_fragment", counting)
         who = browser(client)
         who.get(START)
         identity_form = {"last_name": "Martin", "first_name": "Camille", "email": email}
-        with recorded_statements(host) as statements:
+        with observed_work(host, monkeypatch) as work:
             response = post(who, START, identity_form)
-        monkeypatch.setattr(rendering, "render_fragment", original)
         assert response.status_code == 303
-        mail_or_audit = re.compile(r"^INSERT INTO (host_mail_outbox|horscompte_audit_event) .*")
-        shapes = [mail_or_audit.sub("INSERT <mail or audit>", s) for s in statements]
         # The draft's own insert differs only in values; its statement text is the same.
-        return shapes, rendered
+        return work.shape()
 
     observe("echauffement@exemple.fr")  # warm-up
     with_account = observe(CITIZEN[0])

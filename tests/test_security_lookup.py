@@ -13,13 +13,12 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import post, recorded_statements
+from conftest import browser, observed_work, post, recorded_statements
 from lookup_helpers import (
     EMAIL,
     Deposited,
@@ -42,7 +41,6 @@ from opencrm_horscompte.base import limits, mail_skeleton, rendering
 from opencrm_horscompte.base.emails import email_key
 from opencrm_horscompte.base.models import Challenge, FailureGuard
 from opencrm_horscompte.base.tokens import unsign
-from opencrm_horscompte.host_kit.refhost import host as host_module
 from opencrm_horscompte.lookup.pages import CHALLENGE_PURPOSE
 from opencrm_horscompte.lookup.start import LookupInput, pair_guard, start_lookup
 from opencrm_horscompte.lookup.validation import NO_WAIT_SLACK, backoff, verify
@@ -51,22 +49,10 @@ from opencrm_horscompte.lookup.validation import resend as resend_code
 SUBMISSIONS = 20
 
 
-def browser(client: Any) -> Any:
-    return client.application.test_client()
-
-
 def challenge_id(host: Any, page: str) -> int:
     carried = unsign(host, CHALLENGE_PURPOSE, token_of(page), 7200)
     assert isinstance(carried, dict)
     return int(carried["challenge"])
-
-
-@pytest.fixture
-def quiet_host(host: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(host_module, "PLUGIN_STATE_TTL_SECONDS", 3600.0)
-    host._state.read_at = float("-inf")
-    host.disabled_names()
-    return host
 
 
 @pytest.fixture
@@ -424,22 +410,12 @@ def test_forgotten_code_does_the_same_work_with_or_without_dossiers(
     """ "Code oublié" tells a stranger nothing by its work either: the same statements and
     renders whether or not the address has dossiers."""
     host = quiet_host
-    original = rendering.render_fragment
 
     def observe(email: str) -> tuple[list[str], list[str]]:
-        rendered: list[str] = []
-
-        def counting(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
-            rendered.append(template)
-            return original(host_, template, *args, **kwargs)
-
-        monkeypatch.setattr(rendering, "render_fragment", counting)
-        with recorded_statements(host) as statements:
+        with observed_work(host, monkeypatch) as work:
             response = post(browser(client), "/hors-compte/code-oublie", {"email": email})
-        monkeypatch.setattr(rendering, "render_fragment", original)
         assert response.status_code == 200
-        mail_or_audit = re.compile(r"^INSERT INTO (host_mail_outbox|horscompte_audit_event) .*")
-        return [mail_or_audit.sub("INSERT <mail or audit>", s) for s in statements], rendered
+        return work.shape()
 
     observe("echauffement@exemple.fr")
     assert observe(EMAIL) == observe("personne@exemple.fr")

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import sync_playwright
-from smtp_server import Collector, free_port, start_smtp
+from smtp_server import Collector
 from werkzeug.serving import make_server
 
 from opencrm_horscompte.host_kit.refhost.app import create_app
@@ -80,16 +80,6 @@ class Mail:
             html=None if html is None else str(html.get_content()),
             sender=str(message["From"]),
         )
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, Collector]]:
-    port = free_port()
-    controller, collector = start_smtp(port)
-    try:
-        yield port, collector
-    finally:
-        controller.stop()
 
 
 # --------------------------------------------------------------------------- live host
