@@ -149,22 +149,27 @@ def median_sample(samples: Sequence[Sample]) -> Sample:
     )
 
 
+BUSY_MIN_SECONDS = 0.25
+
+
 class MachineLoad:
     """The machine's load while a phase runs: the 1-minute load average at its start and
-    end, and the cores all processes kept busy on average (``/proc/stat``)."""
+    end, and the cores all processes kept busy on average (``/proc/stat``). ``/proc/stat``
+    counts in clock ticks (10 ms), so over a phase shorter than ``BUSY_MIN_SECONDS`` the
+    busy cores are not told (``None``) rather than off by several cores."""
 
     def __init__(self) -> None:
         self.load_start = os.getloadavg()[0]
         self.busy_start = machine_busy_seconds()
         self.started = time.perf_counter()
 
-    def done(self) -> dict[str, float]:
+    def done(self) -> dict[str, float | None]:
         seconds = time.perf_counter() - self.started
         busy = machine_busy_seconds() - self.busy_start
         return {
             "loadavg_1min_start": round(self.load_start, 2),
             "loadavg_1min_end": round(os.getloadavg()[0], 2),
-            "machine_cores_busy": round(busy / seconds, 2) if seconds > 0 else 0.0,
+            "machine_cores_busy": round(busy / seconds, 2) if seconds >= BUSY_MIN_SECONDS else None,
             "cpu_count": os.cpu_count() or 0,
             "seconds": round(seconds, 1),
         }

@@ -237,6 +237,19 @@ def sqlite_url(path: Path) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+def repeated(
+    label: str, one_run: Callable[[], dict[str, list[Sample]]]
+) -> tuple[list[dict[str, list[Sample]]], dict[str, Any]]:
+    """``one_run`` done ``RUNS`` times with its progress line, and the machine's load over
+    the whole (the ``load`` every figure of the phase carries)."""
+    load = benchlib.MachineLoad()
+    per_run = []
+    for run in range(RUNS):
+        progress(f"{label}: run {run + 1} of {RUNS}")
+        per_run.append(one_run())
+    return per_run, load.done()
+
+
 def paired(
     per_run: Sequence[dict[str, list[Sample]]], numerator: str, denominator: str
 ) -> list[tuple[list[Sample], list[Sample]]]:
@@ -413,9 +426,6 @@ def bench_deposit(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         ).fetchone()
         policy = DEFAULT_POLICY
 
-        load = benchlib.MachineLoad()
-        per_run: list[dict[str, Any]] = []
-
         def one_run(
             on_clock: benchlib.LockClock, off_clock: benchlib.LockClock
         ) -> dict[str, list[Sample]]:
@@ -466,10 +476,7 @@ def bench_deposit(sizes: Sizes, workdir: Path) -> dict[str, Any]:
             }
 
         with benchlib.lock_clocks(on.engine, off.engine) as (on_clock, off_clock):
-            for run in range(RUNS):
-                progress(f"deposit: run {run + 1} of {RUNS}")
-                per_run.append(one_run(on_clock, off_clock))
-        load_done = load.done()
+            per_run, load_done = repeated("deposit", lambda: one_run(on_clock, off_clock))
         codes = raw.execute("SELECT COUNT(*) FROM horscompte_tracking_code").fetchone()[0]
     finally:
         raw.close()
@@ -535,25 +542,22 @@ def bench_driver_speed(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         finally:
             cursor.close()
 
-    load = benchlib.MachineLoad()
-    per_run = []
+    def one_run() -> dict[str, list[Sample]]:
+        with writer(host.engine).begin() as connection:
+            return interleaved(
+                [
+                    Operation("core", core, lambda _i: (connection,)),
+                    Operation("driver_statement", fast, lambda _i: (connection,)),
+                    Operation("raw", raw, lambda _i: (connection,)),
+                ],
+                sizes.codegen_count,
+                rng,
+            )
+
     try:
-        for _ in range(RUNS):
-            with writer(host.engine).begin() as connection:
-                per_run.append(
-                    interleaved(
-                        [
-                            Operation("core", core, lambda _i: (connection,)),
-                            Operation("driver_statement", fast, lambda _i: (connection,)),
-                            Operation("raw", raw, lambda _i: (connection,)),
-                        ],
-                        sizes.codegen_count,
-                        rng,
-                    )
-                )
+        per_run, load_done = repeated("driver speed", one_run)
     finally:
         host.engine.dispose()
-    load_done = load.done()
     return {
         "statement": sql,
         "core_vs_raw": ratio_figure(paired(per_run, "core", "raw"), load_done),
@@ -674,8 +678,6 @@ def bench_lookup(sizes: Sizes, small_path: Path) -> dict[str, Any]:
         outcomes: dict[str, int] = {}
         challenges: list[int] = []
         matched: list[bool] = []
-        load = benchlib.MachineLoad()
-        per_run = []
 
         def one_run(clock: benchlib.LockClock) -> dict[str, list[Sample]]:
             probe = LockProbe(clock)
@@ -749,10 +751,7 @@ def bench_lookup(sizes: Sizes, small_path: Path) -> dict[str, Any]:
             return {**samples, "lookup_hold": probe.samples, "raw_hold": holds}
 
         with benchlib.lock_clock(host.engine) as clock:
-            for run in range(RUNS):
-                progress(f"lookup and verify: run {run + 1} of {RUNS}")
-                per_run.append(one_run(clock))
-        load_done = load.done()
+            per_run, load_done = repeated("lookup and verify", lambda: one_run(clock))
         matching = sum(matched)
     finally:
         raw.close()
@@ -851,23 +850,15 @@ def bench_scaling(sizes: Sizes, small_path: Path, big_path: Path) -> dict[str, A
 
             return prepare
 
-        load = benchlib.MachineLoad()
-        per_run = []
-        for run in range(RUNS):
-            progress(f"scaling: run {run + 1} of {RUNS}")
-            per_run.append(
-                interleaved(
-                    [
-                        Operation("lookup_small", benchlib.lookup_handler, prepare_lookup("small")),
-                        Operation("lookup_big", benchlib.lookup_handler, prepare_lookup("big")),
-                        Operation("deposit_small", deposit, prepare_deposit("small")),
-                        Operation("deposit_big", deposit, prepare_deposit("big")),
-                    ],
-                    sizes.scaling_iterations,
-                    rng,
-                )
-            )
-        load_done = load.done()
+        operations = [
+            Operation("lookup_small", benchlib.lookup_handler, prepare_lookup("small")),
+            Operation("lookup_big", benchlib.lookup_handler, prepare_lookup("big")),
+            Operation("deposit_small", deposit, prepare_deposit("small")),
+            Operation("deposit_big", deposit, prepare_deposit("big")),
+        ]
+        per_run, load_done = repeated(
+            "scaling", lambda: interleaved(operations, sizes.scaling_iterations, rng)
+        )
     finally:
         small.engine.dispose()
         big.engine.dispose()
@@ -902,25 +893,17 @@ def bench_wrong_lookups(sizes: Sizes, big_path: Path) -> dict[str, Any]:
                 progress(f"wrong lookups: {index + 1:,} of {sizes.wrong_lookups:,}")
         with sqlite3.connect(big_path) as connection:
             challenges = connection.execute("SELECT COUNT(*) FROM horscompte_challenge").fetchone()
-        load = benchlib.MachineLoad()
-        per_run = []
-        for run in range(RUNS):
-            progress(f"wrong lookups: run {run + 1} of {RUNS}")
-            per_run.append(
-                interleaved(
-                    [
-                        Operation("same", benchlib.lookup_handler, lambda _i: wrong(owner.email)),
-                        Operation(
-                            "fresh",
-                            benchlib.lookup_handler,
-                            lambda _i: wrong(f"inconnu-{secrets.token_hex(6)}@exemple.fr"),
-                        ),
-                    ],
-                    sizes.wrong_iterations,
-                    rng,
-                )
-            )
-        load_done = load.done()
+        operations = [
+            Operation("same", benchlib.lookup_handler, lambda _i: wrong(owner.email)),
+            Operation(
+                "fresh",
+                benchlib.lookup_handler,
+                lambda _i: wrong(f"inconnu-{secrets.token_hex(6)}@exemple.fr"),
+            ),
+        ]
+        per_run, load_done = repeated(
+            "wrong lookups", lambda: interleaved(operations, sizes.wrong_iterations, rng)
+        )
     finally:
         host.engine.dispose()
     figure = ratio_figure(paired(per_run, "same", "fresh"), load_done)
@@ -998,21 +981,13 @@ def bench_http(sizes: Sizes, small_path: Path) -> dict[str, Any]:
             call("lookup", environ(LOOKUP_PATH))
             call("bare", environ("/benchmark/bare"))
         statuses = {"lookup": {}, "bare": {}}
-        load = benchlib.MachineLoad()
-        per_run = []
-        for run in range(RUNS):
-            progress(f"http: run {run + 1} of {RUNS}")
-            per_run.append(
-                interleaved(
-                    [
-                        Operation("lookup", call, lambda _i: ("lookup", environ(LOOKUP_PATH))),
-                        Operation("bare", call, lambda _i: ("bare", environ("/benchmark/bare"))),
-                    ],
-                    sizes.http_iterations,
-                    rng,
-                )
-            )
-        load_done = load.done()
+        operations = [
+            Operation("lookup", call, lambda _i: ("lookup", environ(LOOKUP_PATH))),
+            Operation("bare", call, lambda _i: ("bare", environ("/benchmark/bare"))),
+        ]
+        per_run, load_done = repeated(
+            "http", lambda: interleaved(operations, sizes.http_iterations, rng)
+        )
     finally:
         host.engine.dispose()
     figure = ratio_figure(paired(per_run, "lookup", "bare"), load_done)
@@ -1263,6 +1238,14 @@ def shown(value: Any) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
 
 
+def load_shown(load: dict[str, Any] | None) -> str:
+    if not load:
+        return ""
+    busy = load["machine_cores_busy"]
+    cores = "too short to count" if busy is None else f"{busy:.1f}/{load['cpu_count']} busy"
+    return f"{load['loadavg_1min_start']:.1f}, {cores}"
+
+
 def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "",
@@ -1279,21 +1262,15 @@ def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
     for key, figure in figures.items():
         value = figure["value"]
-        spread = (
+        span = (
             f"{shown(figure['min'])}-{shown(figure['max'])}"
             if figure["min"] != figure["max"]
             else ""
         )
         wall = shown(figure["wall"]) if "wall" in figure else ""
-        load = figure.get("load") or {}
-        where = (
-            f"{load['loadavg_1min_start']:.1f}, {load['machine_cores_busy']:.1f}/"
-            f"{load['cpu_count']} busy"
-            if load
-            else ""
-        )
         lines.append(
-            f"{key:36} {shown(value):>9} {spread:>17} {wall:>8}  {status(key, value):18} {where}"
+            f"{key:36} {shown(value):>9} {span:>17} {wall:>8}  {status(key, value):18} "
+            f"{load_shown(figure.get('load'))}"
         )
     if "postgresql" in meta:
         pg = meta["postgresql"]
