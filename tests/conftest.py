@@ -132,13 +132,18 @@ def host(host_factory: Any) -> Any:
     return host_factory()
 
 
-@pytest.fixture
-def client(host: Any) -> Any:
+def new_client(host: Any) -> Any:
+    """A browser on ``host``'s site (the reference app, in testing mode), with its own cookies."""
     from opencrm_horscompte.host_kit.refhost.app import create_app
 
     app = create_app(host)
     app.config["TESTING"] = True
     return app.test_client()
+
+
+@pytest.fixture
+def client(host: Any) -> Any:
+    return new_client(host)
 
 
 def csrf_token(client: Any) -> str:

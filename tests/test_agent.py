@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import ADMIN, CITIZEN, login, post
+from conftest import ADMIN, CITIZEN, login, new_client, post
 from lookup_helpers import (
     EMAIL,
     deposit,
@@ -24,7 +24,6 @@ from sqlmodel import Session
 from opencrm_horscompte.agent.state import guard_of
 from opencrm_horscompte.base.limits import AGENT_ACTIONS, AGENT_DOSSIER_MAILS, LOCK_AFTER_FAILURES
 from opencrm_horscompte.base.models import AuditRecord, FailureGuard
-from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.seed import AGENT_EMAIL, seed
 from opencrm_horscompte.tracking.codes import format_tracking_code
 
@@ -36,12 +35,6 @@ PAGE = "/admin/hors-compte/assistance"
 def agent_host(host: Any) -> Any:
     seed(host, CITIZEN[1], ADMIN[1], agent_password=AGENT[1])
     return host
-
-
-def new_client(host: Any) -> Any:
-    app = create_app(host)
-    app.config["TESTING"] = True
-    return app.test_client()
 
 
 def as_agent(host: Any, who: tuple[str, str] = AGENT) -> Any:

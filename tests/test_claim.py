@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from conftest import ADMIN, CITIZEN, login, post
+from conftest import ADMIN, CITIZEN, login, new_client, post
 from lookup_helpers import (
     EMAIL,
     change_settings,
@@ -24,19 +24,10 @@ from lookup_helpers import (
 from sqlmodel import Session
 
 from opencrm_horscompte.base.models import AuditRecord
-from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.models import Dossier
 from opencrm_horscompte.tracking.codes import format_tracking_code
 
 CLAIM = "/hors-compte/rattacher"
-
-
-def new_client(host: Any) -> Any:
-    app = create_app(host)
-    app.config["TESTING"] = True
-    client = app.test_client()
-    client.get("/")
-    return client
 
 
 def claim_start(client: Any, tracking_code: str) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PG_ADMIN_URL, post
+from conftest import PG_ADMIN_URL, new_client, post
 from lookup_helpers import LOOKUP, VALIDATE, deposit, start
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -21,7 +21,6 @@ from werkzeug.test import TestResponse
 from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.host_kit.refhost import app as app_module
 from opencrm_horscompte.host_kit.refhost import dossiers
-from opencrm_horscompte.host_kit.refhost.app import create_app
 
 KEPT_NOTICE = "ce qui était déjà enregistré"
 
@@ -72,9 +71,7 @@ def outage(host: Any, tmp_path: Path) -> Callable[[], Any]:
 
 @pytest.fixture
 def web(host: Any) -> Any:
-    app = create_app(host)
-    app.config["TESTING"] = True
-    return app.test_client()
+    return new_client(host)
 
 
 def _hidden(page: str) -> dict[str, str]:

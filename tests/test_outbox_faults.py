@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PG_ADMIN_URL, Clock, login, post
+from conftest import PG_ADMIN_URL, Clock, login, new_client, post
 from smtp_faults import FaultySmtp, closed_port, wait_for
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
@@ -167,7 +167,6 @@ def test_temporary_fault_then_recovery(
 def test_permanent_failure_is_a_dead_letter_an_admin_can_retry(
     host: Any, clock: Clock, smtp: FaultySmtp
 ) -> None:
-    from opencrm_horscompte.host_kit.refhost.app import create_app
 
     engine = host.engine
     (row_id,) = _queue(engine, clock, 1)
@@ -179,9 +178,7 @@ def test_permanent_failure_is_a_dead_letter_an_admin_can_retry(
     assert deliver_due(engine, transport, clock(), SENDER) == DeliveryReport()  # not retried
     assert _counts(engine)["dead"] == 1 and _counts(engine)["pending"] == 0
 
-    app = create_app(host)
-    app.config["TESTING"] = True
-    client = app.test_client()
+    client = new_client(host)
     login(client, ("admin@demoville.fr", "admin-password"))
     page = client.get("/admin/courriels").text
     assert 'data-count="dead">1<' in page and 'data-count="pending">0<' in page
@@ -231,11 +228,7 @@ def test_a_resent_validation_code_replaces_the_older_mail(host: Any, clock: Cloc
     the next code of the same dossier."""
     from lookup_helpers import LOOKUP, deposit
 
-    from opencrm_horscompte.host_kit.refhost.app import create_app
-
-    app = create_app(host)
-    app.config["TESTING"] = True
-    client = app.test_client()
+    client = new_client(host)
     dossier = deposit(client, host)
     for _ in range(2):
         client.get(LOOKUP)

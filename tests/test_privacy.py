@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ADMIN, CITIZEN, post
+from conftest import ADMIN, CITIZEN, new_client, post
 from lookup_helpers import (
     EMAIL,
     STRANGER,
@@ -24,7 +24,6 @@ from sqlmodel import Session, select
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.models import AuditRecord, Challenge, IdentityChoice, TrackingCode
 from opencrm_horscompte.cli import main
-from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.privacy.subjects import mask_code, subject_hash
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings, save_settings
@@ -32,15 +31,9 @@ from opencrm_horscompte.settings.store import load_settings, save_settings
 START = "/demarches/signalement-voirie/nouveau"
 
 
-def fresh_client(host: Any) -> Any:
-    app = create_app(host)
-    app.config["TESTING"] = True
-    return app.test_client()
-
-
 def decline_proposal(host: Any, email: str) -> None:
     """A visitor types ``email`` (which has an account) and continues without it."""
-    client = fresh_client(host)
+    client = new_client(host)
     client.get(START)
     page = post(client, START, {"last_name": "Martin", "first_name": "Camille", "email": email})
     token = token_of(page.text)

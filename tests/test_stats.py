@@ -10,7 +10,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from conftest import ADMIN, CITIZEN, login, post, recorded_statements
+from conftest import ADMIN, CITIZEN, login, new_client, post, recorded_statements
 from lookup_helpers import (
     EMAIL,
     STRANGER,
@@ -26,7 +26,6 @@ from lookup_helpers import (
 )
 from sqlmodel import Session
 
-from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.stats.counters import METRICS, count
 from opencrm_horscompte.stats.report import Period, build_report
@@ -35,14 +34,6 @@ PAGE = "/admin/hors-compte/statistiques"
 CSV = "/admin/hors-compte/statistiques.csv"
 START = "/demarches/signalement-voirie/nouveau"
 DAY1, DAY2 = date(2026, 11, 28), date(2026, 11, 29)  # the test clock starts on DAY1 09:00
-
-
-def new_client(host: Any) -> Any:
-    app = create_app(host)
-    app.config["TESTING"] = True
-    client = app.test_client()
-    client.get("/")
-    return client
 
 
 def identity(client: Any, email: str) -> Any:
