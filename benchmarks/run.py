@@ -97,7 +97,8 @@ Figures
 ``rss_growth_mb_per_1e4_after_warmup``
     Resident memory (``VmRSS``) of one process depositing on SQLite, after a warm-up of
     2,000 deposits (``--quick``: 200): least-squares slope over the samples, per 10^4
-    deposits. It runs in its own process beside the untimed table growth.
+    deposits; its spread is the slopes over each third of the deposits. It runs in its own
+    process beside the untimed table growth (the load beside it covers that process's life).
 """
 
 from __future__ import annotations
@@ -1103,6 +1104,14 @@ def bench_postgresql(sizes: Sizes, pg_url: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- memory
 
 
+def slope_per_1e4(points: Sequence[tuple[int, float]]) -> float | None:
+    """Least-squares growth of ``(deposits, MB)`` samples, in MB per 10^4 deposits."""
+    xs = [n for n, _ in points]
+    if len(set(xs)) < 2:
+        return None
+    return statistics.linear_regression(xs, [mb for _, mb in points]).slope * 1e4
+
+
 class MemoryPhase:
     """The resident-memory measurement, in a process of its own started early."""
 
@@ -1123,6 +1132,7 @@ class MemoryPhase:
             name="rss-child",
         )
         self.started_at: float | None = None
+        self.load: benchlib.MachineLoad  # from the process's start
 
     def start(self) -> None:
         if self.started_at is None:
@@ -1132,6 +1142,7 @@ class MemoryPhase:
             )
             self.process.start()
             self.started_at = time.perf_counter()
+            self.load = benchlib.MachineLoad()
 
     def result(self) -> dict[str, Any]:
         self.start()
@@ -1147,23 +1158,29 @@ class MemoryPhase:
                         raise RuntimeError(
                             f"the memory process died (exit code {self.process.exitcode})"
                         ) from None
+        load_done = self.load.done()
         self.process.join(timeout=30)
         if report["error"]:
             raise RuntimeError("memory process failed:\n" + report["error"])
         points = [(n, kb / 1024) for n, kb in report["samples"]]
-        xs = [n for n, _ in points]
-        ys = [mb for _, mb in points]
-        slope = statistics.linear_regression(xs, ys).slope if len(set(xs)) > 1 else 0.0
         done = report["deposits"]
+        thirds = [
+            slope_per_1e4(
+                [(n, mb) for n, mb in points if third * done <= 3 * n <= (third + 1) * done]
+            )
+            for third in range(3)
+        ]
+        by_third = [value for value in thirds if value is not None]
+        whole = slope_per_1e4(points) or 0.0
         growth = {
-            "value": slope * 1e4,
-            "min": slope * 1e4,
-            "max": slope * 1e4,
-            "runs": [slope * 1e4],
+            "value": whole,
+            "min": min(by_third, default=whole),
+            "max": max(by_third, default=whole),
+            "runs": by_third or [whole],
             "end_minus_start_per_1e4": (
                 (report["end_kb"] - report["start_kb"]) / 1024 * 1e4 / done if done else None
             ),
-            "load": None,
+            "load": load_done,
         }
         return {
             "figures": {"rss_growth_mb_per_1e4_after_warmup": growth},
