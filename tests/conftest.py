@@ -76,11 +76,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     url = request.getfixturevalue("pg_database_url")
     yield url
+    empty_public_schema(url)
+
+
+def empty_public_schema(url: str) -> None:
+    """Drop everything in the PostgreSQL database's ``public`` schema (a test's cleanup)."""
     engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from alembic import command
+from conftest import empty_public_schema
 from processes import all_at_once
 from sqlalchemy import (
     JSON,
@@ -372,21 +373,15 @@ def test_plugin_setup_migrates(host_factory: Any) -> None:
 def test_workers_starting_at_once_migrate_one_after_the_other(pg_database_url: str) -> None:
     """Four processes' worth of engines upgrade an empty database at the same moment: the
     advisory lock makes one do the work and the others find nothing to do."""
+    empty_public_schema(pg_database_url)
     engines = [make_engine(pg_database_url) for _ in range(4)]
-    with engines[0].begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
     unclaimed = list(engines)
     all_at_once(len(engines), lambda: upgrade(unclaimed.pop()))  # one engine per thread
     assert current_revision(engines[0]) == head_revision()
     assert schema_differences(engines[0]) == []
     for engine in engines:
         engine.dispose()
-    cleanup = make_engine(pg_database_url)
-    with cleanup.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    cleanup.dispose()
+    empty_public_schema(pg_database_url)
 
 
 # --------------------------------------------------------------------------- CLI

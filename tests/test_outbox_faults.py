@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PG_ADMIN_URL, Clock, login, new_client, post
+from conftest import PG_ADMIN_URL, Clock, empty_public_schema, login, new_client, post
 from smtp_faults import FaultySmtp, closed_port, wait_for
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
@@ -302,11 +302,9 @@ def test_backends_terminated_during_delivery(
 ) -> None:
     database = make_url(pg_database_url).database
     assert database
+    empty_public_schema(pg_database_url)
     engine = make_engine(pg_database_url)
     try:
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
         upgrade_host(engine)
         _queue(engine, clock, 4)
         transport = _KillingTransport(smtp, database, block)
@@ -331,11 +329,7 @@ def test_backends_terminated_during_delivery(
         assert len(smtp.message_ids()) == 5  # the one duplicate, with its Message-ID
     finally:
         engine.dispose()
-        cleanup = make_engine(pg_database_url)
-        with cleanup.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
-        cleanup.dispose()
+        empty_public_schema(pg_database_url)
 
 
 # --------------------------------------------------------------------------- killed worker
@@ -368,16 +362,12 @@ _WORKER = textwrap.dedent(
 
 @pytest.fixture
 def pg_outbox(pg_database_url: str) -> Iterator[Engine]:
+    empty_public_schema(pg_database_url)
     engine = make_engine(pg_database_url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
     upgrade_host(engine)
     yield engine
     engine.dispose()
-    with make_engine(pg_database_url).begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
+    empty_public_schema(pg_database_url)
 
 
 def _environment() -> dict[str, str]:

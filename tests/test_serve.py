@@ -17,7 +17,7 @@ from typing import Any
 import flask
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import PG_ADMIN_URL
+from conftest import PG_ADMIN_URL, empty_public_schema
 from processes import HANG_GUARD_SECONDS
 from smtp_faults import wait_for
 from sqlalchemy import text
@@ -60,16 +60,9 @@ def _children(pid: int) -> list[tuple[int, str]]:
 
 @pytest.fixture
 def fresh_pg(pg_database_url: str) -> Iterator[str]:
-    def reset() -> None:
-        engine = make_engine(pg_database_url)
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
-
-    reset()
+    empty_public_schema(pg_database_url)
     yield pg_database_url
-    reset()
+    empty_public_schema(pg_database_url)
 
 
 @pytest.mark.postgresql
