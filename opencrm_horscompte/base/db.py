@@ -72,33 +72,34 @@ def writer(engine: Engine) -> Engine:
     return engine.execution_options(**{_WRITER_OPTION: True})
 
 
-def upsert_insert(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """``INSERT INTO table`` in dialect ``name``, for ``on_conflict_do_update`` /
-    ``on_conflict_do_nothing`` and ``returning`` (one atomic statement on SQLite >= 3.35 and
-    PostgreSQL)."""
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        if sqlite3.sqlite_version_info < _SQLITE_RETURNING:
-            raise RuntimeError(f"SQLite >= 3.35 is needed (RETURNING), {sqlite3.sqlite_version}")
-        return sqlite.insert(table)
-    raise NotImplementedError(f"the plugin supports SQLite and PostgreSQL, not {name}")
-
-
-def check_supported_database(engine: Engine) -> None:
-    """Raise :class:`PluginRefused`, worded for the admin, unless ``engine``'s database is
-    one the plugin runs on: PostgreSQL, or SQLite 3.35 or newer (``RETURNING``, upserts).
-    Checked at setup, before any migration touches the database."""
-    name = engine.dialect.name
+def unsupported_database(name: str) -> str | None:
+    """Why the plugin can't run on the database of dialect ``name``, worded for the admin
+    (French), or ``None``: it runs on PostgreSQL, and on SQLite 3.35 or newer (``RETURNING``,
+    upserts)."""
     if name == "sqlite" and sqlite3.sqlite_version_info < _SQLITE_RETURNING:
-        raise PluginRefused(
+        return (
             f"SQLite {sqlite3.sqlite_version} est trop ancien : "
             "le module demande SQLite 3.35 ou plus récent"
         )
     if name not in ("sqlite", "postgresql"):
-        raise PluginRefused(
-            f"base de données non prise en charge : {name} (PostgreSQL ou SQLite 3.35 et plus)"
-        )
+        return f"base de données non prise en charge : {name} (PostgreSQL ou SQLite 3.35 et plus)"
+    return None
+
+
+def upsert_insert(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT INTO table`` in dialect ``name``, for ``on_conflict_do_update`` /
+    ``on_conflict_do_nothing`` and ``returning`` (one atomic statement on SQLite >= 3.35 and
+    PostgreSQL)."""
+    if reason := unsupported_database(name):
+        raise NotImplementedError(reason)
+    return postgresql.insert(table) if name == "postgresql" else sqlite.insert(table)
+
+
+def check_supported_database(engine: Engine) -> None:
+    """Raise :class:`PluginRefused`, worded for the admin, unless ``engine``'s database is
+    one the plugin runs on. Checked at setup, before any migration touches the database."""
+    if reason := unsupported_database(engine.dialect.name):
+        raise PluginRefused(reason)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
