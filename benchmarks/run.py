@@ -1273,7 +1273,8 @@ def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         f"PostgreSQL {meta['machine']['postgresql']}",
         "value = median of 3 interleaved runs of the CPU-time figure; spread = min-max of the "
         "3; wall = the same on the wall clock; load = 1-min load average at the phase's start "
-        "and the cores the whole machine kept busy during it",
+        "and the cores the whole machine kept busy during it; memory: the growth over all "
+        "the deposits, its spread over each third of them",
         "",
         f"{'figure':36} {'value':>9} {'spread':>17} {'wall':>8}  {'target':18} load",
     ]
