@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -197,8 +197,8 @@ class Work:
     it rendered. ``shape()`` folds the mail and audit inserts into one statement, so a mail
     that is sent and an audit line that is written instead compare equal."""
 
-    statements: list[str] = field(default_factory=list)
-    rendered: list[str] = field(default_factory=list)
+    statements: list[str]
+    rendered: list[str]
 
     def shape(self) -> tuple[list[str], list[str]]:
         folded = [MAIL_OR_AUDIT_INSERT.sub("INSERT <mail or audit>", s) for s in self.statements]
@@ -206,23 +206,19 @@ class Work:
 
 
 @contextmanager
-def observed_work(host: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Work]:
+def observed_work(host: Any) -> Iterator[Work]:
     """The ``Work`` done inside the block on ``host``, for "same work with or without an
     account/dossier" checks (enumeration by timing)."""
-    work = Work()
     original = rendering.render_fragment
+    rendered: list[str] = []
 
     def counting(host_: Any, template: str, *args: Any, **kwargs: Any) -> str:
-        work.rendered.append(template)
+        rendered.append(template)
         return original(host_, template, *args, **kwargs)
 
-    monkeypatch.setattr(rendering, "render_fragment", counting)
-    try:
-        with recorded_statements(host) as statements:
-            yield work
-        work.statements = statements
-    finally:
-        monkeypatch.setattr(rendering, "render_fragment", original)
+    with pytest.MonkeyPatch.context() as patch, recorded_statements(host) as statements:
+        patch.setattr(rendering, "render_fragment", counting)
+        yield Work(statements, rendered)
 
 
 def browser(client: Any) -> Any:

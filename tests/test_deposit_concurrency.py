@@ -23,14 +23,13 @@ from typing import Any
 
 import pluggy
 import pytest
-from conftest import TEST_SECRET_KEYS, recorded_statements
+from conftest import TEST_SECRET_KEYS, quiet, recorded_statements
 from processes import HANG_GUARD_SECONDS, collect
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from opencrm_horscompte.base.models import TrackingCode
-from opencrm_horscompte.host_kit.refhost import host as host_module
 from opencrm_horscompte.host_kit.refhost.dossiers import AlreadyDeposited, create_draft, deposit
 from opencrm_horscompte.host_kit.refhost.models import Demarche, Dossier
 from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
@@ -542,7 +541,7 @@ def unbounded(statement: str) -> str | None:
 def test_deposit_statements_do_not_depend_on_the_number_of_dossiers(
     host: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(host_module, "PLUGIN_STATE_TTL_SECONDS", 3600.0)
+    quiet(host, monkeypatch)
     deposit_many(host, 10, "small")
     small = one_deposit_statements(host, "probe-small")
     deposit_many(host, 289, "large")

@@ -64,7 +64,7 @@ def test_discreet_mode_does_the_same_work_with_or_without_an_account(
         who = browser(client)
         who.get(START)
         identity_form = {"last_name": "Martin", "first_name": "Camille", "email": email}
-        with observed_work(host, monkeypatch) as work:
+        with observed_work(host) as work:
             response = post(who, START, identity_form)
         assert response.status_code == 303
         # The draft's own insert differs only in values; its statement text is the same.

@@ -405,14 +405,14 @@ def test_the_branch_cpu_benchmark_reports_both_ratios() -> None:
 
 
 def test_forgotten_code_does_the_same_work_with_or_without_dossiers(
-    client: Any, quiet_host: Any, deposited: Deposited, monkeypatch: pytest.MonkeyPatch
+    client: Any, quiet_host: Any, deposited: Deposited
 ) -> None:
     """ "Code oublié" tells a stranger nothing by its work either: the same statements and
     renders whether or not the address has dossiers."""
     host = quiet_host
 
     def observe(email: str) -> tuple[list[str], list[str]]:
-        with observed_work(host, monkeypatch) as work:
+        with observed_work(host) as work:
             response = post(browser(client), "/hors-compte/code-oublie", {"email": email})
         assert response.status_code == 200
         return work.shape()
