@@ -1131,21 +1131,20 @@ class MemoryPhase:
             ),
             name="rss-child",
         )
-        self.started_at: float | None = None
-        self.load: benchlib.MachineLoad  # from the process's start
+        self.load: benchlib.MachineLoad | None = None  # set when the process starts
 
-    def start(self) -> None:
-        if self.started_at is None:
+    def start(self) -> benchlib.MachineLoad:
+        if self.load is None:
             progress(
                 f"memory: {self.sizes.rss_warmup:,} + {self.sizes.rss_deposits:,} deposits in "
                 f"a process of their own (budget {self.budget:.0f} s, 0 = none)"
             )
             self.process.start()
-            self.started_at = time.perf_counter()
             self.load = benchlib.MachineLoad()
+        return self.load
 
     def result(self) -> dict[str, Any]:
-        self.start()
+        load = self.start()
         report = None
         while report is None:
             try:
@@ -1158,7 +1157,7 @@ class MemoryPhase:
                         raise RuntimeError(
                             f"the memory process died (exit code {self.process.exitcode})"
                         ) from None
-        load_done = self.load.done()
+        load_done = load.done()
         self.process.join(timeout=30)
         if report["error"]:
             raise RuntimeError("memory process failed:\n" + report["error"])
