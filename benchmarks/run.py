@@ -97,8 +97,9 @@ Figures
 ``rss_growth_mb_per_1e4_after_warmup``
     Resident memory (``VmRSS``) of one process depositing on SQLite, after a warm-up of
     2,000 deposits (``--quick``: 200): least-squares slope over the samples, per 10^4
-    deposits; its spread is the slopes over each third of the deposits. It runs in its own
-    process beside the untimed table growth (the load beside it covers that process's life).
+    deposits, taken over each third of the deposits: the median of the 3, with their spread
+    (the slope over all of them is in the JSON too). It runs in its own process beside the
+    untimed table growth (the load beside it covers that process's life).
 """
 
 from __future__ import annotations
@@ -1169,13 +1170,14 @@ class MemoryPhase:
             )
             for third in range(3)
         ]
-        by_third = [value for value in thirds if value is not None]
         whole = slope_per_1e4(points) or 0.0
+        by_third = [value for value in thirds if value is not None] or [whole]
         growth = {
-            "value": whole,
-            "min": min(by_third, default=whole),
-            "max": max(by_third, default=whole),
-            "runs": by_third or [whole],
+            "value": median(by_third),
+            "min": min(by_third),
+            "max": max(by_third),
+            "runs": by_third,
+            "whole_run_slope": whole,
             "end_minus_start_per_1e4": (
                 (report["end_kb"] - report["start_kb"]) / 1024 * 1e4 / done if done else None
             ),
@@ -1272,8 +1274,8 @@ def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         f"PostgreSQL {meta['machine']['postgresql']}",
         "value = median of 3 interleaved runs of the CPU-time figure; spread = min-max of the "
         "3; wall = the same on the wall clock; load = 1-min load average at the phase's start "
-        "and the cores the whole machine kept busy during it; memory: the growth over all "
-        "the deposits, its spread over each third of them",
+        "and the cores the whole machine kept busy during it; memory: the growth over each "
+        "third of the deposits in one process, in place of runs",
         "",
         f"{'figure':36} {'value':>9} {'spread':>17} {'wall':>8}  {'target':18} load",
     ]
