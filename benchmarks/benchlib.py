@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import event
@@ -54,6 +55,10 @@ def build_host(database_url: str, *, seed_data: bool = False, **config: Any) -> 
     if seed_data:
         seed(host, citizen_password="bench-citizen-pw", admin_password="bench-admin-pw")
     return host
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
 
 
 def the_demarche(host: Any) -> Any:
@@ -199,6 +204,23 @@ class LockClock:
 
     def reading(self) -> Sample:
         return Sample(self.wall, self.cpu)
+
+
+class LockProbe:
+    """Per-operation reading of a :class:`LockClock`: ``mark()`` at the end of the
+    preparation, ``take()`` after the operation."""
+
+    def __init__(self, clock: LockClock) -> None:
+        self.clock = clock
+        self.mark_at = Sample(0.0, 0.0)
+        self.samples: list[Sample] = []
+
+    def mark(self) -> None:
+        self.mark_at = self.clock.reading()
+
+    def take(self, _sample: Sample, _result: Any) -> None:
+        now = self.clock.reading()
+        self.samples.append(Sample(now.wall - self.mark_at.wall, now.cpu - self.mark_at.cpu))
 
 
 class DialectEnd(Protocol):

@@ -1,0 +1,89 @@
+"""A figure of ``benchmarks/run.py`` from its runs' samples: the median of the per-run
+ratios (or differences), with the spread, CPU and wall, and the machine's load."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import benchlib
+from benchlib import Sample, median_sample, progress
+
+RUNS = 3
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def repeated(
+    label: str, one_run: Callable[[], dict[str, list[Sample]]]
+) -> tuple[list[dict[str, list[Sample]]], dict[str, Any]]:
+    """``one_run`` done ``RUNS`` times with its progress line, and the machine's load over
+    the whole (the ``load`` every figure of the phase carries)."""
+    load = benchlib.MachineLoad()
+    per_run = []
+    for run in range(RUNS):
+        progress(f"{label}: run {run + 1} of {RUNS}")
+        per_run.append(one_run())
+    return per_run, load.done()
+
+
+def paired(
+    per_run: Sequence[dict[str, list[Sample]]], numerator: str, denominator: str
+) -> list[tuple[list[Sample], list[Sample]]]:
+    """The two operations' samples, run by run, for ``ratio_figure``/``difference_figure``."""
+    return [(run[numerator], run[denominator]) for run in per_run]
+
+
+def spread(cpu: list[float], wall: list[float]) -> dict[str, Any]:
+    """Median and spread of per-run values, CPU (the judged value) and wall."""
+    return {
+        "value": median(cpu),
+        "min": min(cpu),
+        "max": max(cpu),
+        "runs": cpu,
+        "wall": median(wall),
+        "wall_min": min(wall),
+        "wall_max": max(wall),
+    }
+
+
+def ratio_figure(
+    runs: Sequence[tuple[Sequence[Sample], Sequence[Sample]]], load: dict[str, Any]
+) -> dict[str, Any]:
+    """Median (and spread) of the per-run ratios of medians, CPU and wall."""
+    cpu, wall, top, bottom = [], [], [], []
+    for numerator, denominator in runs:
+        up, down = median_sample(numerator), median_sample(denominator)
+        cpu.append(up.cpu / down.cpu)
+        wall.append(up.wall / down.wall)
+        top.append(up)
+        bottom.append(down)
+    return {
+        **spread(cpu, wall),
+        "numerator_ms": {
+            "cpu": median([s.cpu for s in top]) * 1e3,
+            "wall": median([s.wall for s in top]) * 1e3,
+        },
+        "denominator_ms": {
+            "cpu": median([s.cpu for s in bottom]) * 1e3,
+            "wall": median([s.wall for s in bottom]) * 1e3,
+        },
+        "samples_per_run": len(runs[0][0]) if runs else 0,
+        "load": load,
+    }
+
+
+def difference_figure(
+    runs: Sequence[tuple[Sequence[Sample], Sequence[Sample]]], load: dict[str, Any]
+) -> dict[str, Any]:
+    """Median (and spread) of the per-run differences of medians, in CPU milliseconds."""
+    cpu = [(median_sample(a).cpu - median_sample(b).cpu) * 1e3 for a, b in runs]
+    wall = [(median_sample(a).wall - median_sample(b).wall) * 1e3 for a, b in runs]
+    return {**spread(cpu, wall), "load": load}
+
+
+def exact_figure(value: Any, load: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"value": value, "min": value, "max": value, "runs": [value], "load": load}

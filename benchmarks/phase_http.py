@@ -1,0 +1,93 @@
+"""The lookup POST through the reference host's Flask app over a trivial POST."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import benchlib
+from benchlib import Operation, interleaved
+from figures import RUNS, paired, ratio_figure, repeated
+from sizes import Sizes
+from targets import cycle, fresh_client, targets_of
+
+from opencrm_horscompte.base.paths import LOOKUP_PATH
+from opencrm_horscompte.tracking.codes import format_tracking_code
+
+
+def bench_http(sizes: Sizes, small_path: Path) -> dict[str, Any]:
+    import flask
+    from werkzeug.test import EnvironBuilder
+
+    from opencrm_horscompte.host_kit.refhost.app import create_app
+
+    host = benchlib.build_host(benchlib.sqlite_url(small_path))
+    app = create_app(host)
+
+    @app.post("/benchmark/bare")
+    def bare() -> flask.Response:
+        flask.request.form.get("email", "")
+        return flask.Response("ok", content_type="text/plain; charset=utf-8")
+
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["csrf"] = "benchmark-csrf-token"
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    rng = random.Random(17)
+    next_target = cycle(targets_of(small_path, RUNS * sizes.http_iterations + 10, rng))
+    statuses: dict[str, dict[int, int]] = {"lookup": {}, "bare": {}}
+
+    def environ(path: str) -> dict[str, Any]:
+        target = next_target()
+        builder = EnvironBuilder(
+            path=path,
+            method="POST",
+            data={
+                "email": target.email,
+                "tracking_code": format_tracking_code(target.code),
+                "csrf_token": "benchmark-csrf-token",
+            },
+            headers=[("Cookie", f"session={cookie.value}")],
+            environ_base={"REMOTE_ADDR": fresh_client()},
+        )
+        try:
+            return builder.get_environ()
+        finally:
+            builder.close()
+
+    def call(name: str, env: dict[str, Any]) -> int:
+        status: list[str] = []
+
+        def start_response(line: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(line)
+            return lambda data: None
+
+        body = app(env, start_response)
+        try:
+            b"".join(body)
+        finally:
+            close = getattr(body, "close", None)
+            if close:
+                close()
+        code = int(status[0].split()[0])
+        statuses[name][code] = statuses[name].get(code, 0) + 1
+        return code
+
+    try:
+        for _ in range(5):
+            call("lookup", environ(LOOKUP_PATH))
+            call("bare", environ("/benchmark/bare"))
+        statuses = {"lookup": {}, "bare": {}}
+        operations = [
+            Operation("lookup", call, lambda _i: ("lookup", environ(LOOKUP_PATH))),
+            Operation("bare", call, lambda _i: ("bare", environ("/benchmark/bare"))),
+        ]
+        per_run, load_done = repeated(
+            "http", lambda: interleaved(operations, sizes.http_iterations, rng)
+        )
+    finally:
+        host.engine.dispose()
+    figure = ratio_figure(paired(per_run, "lookup", "bare"), load_done)
+    return {"figures": {"http_lookup_cpu_vs_bare": figure}, "statuses": statuses}
