@@ -157,24 +157,61 @@ def median_sample(samples: Sequence[Sample]) -> Sample:
 BUSY_MIN_SECONDS = 0.25
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """Seconds all cores spent since boot, from ``/proc/stat`` (zeros where unavailable).
+
+    ``busy`` is the machine's own work: user, nice, system, irq and softirq (a guest's time
+    is already inside user). ``stolen`` is steal: time the hypervisor ran other virtual
+    machines while ours waited, which no process of ours did. ``total`` adds idle and
+    iowait."""
+
+    busy: float = 0.0
+    stolen: float = 0.0
+    total: float = 0.0
+
+    def __sub__(self, earlier: CpuTimes) -> CpuTimes:
+        return CpuTimes(
+            self.busy - earlier.busy, self.stolen - earlier.stolen, self.total - earlier.total
+        )
+
+
+def cpu_times(stat_path: str = "/proc/stat") -> CpuTimes:
+    try:
+        with open(stat_path, encoding="ascii") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:9]]
+    except OSError:
+        return CpuTimes()
+    ticks += [0] * (8 - len(ticks))
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks
+    per_second = os.sysconf("SC_CLK_TCK")
+    busy = user + nice + system + irq + softirq
+    return CpuTimes(
+        busy / per_second, steal / per_second, (busy + idle + iowait + steal) / per_second
+    )
+
+
 class MachineLoad:
     """The machine's load while a phase runs: the 1-minute load average at its start and
-    end, and the cores all processes kept busy on average (``/proc/stat``). ``/proc/stat``
-    counts in clock ticks (10 ms), so over a phase shorter than ``BUSY_MIN_SECONDS`` the
-    busy cores are not told (``None``) rather than off by several cores."""
+    end, the cores all processes kept busy on average, and the cores the hypervisor gave to
+    other machines (steal) on average (``/proc/stat``). ``/proc/stat`` counts in clock ticks
+    (10 ms), so over a phase shorter than ``BUSY_MIN_SECONDS`` the cores are not told
+    (``None``) rather than off by several."""
 
     def __init__(self) -> None:
         self.load_start = os.getloadavg()[0]
-        self.busy_start = machine_busy_seconds()
+        self.times_start = cpu_times()
         self.started = time.perf_counter()
 
     def done(self) -> dict[str, float | None]:
         seconds = time.perf_counter() - self.started
-        busy = machine_busy_seconds() - self.busy_start
+        spent = cpu_times() - self.times_start
+        counted = seconds >= BUSY_MIN_SECONDS
         return {
             "loadavg_1min_start": round(self.load_start, 2),
             "loadavg_1min_end": round(os.getloadavg()[0], 2),
-            "machine_cores_busy": round(busy / seconds, 2) if seconds >= BUSY_MIN_SECONDS else None,
+            "machine_cores_busy": round(spent.busy / seconds, 2) if counted else None,
+            "machine_cores_stolen": round(spent.stolen / seconds, 2) if counted else None,
             "cpu_count": os.cpu_count() or 0,
             "seconds": round(seconds, 1),
         }
@@ -598,17 +635,6 @@ def deposit_worker(
             host.engine.dispose()
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (``/proc/stat``; 0 where unavailable)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(value) for value in stat.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 class WorkerPool:
     """``size`` deposit worker processes, started (and warmed up) once, released together
     for each run: a run's rate is the parent's clock from the release to the last report."""
@@ -661,11 +687,11 @@ class WorkerPool:
         for worker in chosen:
             self.commands[worker].put((run, count))
         self._wait("armed", chosen, timeout=60)
-        started, busy_started = time.perf_counter(), machine_busy_seconds()
+        started, load = time.perf_counter(), MachineLoad()
         self.go.value = run
         reports = self._wait("done", chosen, timeout=3600)
         seconds = time.perf_counter() - started
-        busy = machine_busy_seconds() - busy_started
+        machine_load = load.done()
         deposited = sum(report["deposited"] for report in reports)
         cpu = sum(report["cpu_seconds"] for report in reports)
         return {
@@ -677,8 +703,10 @@ class WorkerPool:
             # and how many cores they kept busy together.
             "client_cpu_ms_per_deposit": 1e3 * cpu / deposited if deposited else None,
             "client_cores_busy": cpu / seconds if seconds > 0 else None,
-            # Every process of the machine (the workers, PostgreSQL, anything else running).
-            "machine_cores_busy": busy / seconds if seconds > 0 else None,
+            # Every process of the machine (the workers, PostgreSQL, anything else running),
+            # and the hypervisor's steal; None for a run too short for /proc/stat's ticks.
+            "machine_cores_busy": machine_load["machine_cores_busy"],
+            "machine_cores_stolen": machine_load["machine_cores_stolen"],
             "errors": [error for report in reports for error in report["errors"]],
         }
 

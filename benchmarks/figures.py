@@ -17,6 +17,12 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def median_known(values: Sequence[float | None]) -> float | None:
+    """The median of the values that were measured (``None``: too short to count)."""
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
 def repeated(
     label: str, one_run: Callable[[], dict[str, list[Sample]]]
 ) -> tuple[list[dict[str, list[Sample]]], dict[str, Any]]:

@@ -13,7 +13,8 @@ Every client request carries its own ``X-Forwarded-For`` address (the host is st
 
 Reported per N: request latency p50 / p95, requests per second, and the machine's CPU busy
 fraction during the traffic (all cores: 1.0 means every core busy, so a 2-core machine's limit
-shows). Checked afterwards: every deposited dossier has exactly one tracking code, no code is
+shows), the hypervisor's steal apart (``cpu_stolen``: the fraction it ran other machines).
+Checked afterwards: every deposited dossier has exactly one tracking code, no code is
 duplicated, every mail queued was delivered exactly once (by Message-ID). Any unexpected
 status, failed check or missing mail counts as an error. The last line printed is one JSON
 object: ``{"errors": 0, "workers": {"1": {"p50_ms": ..., "p95_ms": ...,
@@ -49,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aiosmtpd.controller import Controller  # noqa: E402
+from benchlib import cpu_times  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -226,17 +228,6 @@ def client_process(port: int, mail_dir: str, index: int, rounds: int, results: A
 # --------------------------------------------------------------------------- one N
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of every core since boot (``/proc/stat``)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [float(value) for value in stat.readline().split()[1:]]
-    except OSError:
-        return 0.0, 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-    return sum(fields) - idle, sum(fields)
-
-
 def _wait_ready(port: int, server: subprocess.Popen[Any]) -> None:
     deadline = time.monotonic() + HANG_GUARD
     while time.monotonic() < deadline:
@@ -296,13 +287,13 @@ def run_one(workers: int, pg_admin: str, clients: int, rounds: int, log: Any) ->
             )
             for index in range(clients)
         ]
-        busy_before, total_before = machine_busy()
+        times_before = cpu_times()
         started = time.perf_counter()
         for process in processes:
             process.start()
         collected = [results.get(timeout=HANG_GUARD * rounds) for _ in processes]
         seconds = time.perf_counter() - started
-        busy_after, total_after = machine_busy()
+        spent = cpu_times() - times_before
         for process in processes:
             process.join(HANG_GUARD)
         samples = [sample for part, _ in collected for sample in part]
@@ -312,9 +303,9 @@ def run_one(workers: int, pg_admin: str, clients: int, rounds: int, log: Any) ->
             "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
             "p95_ms": round(_percentile(latencies, 0.95), 1),
             "requests_per_s": round(len(samples) / seconds, 1) if seconds else None,
-            "cpu_busy": round((busy_after - busy_before) / (total_after - total_before), 2)
-            if total_after > total_before
-            else None,
+            "cpu_busy": round(spent.busy / spent.total, 2) if spent.total > 0 else None,
+            # the hypervisor's steal: our cores running other machines
+            "cpu_stolen": round(spent.stolen / spent.total, 2) if spent.total > 0 else None,
             "requests": len(samples),
             "scenarios": clients * rounds,
             "seconds": round(seconds, 1),

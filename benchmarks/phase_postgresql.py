@@ -8,7 +8,7 @@ from typing import Any
 
 import benchlib
 from benchlib import progress
-from figures import exact_figure, median
+from figures import exact_figure, median, median_known
 from sizes import Sizes
 from sqlalchemy import text
 
@@ -79,11 +79,13 @@ def bench_postgresql(sizes: Sizes, pg_url: str) -> dict[str, Any]:
         "client_cpu_ms_per_deposit",
         "client_cores_busy",
         "machine_cores_busy",
+        "machine_cores_stolen",
     )
     busy = {
         str(workers): {
-            "client_cores_busy": median([run["client_cores_busy"] for run in results]),
-            "machine_cores_busy": median([run["machine_cores_busy"] for run in results]),
+            "client_cores_busy": median_known([run["client_cores_busy"] for run in results]),
+            "machine_cores_busy": median_known([run["machine_cores_busy"] for run in results]),
+            "machine_cores_stolen": median_known([run["machine_cores_stolen"] for run in results]),
         }
         for workers, results in runs.items()
     }

@@ -84,12 +84,20 @@ def shown(value: Any) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
 
 
+def busy_shown(cores: float | None, form: str) -> str:
+    """Busy cores in ``form``, or why they were not counted (``MachineLoad``'s ``None``)."""
+    return "too short to count" if cores is None else form.format(cores)
+
+
 def load_shown(load: dict[str, Any] | None) -> str:
     if not load:
         return ""
-    busy = load["machine_cores_busy"]
-    cores = "too short to count" if busy is None else f"{busy:.1f}/{load['cpu_count']} busy"
-    return f"{load['loadavg_1min_start']:.1f}, {cores}"
+    if load["machine_cores_busy"] is None:
+        return f"{load['loadavg_1min_start']:.1f}, {busy_shown(None, '')}"
+    return (
+        f"{load['loadavg_1min_start']:.1f}, {load['machine_cores_busy']:.1f}/"
+        f"{load['cpu_count']} busy, {load['machine_cores_stolen']:.1f} stolen"
+    )
 
 
 def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -102,7 +110,8 @@ def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         f"PostgreSQL {meta['machine']['postgresql']}",
         "value = median of 3 interleaved runs of the CPU-time figure; spread = min-max of the "
         "3; wall = the same on the wall clock; load = 1-min load average at the phase's start "
-        "and the cores the whole machine kept busy during it; memory: the growth over each "
+        "and the cores the whole machine kept busy during it (stolen: the cores the hypervisor "
+        "gave to other machines meanwhile); memory: the growth over each "
         "third of the deposits in one process, in place of runs",
         "",
         f"{'figure':36} {'value':>9} {'spread':>17} {'wall':>8}  {'target':18} load",
@@ -124,8 +133,9 @@ def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             "\npg cores busy (median of runs): "
             + ", ".join(
-                f"{w} worker(s): client {v['client_cores_busy']:.2f}, machine "
-                f"{v['machine_cores_busy']:.2f}"
+                f"{w} worker(s): client {busy_shown(v['client_cores_busy'], '{:.2f}')}, "
+                f"machine {busy_shown(v['machine_cores_busy'], '{:.2f}')}, "
+                f"stolen {busy_shown(v['machine_cores_stolen'], '{:.2f}')}"
                 for w, v in figures["pg_speedup_4_workers"]["cores_busy"].items()
             )
             + f"; {pg['deposits_per_second']['4']:.0f} vs {pg['deposits_per_second']['1']:.0f} "

@@ -24,7 +24,8 @@ How a figure is measured (and why it survives a busy machine)
 * Each figure is measured in **3 runs** (each its own loop); the figure is the median of the
   3 per-run ratios (each a ratio of per-run medians), printed with the spread (min-max).
 * Beside each figure: the 1-minute load average and the cores every process of the machine
-  kept busy while its phase ran (``/proc/stat``).
+  kept busy while its phase ran, and apart from them the cores the hypervisor gave to other
+  virtual machines meanwhile (steal) (``/proc/stat``).
 
 Figures
 =======
