@@ -281,13 +281,13 @@ def lock_clocks(*engines: Engine) -> Iterator[tuple[LockClock, ...]]:
     when the plugin's ``BEGIN IMMEDIATE`` statement has run, closed after the dialect's
     ``do_commit``/``do_rollback``. Both are wrapped on their instances while attached, so
     the other statements pay for no listener. The engines must not share a dialect."""
-    from opencrm_horscompte.base import db
+    from opencrm_horscompte.base.driver import BEGIN_IMMEDIATE
 
     clocks = tuple(LockClock() for _ in engines)
     by_dialect = {id(engine.dialect): clock for engine, clock in zip(engines, clocks, strict=True)}
     if len(by_dialect) != len(engines):
         raise ValueError("each engine needs its own dialect")
-    begin_immediate = db._BEGIN_IMMEDIATE
+    begin_immediate = BEGIN_IMMEDIATE
     original_begin = begin_immediate.execute
 
     def begin(connection: Any, parameters: Any = None) -> Any:
