@@ -9,6 +9,7 @@ import os
 import queue
 import random
 import re
+import secrets
 import sqlite3
 import statistics
 import sys
@@ -59,6 +60,29 @@ def build_host(database_url: str, *, seed_data: bool = False, **config: Any) -> 
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+@contextmanager
+def temporary_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database named ``prefix`` and a random suffix, on the server of
+    ``admin_url``; its URL. Dropped when the block ends, its connections closed, also on
+    error."""
+    from sqlalchemy import text
+
+    from opencrm_horscompte.base.db import make_engine
+
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield admin.url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def the_demarche(host: Any) -> Any:

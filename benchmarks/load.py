@@ -24,6 +24,7 @@ object: ``{"errors": 0, "workers": {"1": {"p50_ms": ..., "p95_ms": ...,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email
 import email.policy
 import http.client
@@ -50,9 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aiosmtpd.controller import Controller  # noqa: E402
-from benchlib import cpu_times  # noqa: E402
+from benchlib import cpu_times, temporary_database  # noqa: E402
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from opencrm_horscompte.base.db import make_engine  # noqa: E402
 
@@ -252,81 +252,88 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-def run_one(workers: int, pg_admin: str, clients: int, rounds: int, log: Any) -> dict[str, Any]:
-    admin = make_engine(pg_admin, isolation_level="AUTOCOMMIT")
-    name = f"horscompte_load_{secrets.token_hex(5)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_admin).set(database=name).render_as_string(hide_password=False)
-    work = Path(tempfile.mkdtemp(prefix="horscompte-load-"))
-    mail_dir = work / "mail"
-    mail_dir.mkdir()
-    drop = MailDrop(mail_dir)
-    smtp_port, http_port = free_port(), free_port()
-    smtp = Controller(drop, hostname="127.0.0.1", port=smtp_port)
-    smtp.start()
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HORSCOMPTE_DATABASE_URL": url,
-        "HORSCOMPTE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-        "HORSCOMPTE_TRUSTED_PROXIES": "1",
-    }
-    command = [sys.executable, "-m", "opencrm_horscompte.cli", "serve"]
-    command += ["--workers", str(workers), "--port", str(http_port), "--data-dir", str(work)]
-    server = subprocess.Popen(
-        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    errors: list[str] = []
+def _stop(server: subprocess.Popen[Any]) -> None:
+    server.send_signal(signal.SIGTERM)
     try:
-        _wait_ready(http_port, server)
-        results: Any = multiprocessing.get_context("spawn").Queue()
-        processes = [
-            multiprocessing.get_context("spawn").Process(
-                target=client_process, args=(http_port, str(mail_dir), index, rounds, results)
-            )
-            for index in range(clients)
-        ]
-        times_before = cpu_times()
-        started = time.perf_counter()
-        for process in processes:
-            process.start()
-        collected = [results.get(timeout=HANG_GUARD * rounds) for _ in processes]
-        seconds = time.perf_counter() - started
-        spent = cpu_times() - times_before
-        for process in processes:
-            process.join(HANG_GUARD)
-        samples = [sample for part, _ in collected for sample in part]
-        errors += [error for _, part in collected for error in part]
-        latencies = [ms for _, ms, _ in samples]
-        figures = {
-            "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-            "p95_ms": round(_percentile(latencies, 0.95), 1),
-            "requests_per_s": round(len(samples) / seconds, 1) if seconds else None,
-            "cpu_busy": round(spent.busy / spent.total, 2) if spent.total > 0 else None,
-            # the hypervisor's steal: our cores running other machines
-            "cpu_stolen": round(spent.stolen / spent.total, 2) if spent.total > 0 else None,
-            "requests": len(samples),
-            "scenarios": clients * rounds,
-            "seconds": round(seconds, 1),
+        server.wait(HANG_GUARD)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def run_one(workers: int, pg_admin: str, clients: int, rounds: int, log: Any) -> dict[str, Any]:
+    """One N. What it creates or starts is removed or stopped at the end in reverse order
+    (the served host, the SMTP server, the work directory, the database), also when a step
+    fails half-way."""
+    with contextlib.ExitStack() as cleanup:
+        url = cleanup.enter_context(temporary_database(pg_admin, "horscompte_load"))
+        work = Path(tempfile.mkdtemp(prefix="horscompte-load-"))
+        cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        mail_dir = work / "mail"
+        mail_dir.mkdir()
+        drop = MailDrop(mail_dir)
+        smtp_port, http_port = free_port(), free_port()
+        smtp = Controller(drop, hostname="127.0.0.1", port=smtp_port)
+        smtp.start()
+        cleanup.callback(smtp.stop)
+        environment = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "HORSCOMPTE_DATABASE_URL": url,
+            "HORSCOMPTE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+            "HORSCOMPTE_TRUSTED_PROXIES": "1",
         }
+        command = [sys.executable, "-m", "opencrm_horscompte.cli", "serve"]
+        command += ["--workers", str(workers), "--port", str(http_port), "--data-dir", str(work)]
+        server = subprocess.Popen(
+            command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        cleanup.callback(_stop, server)
+        _wait_ready(http_port, server)
+        figures, errors = _drive(http_port, mail_dir, clients, rounds)
         errors += _check(url, drop)
         figures["errors"] = len(errors)
         for error in errors[:10]:
             log(f"  error: {error}")
         return figures
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(HANG_GUARD)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        smtp.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
+
+def _drive(
+    http_port: int, mail_dir: Path, clients: int, rounds: int
+) -> tuple[dict[str, Any], list[str]]:
+    """``clients`` processes play their scenario ``rounds`` times: the figures, the errors."""
+    context = multiprocessing.get_context("spawn")
+    results: Any = context.Queue()
+    processes = [
+        context.Process(
+            target=client_process, args=(http_port, str(mail_dir), index, rounds, results)
+        )
+        for index in range(clients)
+    ]
+    times_before = cpu_times()
+    started = time.perf_counter()
+    for process in processes:
+        process.start()
+    collected = [results.get(timeout=HANG_GUARD * rounds) for _ in processes]
+    seconds = time.perf_counter() - started
+    spent = cpu_times() - times_before
+    for process in processes:
+        process.join(HANG_GUARD)
+    samples = [sample for part, _ in collected for sample in part]
+    errors = [error for _, part in collected for error in part]
+    latencies = [ms for _, ms, _ in samples]
+    figures = {
+        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p95_ms": round(_percentile(latencies, 0.95), 1),
+        "requests_per_s": round(len(samples) / seconds, 1) if seconds else None,
+        "cpu_busy": round(spent.busy / spent.total, 2) if spent.total > 0 else None,
+        # the hypervisor's steal: our cores running other machines
+        "cpu_stolen": round(spent.stolen / spent.total, 2) if spent.total > 0 else None,
+        "requests": len(samples),
+        "scenarios": clients * rounds,
+        "seconds": round(seconds, 1),
+    }
+    return figures, errors
 
 
 def _check(url: str, drop: MailDrop) -> list[str]:

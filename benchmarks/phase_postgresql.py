@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import secrets
 from typing import Any
 
 import benchlib
@@ -28,12 +27,7 @@ def check_postgresql(pg_url: str) -> str:
 
 
 def bench_postgresql(sizes: Sizes, pg_url: str) -> dict[str, Any]:
-    admin = make_engine(pg_url, isolation_level="AUTOCOMMIT")
-    name = f"horscompte_bench_{secrets.token_hex(6)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
+    with benchlib.temporary_database(pg_url, "horscompte_bench") as url:
         host = benchlib.build_host(url, seed_data=True)
         with host.engine.connect() as connection:
             server_version = connection.execute(text("SHOW server_version")).scalar_one()
@@ -66,10 +60,6 @@ def bench_postgresql(sizes: Sizes, pg_url: str) -> dict[str, Any]:
                 text("SELECT COUNT(*) FROM host_dossier WHERE status = 'deposited'")
             ).scalar_one()
         engine.dispose()
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     speedups = [four["rate"] / one["rate"] for one, four in zip(runs[1], runs[4], strict=True)]
     errors = [error for results in runs.values() for run in results for error in run["errors"]]
     kept = (
