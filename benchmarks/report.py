@@ -92,12 +92,11 @@ def busy_shown(cores: float | None, form: str) -> str:
 def load_shown(load: dict[str, Any] | None) -> str:
     if not load:
         return ""
-    if load["machine_cores_busy"] is None:
-        return f"{load['loadavg_1min_start']:.1f}, {busy_shown(None, '')}"
-    return (
-        f"{load['loadavg_1min_start']:.1f}, {load['machine_cores_busy']:.1f}/"
-        f"{load['cpu_count']} busy, {load['machine_cores_stolen']:.1f} stolen"
-    )
+    busy = load["machine_cores_busy"]
+    cores = busy_shown(busy, "{:.1f}/" + f"{load['cpu_count']} busy")
+    if busy is not None:
+        cores += f", {load['machine_cores_stolen']:.1f} stolen"
+    return f"{load['loadavg_1min_start']:.1f}, {cores}"
 
 
 def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -111,8 +110,8 @@ def summary(figures: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "value = median of 3 interleaved runs of the CPU-time figure; spread = min-max of the "
         "3; wall = the same on the wall clock; load = 1-min load average at the phase's start "
         "and the cores the whole machine kept busy during it (stolen: the cores the hypervisor "
-        "gave to other machines meanwhile); memory: the growth over each "
-        "third of the deposits in one process, in place of runs",
+        "gave to other machines meanwhile); memory: the growth over each third of the "
+        "deposits in one process, in place of runs",
         "",
         f"{'figure':36} {'value':>9} {'spread':>17} {'wall':>8}  {'target':18} load",
     ]
