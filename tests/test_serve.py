@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +197,43 @@ def test_quick_load_benchmark_reports_every_figure() -> None:
     for figures in report["workers"].values():
         assert set(figures) == {"p50_ms", "p95_ms", "requests_per_s", "cpu_busy"}
         assert all(isinstance(value, int | float) for value in figures.values()), figures
+
+
+def _load_databases() -> set[str]:
+    admin = make_engine(PG_ADMIN_URL)
+    try:
+        with admin.connect() as connection:
+            query = "SELECT datname FROM pg_database WHERE datname LIKE 'horscompte_load_%'"
+            return set(connection.execute(text(query)).scalars())
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.postgresql
+@pytest.mark.slow
+@pytest.mark.parametrize("failing", ["start", "answer"])
+def test_load_run_cleans_up_whatever_step_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failing: str
+) -> None:
+    """A failure before the traffic (the served host can't start, or never answers) still
+    drops the run's database, stops what was started and removes the work directory."""
+    started: list[subprocess.Popen[Any]] = []
+
+    def cannot_start(*_args: Any, **_kwargs: Any) -> subprocess.Popen[Any]:
+        raise OSError("cannot start the served host")
+
+    def never_ready(_port: int, server: subprocess.Popen[Any]) -> None:
+        started.append(server)
+        raise OSError("the served host never answered")
+
+    if failing == "start":
+        monkeypatch.setattr(subprocess, "Popen", cannot_start)
+    else:
+        monkeypatch.setattr(load, "_wait_ready", never_ready)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = _load_databases()
+    with pytest.raises(OSError, match="served host"):
+        load.run_one(1, PG_ADMIN_URL, clients=1, rounds=1, log=print)
+    assert _load_databases() == before
+    assert list(tmp_path.iterdir()) == []
+    assert all(server.poll() is not None for server in started)  # stopped
