@@ -1,4 +1,5 @@
-"""Helpers of ``benchmarks/run.py``: hosts, deposits, the statement recorder, the raw replay,
+"""Helpers of ``benchmarks/run.py`` (and ``load.py``'s ``/proc/stat`` reading and temporary
+database): hosts, deposits, the statement recorder, the raw replay,
 resident memory, and the functions run in child processes (spawned, so they live here and
 not in the script's ``__main__``)."""
 
@@ -32,12 +33,19 @@ CODE_LINE = re.compile(r"^\s*(\d{6,14})\s*$", re.MULTILINE)
 TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
 
 
-# The parent's start, inherited by its child processes through the environment.
-_STARTED = float(os.environ.setdefault("HORSCOMPTE_BENCH_STARTED", repr(time.time())))
+# The script's start (``start_clock``), inherited by its child processes through the
+# environment.
+_STARTED_AT = "HORSCOMPTE_BENCH_STARTED"
+
+
+def start_clock() -> None:
+    """The progress lines count from now, in this process and its child processes."""
+    os.environ[_STARTED_AT] = repr(time.time())
 
 
 def progress(message: str) -> None:
-    print(f"[bench +{time.time() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
+    started = float(os.environ.setdefault(_STARTED_AT, repr(time.time())))
+    print(f"[bench +{time.time() - started:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def identity(tag: str) -> dict[str, str]:
@@ -187,8 +195,8 @@ class CpuTimes:
 
     ``busy`` is the machine's own work: user, nice, system, irq and softirq (a guest's time
     is already inside user). ``stolen`` is steal: time the hypervisor ran other virtual
-    machines while ours waited, which no process of ours did. ``total`` adds idle and
-    iowait."""
+    machines while ours waited, which no process of ours did. ``total`` is busy + stolen +
+    idle + iowait: every second the cores had."""
 
     busy: float = 0.0
     stolen: float = 0.0
@@ -726,7 +734,7 @@ class WorkerPool:
             # The workers' own CPU (Python: plugin, host, SQLAlchemy, psycopg), per deposit,
             # and how many cores they kept busy together.
             "client_cpu_ms_per_deposit": 1e3 * cpu / deposited if deposited else None,
-            "client_cores_busy": cpu / seconds if seconds > 0 else None,
+            "client_cores_busy": round(cpu / seconds, 2) if seconds > 0 else None,
             # Every process of the machine (the workers, PostgreSQL, anything else running),
             # and the hypervisor's steal; None for a run too short for /proc/stat's ticks.
             "machine_cores_busy": machine_load["machine_cores_busy"],

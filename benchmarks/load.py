@@ -13,7 +13,8 @@ Every client request carries its own ``X-Forwarded-For`` address (the host is st
 
 Reported per N: request latency p50 / p95, requests per second, and the machine's CPU busy
 fraction during the traffic (all cores: 1.0 means every core busy, so a 2-core machine's limit
-shows), the hypervisor's steal apart (``cpu_stolen``: the fraction it ran other machines).
+shows), the hypervisor's steal apart (``cpu_stolen``, in ``details``: the fraction it ran other
+machines; busy + stolen near 1.0 is a saturated machine).
 Checked afterwards: every deposited dossier has exactly one tracking code, no code is
 duplicated, every mail queued was delivered exactly once (by Message-ID). Any unexpected
 status, failed check or missing mail counts as an error. The last line printed is one JSON
@@ -312,13 +313,19 @@ def _drive(
     ]
     times_before = cpu_times()
     started = time.perf_counter()
-    for process in processes:
-        process.start()
-    collected = [results.get(timeout=HANG_GUARD * rounds) for _ in processes]
-    seconds = time.perf_counter() - started
-    spent = cpu_times() - times_before
-    for process in processes:
-        process.join(HANG_GUARD)
+    try:
+        for process in processes:
+            process.start()
+        collected = [results.get(timeout=HANG_GUARD * rounds) for _ in processes]
+        seconds = time.perf_counter() - started
+        spent = cpu_times() - times_before
+        for process in processes:
+            process.join(HANG_GUARD)
+    finally:  # a client left running (a timeout, an error) would hold the script's exit
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(HANG_GUARD)
     samples = [sample for part, _ in collected for sample in part]
     errors = [error for _, part in collected for error in part]
     latencies = [ms for _, ms, _ in samples]

@@ -11,8 +11,8 @@ from typing import Any
 import benchlib
 from benchlib import Operation, Sample, interleaved
 from figures import difference_figure, paired, ratio_figure, repeated
+from lookup_targets import random_code
 from sizes import DEFAULT_POLICY, Sizes
-from targets import random_code
 
 from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit
 

@@ -9,8 +9,8 @@ from typing import Any
 import benchlib
 from benchlib import Operation, interleaved
 from figures import RUNS, paired, ratio_figure, repeated
+from lookup_targets import cycle, fresh_client, targets_of
 from sizes import Sizes
-from targets import cycle, fresh_client, targets_of
 
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.tracking.codes import format_tracking_code

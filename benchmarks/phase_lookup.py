@@ -11,8 +11,8 @@ from typing import Any
 import benchlib
 from benchlib import Operation, Sample, interleaved
 from figures import RUNS, exact_figure, paired, ratio_figure, repeated
+from lookup_targets import Target, cycle, fresh_client, targets_of
 from sizes import Sizes
-from targets import Target, cycle, fresh_client, targets_of
 
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.hookspecs.host import Request

@@ -14,8 +14,8 @@ from typing import Any
 import benchlib
 from benchlib import Operation, interleaved, progress
 from figures import RUNS, paired, ratio_figure, repeated
+from lookup_targets import cycle, fresh_client, random_code, targets_of
 from sizes import DEFAULT_POLICY, Sizes
-from targets import cycle, fresh_client, random_code, targets_of
 
 from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit
 from opencrm_horscompte.tracking.codes import format_tracking_code

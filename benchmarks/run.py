@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminated)
+    benchlib.start_clock()
     workdir = Path(tempfile.mkdtemp(prefix="horscompte-bench-"))
     try:
         figures, meta = run(args, workdir)

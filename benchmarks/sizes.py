@@ -1,4 +1,5 @@
-"""How much each phase of ``benchmarks/run.py`` does: the full run and ``--quick``."""
+"""How much each phase of ``benchmarks/run.py`` does (the full run and ``--quick``), and the
+code policy its deposits and wrong lookups draw tracking codes from."""
 
 from __future__ import annotations
 

@@ -35,6 +35,8 @@ from opencrm_horscompte.base.driver import (
 from opencrm_horscompte.base.manifest import PluginRefused
 
 __all__ = [
+    "BEGIN",
+    "BEGIN_IMMEDIATE",
     "LOCK_TIMEOUT_MS",
     "DriverConnection",
     "DriverStatement",
@@ -49,6 +51,11 @@ __all__ = [
     "upsert_insert",
     "writer",
 ]
+
+# Their names before base.driver existed (private, but test harnesses patched them);
+# deprecated, removed in the next release.
+_BEGIN = BEGIN
+_BEGIN_IMMEDIATE = BEGIN_IMMEDIATE
 
 _SQLITE_RETURNING = (3, 35, 0)
 LOCK_TIMEOUT_MS = 30_000
