@@ -43,13 +43,15 @@ def paired(
     return [(run[numerator], run[denominator]) for run in per_run]
 
 
+def summarised(values: list[Any]) -> dict[str, Any]:
+    """A figure's value (the median of its runs), spread and runs."""
+    return {"value": median(values), "min": min(values), "max": max(values), "runs": values}
+
+
 def spread(cpu: list[float], wall: list[float]) -> dict[str, Any]:
     """Median and spread of per-run values, CPU (the judged value) and wall."""
     return {
-        "value": median(cpu),
-        "min": min(cpu),
-        "max": max(cpu),
-        "runs": cpu,
+        **summarised(cpu),
         "wall": median(wall),
         "wall_min": min(wall),
         "wall_max": max(wall),
@@ -92,4 +94,4 @@ def difference_figure(
 
 
 def exact_figure(value: Any, load: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"value": value, "min": value, "max": value, "runs": [value], "load": load}
+    return {**summarised([value]), "load": load}

@@ -11,7 +11,7 @@ from typing import Any
 
 import benchlib
 from benchlib import progress
-from figures import median
+from figures import summarised
 from sizes import Sizes
 
 
@@ -83,10 +83,7 @@ class MemoryPhase:
         whole = slope_per_1e4(points) or 0.0
         by_third = [value for value in thirds if value is not None] or [whole]
         growth = {
-            "value": median(by_third),
-            "min": min(by_third),
-            "max": max(by_third),
-            "runs": by_third,
+            **summarised(by_third),
             "whole_run_slope": whole,
             "end_minus_start_per_1e4": (
                 (report["end_kb"] - report["start_kb"]) / 1024 * 1e4 / done if done else None

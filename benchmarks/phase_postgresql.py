@@ -7,7 +7,7 @@ from typing import Any
 
 import benchlib
 from benchlib import progress
-from figures import exact_figure, median, median_known
+from figures import exact_figure, median, median_known, summarised
 from sizes import Sizes
 from sqlalchemy import text
 
@@ -79,14 +79,7 @@ def bench_postgresql(sizes: Sizes, pg_url: str) -> dict[str, Any]:
         }
         for workers, results in runs.items()
     }
-    speedup = {
-        "value": median(speedups),
-        "min": min(speedups),
-        "max": max(speedups),
-        "runs": speedups,
-        "cores_busy": busy,
-        "load": load_done,
-    }
+    speedup = {**summarised(speedups), "cores_busy": busy, "load": load_done}
     return {
         "figures": {
             "pg_speedup_4_workers": speedup,

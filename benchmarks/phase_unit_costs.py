@@ -11,7 +11,7 @@ from typing import Any
 
 import benchlib
 from benchlib import Operation, Sample, interleaved
-from figures import RUNS, median, paired, ratio_figure, repeated
+from figures import RUNS, paired, ratio_figure, repeated, summarised
 from sizes import DEFAULT_POLICY, Sizes
 
 from opencrm_horscompte.tracking.codes import generate_tracking_code
@@ -28,13 +28,7 @@ def bench_codegen(sizes: Sizes) -> dict[str, Any]:
         for _ in range(sizes.codegen_count):
             generate_tracking_code(policy)
         per_code.append((time.thread_time_ns() - started) / 1e3 / sizes.codegen_count)
-    figure = {
-        "value": median(per_code),
-        "min": min(per_code),
-        "max": max(per_code),
-        "runs": per_code,
-        "load": load.done(),
-    }
+    figure = {**summarised(per_code), "load": load.done()}
     return {"figures": {"codegen_us": figure}, "policy": asdict(policy)}
 
 
