@@ -71,16 +71,18 @@ def ratio_figure(
         bottom.append(down)
     return {
         **spread(cpu, wall),
-        "numerator_ms": {
-            "cpu": median([s.cpu for s in top]) * 1e3,
-            "wall": median([s.wall for s in top]) * 1e3,
-        },
-        "denominator_ms": {
-            "cpu": median([s.cpu for s in bottom]) * 1e3,
-            "wall": median([s.wall for s in bottom]) * 1e3,
-        },
+        "numerator_ms": _milliseconds(top),
+        "denominator_ms": _milliseconds(bottom),
         "samples_per_run": len(runs[0][0]) if runs else 0,
         "load": load,
+    }
+
+
+def _milliseconds(samples: Sequence[Sample]) -> dict[str, float]:
+    """The median CPU and wall time of ``samples``, in milliseconds."""
+    return {
+        "cpu": median([s.cpu for s in samples]) * 1e3,
+        "wall": median([s.wall for s in samples]) * 1e3,
     }
 
 
@@ -88,8 +90,9 @@ def difference_figure(
     runs: Sequence[tuple[Sequence[Sample], Sequence[Sample]]], load: dict[str, Any]
 ) -> dict[str, Any]:
     """Median (and spread) of the per-run differences of medians, in CPU milliseconds."""
-    cpu = [(median_sample(a).cpu - median_sample(b).cpu) * 1e3 for a, b in runs]
-    wall = [(median_sample(a).wall - median_sample(b).wall) * 1e3 for a, b in runs]
+    medians = [(median_sample(a), median_sample(b)) for a, b in runs]
+    cpu = [(up.cpu - down.cpu) * 1e3 for up, down in medians]
+    wall = [(up.wall - down.wall) * 1e3 for up, down in medians]
     return {**spread(cpu, wall), "load": load}
 
 
