@@ -21,9 +21,9 @@ from lookup_helpers import (
 )
 from sqlmodel import Session
 
-from opencrm_horscompte.agent.state import guard_of
+from opencrm_horscompte.agent.state import guards_of
 from opencrm_horscompte.base.limits import AGENT_ACTIONS, AGENT_DOSSIER_MAILS, LOCK_AFTER_FAILURES
-from opencrm_horscompte.base.models import AuditRecord, FailureGuard
+from opencrm_horscompte.base.models import AuditRecord, FailureGuard, TrackingCode
 from opencrm_horscompte.host_kit.refhost.seed import AGENT_EMAIL, seed
 from opencrm_horscompte.tracking.codes import format_tracking_code
 
@@ -52,11 +52,15 @@ def act(client: Any, dossier_id: int, action: str) -> Any:
     return post(client, PAGE, {"dossier": str(dossier_id), "action": action})
 
 
-def lock(host: Any, dossier_id: int) -> None:
+def lock(host: Any, dossier_id: int, *, legacy: bool = False) -> None:
+    """Lock the dossier's guard (``legacy``: the one of 0.2, keyed by the dossier)."""
     with Session(host.engine) as session, session.begin():
+        code = session.get(TrackingCode, dossier_id)
+        assert code is not None
+        current, of_0_2 = guards_of(host, code)
         session.add(
             FailureGuard(
-                key=guard_of(host, dossier_id),
+                key=of_0_2 if legacy else current,
                 failures=LOCK_AFTER_FAILURES,
                 not_before=host.now() + timedelta(days=1),
             )
@@ -122,6 +126,18 @@ def test_unlock_lets_the_citizen_validate_again(client: Any, agent_host: Any) ->
     assert rows(agent_host, FailureGuard) == []
     assert [e.kind for e in events(agent_host)] == ["agent.view", "agent.unlock"]
     assert submit(client, token, last_code(agent_host)).status_code == 303
+
+
+def test_a_lock_counted_before_the_upgrade_is_shown_and_unlocked(
+    client: Any, agent_host: Any
+) -> None:
+    deposited = deposit(client, agent_host)
+    lock(agent_host, deposited.dossier_id, legacy=True)
+    agent = as_agent(agent_host)
+    assert "Bloqué jusqu" in agent.get(f"{PAGE}?dossier={deposited.dossier_id}").text
+    done = act(agent, deposited.dossier_id, "unlock")
+    assert done.status_code == 200 and "Dossier débloqué" in done.text
+    assert rows(agent_host, FailureGuard) == []
 
 
 def test_resend_mails_the_stored_address_only_and_is_capped(client: Any, agent_host: Any) -> None:

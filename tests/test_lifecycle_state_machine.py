@@ -67,7 +67,7 @@ from opencrm_horscompte.host_kit.refhost.models import HostSession
 from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail
 from opencrm_horscompte.lookup.pages import CHALLENGE_PURPOSE
 from opencrm_horscompte.lookup.purge import KEEP_SPENT_CHALLENGES, purge_expired_state
-from opencrm_horscompte.lookup.start import dossier_guard, pair_guard
+from opencrm_horscompte.lookup.start import pair_guard
 from opencrm_horscompte.lookup.validation import NO_WAIT_SLACK, backoff, verify
 
 EXAMPLES = int(os.environ.get("HORSCOMPTE_STATEFUL_EXAMPLES", "40"))
@@ -255,9 +255,7 @@ class Lifecycle(RuleBasedStateMachine):
         token, challenge_id = self._challenge_of(response.text)
         real = which == "right"
         key = email_key(email)
-        guard = (
-            dossier_guard(self.host, self.dossier_id) if real else pair_guard(self.host, key, typed)
-        )
+        guard = pair_guard(self.host, key, typed)
         allowed = self._hit(limits.LOOKUP_CLIENT.scope, CLIENT, limits.LOOKUP_CLIENT)
         if real:
             allowed &= self._hit(

@@ -22,6 +22,7 @@ from conftest import browser, observed_work, post, recorded_statements
 from lookup_helpers import (
     EMAIL,
     Deposited,
+    change_settings,
     deposit,
     last_code,
     lookup,
@@ -45,6 +46,7 @@ from opencrm_horscompte.lookup.pages import CHALLENGE_PURPOSE
 from opencrm_horscompte.lookup.start import LookupInput, pair_guard, start_lookup
 from opencrm_horscompte.lookup.validation import NO_WAIT_SLACK, backoff, verify
 from opencrm_horscompte.lookup.validation import resend as resend_code
+from opencrm_horscompte.tracking.codes import CASE_TWINS
 
 SUBMISSIONS = 20
 
@@ -168,6 +170,52 @@ def test_decoy_and_real_challenge_reach_backoff_and_lock_alike(
     assert seen["real"] == seen["decoy"]
     statuses = Counter(status for status, _ in seen["real"])
     assert statuses[429] > limits.LOCK_AFTER_FAILURES - limits.BACKOFF_AFTER_FAILURES
+
+
+def _other_case(code: str) -> str:
+    """``code`` with one letter in the other case, a case twin (c, k, s...) if it holds one:
+    a typing of the same code under a policy that folds case."""
+    letters = [i for i, char in enumerate(code) if char.isalpha()]
+    twins = [i for i in letters if code[i].lower() in CASE_TWINS]
+    index = (twins or letters)[0]
+    return code[:index] + code[index].swapcase() + code[index + 1 :]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {},  # the defaults: case matters, but a lower-case twin (c, k, s...) reads as capital
+        {"tracking_code_lowercase": False},  # capitals only: case never matters
+        {"tracking_code_avoid_ambiguous": False},  # case always matters
+    ],
+)
+def test_a_second_lookup_in_another_case_answers_alike_for_a_decoy(
+    client: Any, quiet_host: Any, policy: dict[str, bool]
+) -> None:
+    """Look a pair up, then again with one letter in the other case, then try a wrong code
+    on the first page: whether the second lookup replaced the first code must not depend
+    on whether the pair is real (red-team finding: it did, under policies that fold case).
+    The challenge ids, readable in the pages' tokens, step alike too."""
+    host = quiet_host
+    change_settings(host, **policy)
+    real = deposit(client, host).code
+    while not any(char.lower() in CASE_TWINS for char in real):  # 9 codes in 10 hold one
+        real = deposit(client, host).code
+    decoy = real[:-1] + ("2" if real[-1] != "2" else "3")
+    seen = {}
+    for name, email, typed in (
+        ("real", EMAIL, real),
+        ("unknown email", "inconnu@exemple.fr", real),
+        ("wrong code", EMAIL, decoy),
+    ):
+        who = browser(client)
+        first = lookup(who, email, typed).text
+        second = lookup(who, email, _other_case(typed)).text
+        step = challenge_id(host, second) - challenge_id(host, first)
+        response = submit(who, token_of(first), "000000")
+        seen[name] = (response.status_code, without_hidden_values(response.text), step)
+    assert len(set(seen.values())) == 1, seen
+    assert seen["real"][2] == 1  # a replacement draws one id, as an insertion does
 
 
 # --------------------------------------------------------------------------- finding 4

@@ -9,7 +9,7 @@ from typing import Literal
 from sqlalchemy import delete
 from sqlmodel import Session
 
-from opencrm_horscompte.agent.state import guard_of
+from opencrm_horscompte.agent.state import guards_of
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.limits import AGENT_DOSSIER_MAILS, counted
 from opencrm_horscompte.base.models import FailureGuard, TrackingCode
@@ -34,9 +34,12 @@ def audit(
 
 def unlock(host: Host, session: Session, agent: User, dossier_id: int) -> bool:
     """Forget the dossier's failure counter: no more backoff or lock. True if there was one."""
-    table = FailureGuard.__table__
-    guard = guard_of(host, dossier_id)
-    removed = session.connection().execute(delete(table).where(table.c.key == guard)).rowcount
+    code = session.get(TrackingCode, dossier_id)
+    removed = 0
+    if code is not None:
+        table = FailureGuard.__table__
+        keys = guards_of(host, code)
+        removed = session.connection().execute(delete(table).where(table.c.key.in_(keys))).rowcount
     audit(host, session, AUDIT_KINDS["unlock"], agent, dossier_id, had_failures=bool(removed))
     return bool(removed)
 

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from opencrm_horscompte.base.limits import GRANT_MAX_AGE, LOCK_AFTER_FAILURES
 from opencrm_horscompte.base.models import Challenge, FailureGuard, GrantState, TrackingCode
 from opencrm_horscompte.hookspecs.host import Host
-from opencrm_horscompte.lookup.start import guard_key
+from opencrm_horscompte.lookup.start import dossier_guard, pair_guard
 
 RECENT_LOOKUPS = 10
 
@@ -46,8 +46,16 @@ def mask_email(address: str) -> str:
     return f"{local[:1]}•••@{domain}"
 
 
-def guard_of(host: Host, dossier_id: int) -> str:
-    return guard_key(host, f"dossier:{dossier_id}")
+def guards_of(host: Host, code: TrackingCode) -> tuple[str, str]:
+    """The failure guards of the dossier of ``code``: the one its lookups use now, and the
+    one of 0.2, keyed by the dossier (failures counted before the upgrade)."""
+    return pair_guard(host, code.email_key, code.code), dossier_guard(host, code.dossier_id)
+
+
+def _latest_guard(session: Session, keys: tuple[str, ...]) -> FailureGuard | None:
+    """Of the guards ``keys``, the one whose wait ends last."""
+    guards = [guard for key in keys if (guard := session.get(FailureGuard, key)) is not None]
+    return max(guards, key=lambda guard: guard.not_before, default=None)
 
 
 def _status(row: Challenge, now: datetime) -> str:
@@ -73,7 +81,7 @@ def dossier_state(host: Host, session: Session, dossier_id: int) -> DossierState
         Lookup(row.created_at, row.expires_at, row.attempts, _status(row, now))
         for row in challenges
     ]
-    guard = session.get(FailureGuard, guard_of(host, dossier_id))
+    guard = _latest_guard(session, guards_of(host, code))
     failures = guard.failures if guard else 0
     waiting = guard is not None and guard.not_before > now
     grants = session.get(GrantState, dossier_id)

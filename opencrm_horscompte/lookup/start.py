@@ -124,15 +124,23 @@ def guard_key(host: Host, subject: str) -> str:
     return throttle_key(host.secret_keys[-1], "guard", subject)
 
 
-def dossier_guard(host: Host, dossier_id: int) -> str:
-    return guard_key(host, f"dossier:{dossier_id}")
-
-
 def pair_guard(host: Host, key: str, typed_code: str) -> str:
-    """The decoy guard of (email key, tracking code as typed, separators aside). Nothing is
-    case-folded: two typings lead to the same guard exactly when they would both match or
-    both miss, whatever the dossier's policy."""
-    return guard_key(host, f"pair:{key}\0{strip_separators(typed_code)}")
+    """The guard of a lookup of (email key ``key``, tracking code as typed), the same
+    whether it matches a dossier or not: separators aside and letters in capitals.
+
+    A code policy only ever folds case (see :func:`normalize_tracking_code`), so every
+    typing that finds a dossier lands on that dossier's one guard. A miss folds the same
+    way whatever the policies in force, so two typings share a guard, or not, alike for a
+    real dossier and a decoy: replies can't tell them apart (a "replaced" on the first
+    page's code after a second lookup in another case)."""
+    return guard_key(host, f"pair:{key}\0{strip_separators(typed_code).upper()}")
+
+
+def dossier_guard(host: Host, dossier_id: int) -> str:
+    """The guard a real dossier had in 0.2, keyed by the dossier (a miss then folded the
+    typed code differently from a match). The agent page still reads and unlocks it, for
+    the failures counted before the upgrade."""
+    return guard_key(host, f"dossier:{dossier_id}")
 
 
 def code_hmac(key: bytes, guard: str, code: str) -> str:
@@ -201,11 +209,6 @@ def _issue_statement(dialect: str) -> DriverStatement:
     """Insert the guard's live challenge, or replace it in place under a fresh id (the old
     carrier then finds no row: "replaced"); returns the id. One statement, one index probe
     on the live rows, whatever piled up before."""
-    if dialect == "postgresql":
-        sequence = func.pg_get_serial_sequence(_CHALLENGES.name, "id")
-        fresh_id: Any = func.nextval(sequence)
-    else:  # SQLite: the write lock is held, rowids above the current maximum are free
-        fresh_id = select(func.max(_CHALLENGES.c.id) + 1).scalar_subquery()
     insert = upsert_insert(dialect, _CHALLENGES).values(
         dossier_id=bindparam("dossier_id", type_=_CHALLENGES.c.dossier_id.type),
         guard_key=bindparam("guard", type_=_CHALLENGES.c.guard_key.type),
@@ -218,7 +221,7 @@ def _issue_statement(dialect: str) -> DriverStatement:
         index_elements=[_CHALLENGES.c.guard_key],
         index_where=_CHALLENGES.c.consumed_at.is_(None),
         set_={
-            "id": fresh_id,
+            "id": _fresh_id(dialect, insert),
             "dossier_id": insert.excluded.dossier_id,
             "code_hmac": insert.excluded.code_hmac,
             "created_at": insert.excluded.created_at,
@@ -227,6 +230,16 @@ def _issue_statement(dialect: str) -> DriverStatement:
         },
     )
     return DriverStatement(upsert.returning(_CHALLENGES.c.id))
+
+
+def _fresh_id(dialect: str, insert: Any) -> Any:
+    """The id a replaced challenge takes. PostgreSQL: the one the sequence gave the row
+    proposed for insertion, so a replacement draws one id, as an insertion does (the id
+    travels in the page's token). SQLite: the write lock is held, and the rowids above the
+    current maximum are free."""
+    if dialect == "postgresql":
+        return insert.excluded.id
+    return select(func.max(_CHALLENGES.c.id) + 1).scalar_subquery()
 
 
 @dataclass(frozen=True)
@@ -417,13 +430,9 @@ def _plan(
 ) -> _Plan:
     """``key``: the typed email's key, which ``candidates`` were read under."""
     target = _matching(candidates, typed.tracking_code)
+    guard = pair_guard(host, key, typed.tracking_code)
     limits: list[tuple[Limit, str]] = [(LOOKUP_CLIENT, client)]
-    if target is not None:
-        guard = dossier_guard(host, target.dossier_id)
-        limits.append((LOOKUP_EMAIL_MATCHED, key))
-    else:
-        guard = pair_guard(host, key, typed.tracking_code)
-        limits.append((LOOKUP_EMAIL, key))
+    limits.append((LOOKUP_EMAIL_MATCHED if target is not None else LOOKUP_EMAIL, key))
     limits.append((LOOKUP_DOSSIER_MAILS, guard))
     prepared = prepare_code(host, settings, target, guard, typed.email, locale, hooks)
     return _Plan(settings, target is not None, keyed_events(host, limits), prepared)
