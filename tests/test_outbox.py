@@ -196,6 +196,57 @@ def test_build_email_rechecks_headers(clock: Any, field: str, bad: str) -> None:
         build_email(row.model_copy(update={field: "ok"}), f"a{bad}@example.org")
 
 
+ENCODED_WORD_HEADERS = [
+    # (field, value): RFC 2047 encoded-words the email package decodes where they are not
+    # allowed, into a second recipient, NUL and VT, or CR LF and a Bcc header.
+    ("recipient", "=?utf-8?b?dmljdGltQGV2aWwuZXhhbXBsZSwgeA==?=@x.fr"),
+    ("recipient", "=?utf-8?b?YQALYg==?=@x.fr"),
+    ("recipient", "=?utf-8?b?YQ0KQmNjOiB2aWN0aW1AZXZpbC5leGFtcGxl?=@x.fr"),
+    ("subject", "=?utf-8?b?YQ0KQmNjOiB2aWN0aW1AZXZpbC5leGFtcGxl?="),
+    ("subject", "=?utf-8?q?Objet=00cach=C3=A9?="),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), ENCODED_WORD_HEADERS)
+def test_an_encoded_word_that_decodes_to_a_control_or_a_recipient_is_dead_mail(
+    outbox: Engine, clock: Any, smtp: tuple[int, Collector], field: str, value: str
+) -> None:
+    """A row written past ``MailMessage`` (another host, an old release) with an
+    encoded-word header is never sent with what it decodes to: it is dead at once, as
+    every invalid header is, and the other mails go."""
+    port, collector = smtp
+    good, bad = _queue(outbox, clock(), _mail(1), _mail(2))
+    column = {"recipient": "recipient", "subject": "subject"}[field]
+    with outbox.begin() as connection:
+        connection.execute(
+            text(f"UPDATE host_mail_outbox SET {column} = :value WHERE id = :id"),
+            {"value": value, "id": bad},
+        )
+
+    report = deliver_due(outbox, SmtpTransport("127.0.0.1", port), clock(), SENDER)
+
+    assert report == DeliveryReport(sent=1, dead=1)
+    assert [envelope.rcpt_tos for envelope in collector.envelopes] == [["eloise.1@example.org"]]
+    assert all(b"evil.example" not in envelope.content for envelope in collector.envelopes)
+    failing = _row(outbox, bad)
+    assert failing.dead_at == clock() and (failing.last_error or "").startswith("InvalidMail")
+    assert _row(outbox, good).sent_at
+
+
+def test_a_plain_encoded_word_subject_still_goes(clock: Any) -> None:
+    """What decodes to ordinary text is no attack: the message is built."""
+    row = OutboxMail(
+        id=1,
+        recipient="a=b?c@example.org",
+        subject="=?utf-8?q?Objet_=C3=A9crit?=",
+        text="corps",
+        created_at=clock(),
+        next_attempt_at=clock(),
+    )
+    message = build_email(row, SENDER)
+    assert message["To"] == "a=b?c@example.org" and message["Subject"] == "Objet écrit"
+
+
 # --------------------------------------------------------------------------- transports
 
 

@@ -15,7 +15,7 @@ from conftest import post
 from lookup_helpers import ANSWERS, deposit, lookup, validation_mails
 from sqlmodel import Session, select
 
-from opencrm_horscompte.base.emails import email_key, normalize_email
+from opencrm_horscompte.base.emails import NOT_ALLOWED, InvalidEmail, email_key, normalize_email
 from opencrm_horscompte.base.models import TrackingCode
 from opencrm_horscompte.hookspecs import host as host_specs
 from opencrm_horscompte.hookspecs.host import Request, hookimpl
@@ -49,6 +49,41 @@ def test_a_dossier_filed_under_an_eszett_domain_is_found_under_its_own_name_only
         before = len(validation_mails(host))
         assert lookup(client, typed, deposited.code).status_code == 200
         assert len(validation_mails(host)) == before + found, typed
+
+
+ENCODED_WORD_ADDRESSES = [
+    "=?utf-8?b?dmljdGltQGV2aWwuZXhhbXBsZSwgeA==?=@x.fr",
+    "=?utf-8?b?YQALYg==?=@x.fr",
+    "=?utf-8?b?YQ0KQmNjOiB2aWN0aW1AZXZpbC5leGFtcGxl?=@x.fr",
+    "=?utf-8?q?l=C3=A9a?=@exemple.fr",
+]
+
+
+@pytest.mark.parametrize("address", ENCODED_WORD_ADDRESSES)
+def test_an_encoded_word_in_an_address_is_refused_with_a_message(
+    client: Any, host: Any, address: str
+) -> None:
+    """Mail libraries decode RFC 2047 encoded-words even inside an address, into a second
+    recipient or a control character: refused on every form that takes an address, with
+    the field's message, and nothing stored."""
+    with pytest.raises(InvalidEmail) as refused:
+        normalize_email(address)
+    assert refused.value.message == NOT_ALLOWED
+    start = "/demarches/signalement-voirie/nouveau"
+    client.get(start)
+    identity = {"last_name": "Dupont", "first_name": "Léa", "email": address}
+    response = post(client, start, identity)
+    assert response.status_code == 400
+    assert "caractères non autorisés" in response.text
+    answered = lookup(client, address, "ABCD-EFGH-JKLM")
+    assert answered.status_code == 400 and "caractères non autorisés" in answered.text
+    with Session(host.engine) as session:
+        assert session.exec(select(Dossier)).all() == []
+
+
+def test_equals_and_question_marks_apart_stay_allowed() -> None:
+    assert normalize_email("a=b?c@exemple.fr") == "a=b?c@exemple.fr"
+    assert normalize_email("x?=y=z@exemple.fr") == "x?=y=z@exemple.fr"  # "?=" alone
 
 
 # --------------------------------------------------------------------------- finding 9

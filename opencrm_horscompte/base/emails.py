@@ -25,6 +25,7 @@ MAX_LENGTH = 254
 MAX_LOCAL_LENGTH = 64
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _LOCAL_FORBIDDEN = set(' "(),:;<>[\\]')
+ENCODED_WORD_START = "=?"
 _DOMAIN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
@@ -101,6 +102,10 @@ def normalize_email(raw: str) -> str:
     if not ascii and unicodedata.normalize("NFKC", address) != address:
         raise InvalidEmail(NOT_ALLOWED)
     local, at, domain = address.rpartition("@")
+    if ENCODED_WORD_START in local:
+        # RFC 2047 forbids encoded-words in an address, but mail libraries decode them
+        # anyway: "=?utf-8?b?...?=" could then read as a control or a second recipient.
+        raise InvalidEmail(NOT_ALLOWED)
     spaced = " " in address if ascii else any(char.isspace() for char in address)
     if not (at and domain and _plausible_local_part(local)) or spaced:
         raise InvalidEmail(NOT_AN_ADDRESS)

@@ -42,6 +42,7 @@ import smtplib
 import socket
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -324,6 +325,26 @@ def _check_address(value: str) -> str:
     return value
 
 
+def _set_header(message: EmailMessage, name: str, value: str) -> None:
+    """Set header ``name``, then check what the email package made of it: it decodes RFC
+    2047 encoded-words (``=?utf-8?b?...?=``) even where they are not allowed, so a value
+    clean as typed can still read as a control character or a second recipient."""
+    try:
+        message[name] = _check_header(name, value)
+        parsed = message[name]
+        decoded = str(parsed)
+    except InvalidMail:
+        raise
+    except (ValueError, TypeError, IndexError) as error:  # what the header parser raises
+        raise InvalidMail(f"mail header {name!r} can't be parsed: {error}") from error
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in decoded):
+        raise InvalidMail(f"mail header {name!r} decodes to a control character")
+    if name == "To":
+        addresses = getattr(parsed, "addresses", ())
+        if [address.addr_spec for address in addresses] != [parseaddr(value)[1]]:
+            raise InvalidMail(f"mail header 'To' does not read as the one address {value!r}")
+
+
 def _message_id(row: OutboxMail, sender: str) -> str:
     """Stable per row, so a resend after a crash carries the same Message-ID."""
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
@@ -334,9 +355,9 @@ def _message_id(row: OutboxMail, sender: str) -> str:
 def build_email(row: OutboxMail, sender: str) -> EmailMessage:
     """The MIME message for ``row``: UTF-8 text, plus an HTML alternative when present."""
     message = EmailMessage()
-    message["From"] = _check_header("From", sender)
-    message["To"] = _check_address(_check_header("To", row.recipient))
-    message["Subject"] = _check_header("Subject", row.subject)
+    _set_header(message, "From", sender)
+    _set_header(message, "To", _check_address(row.recipient))
+    _set_header(message, "Subject", row.subject)
     message["Date"] = format_datetime(as_utc(row.created_at))
     message["Message-ID"] = _message_id(row, sender)
     message.set_content(row.text, charset="utf-8", cte="quoted-printable")
