@@ -7,12 +7,15 @@
 * finding 7: synchronised double submissions (decline, settings, plugin switch) never fail;
 * finding 12: known open-redirect payloads are refused by the host and by the plugin;
 * finding 13: a foreign ``Origin`` / ``Sec-Fetch-Site`` is refused even with a valid CSRF
-  token; security headers on every response; no inline script or style in the pages.
+  token; security headers on every response; no inline script or style in the pages;
+* red team: a number beyond any id, or a control character, in a URL or a form is no page
+  or a clear refusal, never a 500 or the outage page.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
 from typing import Any, cast
 
@@ -20,6 +23,7 @@ import pytest
 from conftest import ADMIN, CITIZEN, browser, csrf_token, login, observed_work, post, quiet
 from lookup_helpers import EMAIL, deposit, last_code, start, submit
 from processes import all_at_once
+from sqlalchemy.exc import DataError
 from sqlmodel import Session, select
 from werkzeug.routing import Rule
 
@@ -359,3 +363,54 @@ def test_pages_have_no_inline_script_or_style(client: Any) -> None:
         # A mail preview (srcdoc of a sandboxed iframe) may style its elements, as mails do.
         page = re.sub(r'srcdoc="[^"]*"', "", response.text)
         assert not inline.search(page), (path, inline.search(page))
+
+
+# --------------------------------------------------------------------------- red team
+
+
+BEYOND_ANY_ID = ["2147483648", "9223372036854775808", "1" + "0" * 23]
+
+
+@pytest.mark.parametrize("number", BEYOND_ANY_ID)
+def test_a_number_beyond_any_id_is_no_page_never_an_error(client: Any, number: str) -> None:
+    """SQLite raised OverflowError (500) and PostgreSQL a data error, shown as the outage
+    page (503) and logged as one: the number names no row, and is said so."""
+    assert client.get(f"/dossiers/{number}").status_code == 404
+    login(client, ADMIN)
+    agent = client.get(f"/admin/hors-compte/assistance?dossier={number}")
+    assert agent.status_code in (400, 404), agent.text
+    assert "Aucun dossier" in agent.text or "des chiffres uniquement" in agent.text
+    retry = post(client, "/admin/courriels", {"mail": number})
+    assert retry.status_code == 400 and "ne peut pas être renvoyé" in retry.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/brouillons/%00",
+        "/brouillons/%00/recu",
+        "/brouillons/a%00b/coordonnees",
+        "/demarches/%00/nouveau",
+        "/demarches/x%01y/nouveau",
+        "/brouillons/" + "a" * 65,
+    ],
+)
+def test_a_control_character_in_a_path_is_no_page(client: Any, path: str) -> None:
+    assert client.get(path).status_code == 404
+
+
+def test_a_value_the_database_refuses_is_the_requests_fault_not_an_outage(
+    host: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(host)
+    app.config["TESTING"] = True
+
+    @app.get("/essai/valeur-refusee")
+    def refused() -> Any:
+        raise DataError("SELECT 1", {}, ValueError("integer out of range"))
+
+    with caplog.at_level(logging.WARNING):
+        response = app.test_client().get("/essai/valeur-refusee")
+    assert response.status_code == 400
+    assert "ne peut pas lire" in response.text and "base de données" not in response.text
+    assert [record.levelno for record in caplog.records] == [logging.WARNING]

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.agent import actions
 from opencrm_horscompte.agent.state import dossier_state
-from opencrm_horscompte.base.db import writer
+from opencrm_horscompte.base.db import MAX_ROW_ID, writer
 from opencrm_horscompte.base.i18n import N_, Message
 from opencrm_horscompte.base.limits import AGENT_ACTIONS, counted
 from opencrm_horscompte.base.paths import AGENT_PATH
@@ -80,7 +80,7 @@ def _act(host: Host, request: Request, user: User, dossier_id: int, action: str)
     with Session(writer(host.engine)) as session, session.begin():
         if not counted(host, session, AGENT_ACTIONS, user.email):
             return _page(host, request, 429, number=str(dossier_id), error=THROTTLED)
-        state = dossier_state(host, session, dossier_id)
+        state = dossier_state(host, session, dossier_id) if dossier_id <= MAX_ROW_ID else None
         if state is None:
             return _page(host, request, 404, number=str(dossier_id), error=UNKNOWN)
         if action == "unlock":

@@ -38,6 +38,7 @@ __all__ = [
     "BEGIN",
     "BEGIN_IMMEDIATE",
     "LOCK_TIMEOUT_MS",
+    "MAX_ROW_ID",
     "DriverConnection",
     "DriverStatement",
     "UTCDateTime",
@@ -51,6 +52,11 @@ __all__ = [
     "upsert_insert",
     "writer",
 ]
+
+# The largest id an INTEGER primary key holds on PostgreSQL (every id column here): a
+# number typed or put in a URL beyond it names no row, and must never reach the database
+# (where it is a data error, not a missing row).
+MAX_ROW_ID = 2**31 - 1
 
 # Their names before base.driver existed (private, but test harnesses patched them);
 # deprecated, removed in the next release.

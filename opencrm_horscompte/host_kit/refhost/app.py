@@ -14,11 +14,13 @@ from urllib.parse import urlsplit
 import flask
 import jinja2
 from markupsafe import Markup
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlmodel import Session, col, select
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import BaseConverter, Map
 
+from opencrm_horscompte.base.db import MAX_ROW_ID
 from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.i18n import (
     DEFAULT_LOCALE,
@@ -98,8 +100,19 @@ def _environment(locale: str) -> jinja2.Environment:
     return environment
 
 
+class SegmentConverter(BaseConverter):
+    """A path segment without control characters, of ``length`` characters at most (what
+    its column holds). Anything else names no page (404), and never reaches the database,
+    where a NUL is a data error on PostgreSQL."""
+
+    def __init__(self, url_map: Map, length: int = 80) -> None:
+        super().__init__(url_map)
+        self.regex = f"[^/\\x00-\\x1f\\x7f]{{1,{int(length)}}}"
+
+
 def create_app(host: ReferenceHost) -> flask.Flask:
     app = flask.Flask(__name__)
+    app.url_map.converters["segment"] = SegmentConverter
     app.config.update(
         SECRET_KEY=host.secret_keys[-1],
         SECRET_KEY_FALLBACKS=list(host.secret_keys[:-1]),
@@ -210,6 +223,18 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         status = error.code or 500
         return error_page(status, messages.get(status, N_("Une erreur est survenue.")))
 
+    @app.errorhandler(DataError)
+    def value_refused(error: DataError) -> flask.Response:
+        """A value the database refuses (out of range, a NUL): the request's fault, not an
+        outage, so neither the outage page nor an error in the log."""
+        log.warning(
+            "value refused by the database on %s %s: %s",
+            flask.request.method,
+            flask.request.path,
+            error.orig,
+        )
+        return error_page(400, N_("La demande contient une valeur que le site ne peut pas lire."))
+
     @app.errorhandler(SQLAlchemyError)
     def database_unavailable(error: SQLAlchemyError) -> flask.Response:
         """Database down, lock timeout...: a 503 page that says what was kept and re-posts
@@ -256,7 +281,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             demarches=demarches,
         )
 
-    @app.route("/demarches/<slug>/nouveau", methods=["GET", "POST"])
+    @app.route("/demarches/<segment(length=80):slug>/nouveau", methods=["GET", "POST"])
     def identity_screen(slug: str) -> flask.Response:
         with Session(host.engine, expire_on_commit=False) as session:
             demarche = session.exec(select(Demarche).where(Demarche.slug == slug)).first()
@@ -319,7 +344,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             flask.abort(404)
         return dossier
 
-    @app.route("/brouillons/<draft_key>", methods=["GET", "POST"])
+    @app.route("/brouillons/<segment(length=64):draft_key>", methods=["GET", "POST"])
     def draft_form(draft_key: str) -> flask.Response:
         dossier = owned_draft(draft_key)
         if dossier.status != "draft":
@@ -363,7 +388,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             )
         return redirect(flask.url_for("receipt", draft_key=draft_key), 303)
 
-    @app.get("/brouillons/<draft_key>/coordonnees")
+    @app.get("/brouillons/<segment(length=64):draft_key>/coordonnees")
     def edit_identity(draft_key: str) -> flask.Response:
         dossier = owned_draft(draft_key)
         with Session(host.engine) as session:
@@ -372,7 +397,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         url = flask.url_for("identity_screen", slug=demarche.slug, brouillon=draft_key)
         return redirect(url, 303)
 
-    @app.get("/brouillons/<draft_key>/recu")
+    @app.get("/brouillons/<segment(length=64):draft_key>/recu")
     def receipt(draft_key: str) -> flask.Response:
         dossier = owned_draft(draft_key)
         if dossier.status == "draft":
@@ -386,7 +411,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             fragments=[Markup(f) for fs in fragments for f in fs],
         )
 
-    @app.get("/dossiers/<int:dossier_id>")
+    @app.get(f"/dossiers/<int(max={MAX_ROW_ID}):dossier_id>")
     def dossier_page(dossier_id: int) -> flask.Response:
         """A deposited dossier: for its account, or a visitor a plugin admits."""
         with Session(host.engine) as session:
@@ -419,7 +444,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         visitor = not (owner or staff)  # the citizen's "shared computer" box
         return render("dossier.html", dossier=dossier, actions=actions, visitor=visitor)
 
-    @app.post("/dossiers/<int:dossier_id>/fin-acces")
+    @app.post(f"/dossiers/<int(max={MAX_ROW_ID}):dossier_id>/fin-acces")
     def end_access(dossier_id: int) -> flask.Response:
         """ "Terminer l'accès" on a shared computer: the server-side session ends (every copy
         of the cookie with it), and the new one keeps only the account, the language and the
@@ -570,10 +595,9 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             return user
         notice = error = None
         if flask.request.method == "POST":
-            try:
-                mail_id = int(flask.request.form.get("mail", ""))
-            except ValueError:
-                mail_id = 0
+            typed = flask.request.form.get("mail", "")
+            mail_id = int(typed) if typed.isascii() and typed.isdigit() else 0
+            mail_id = mail_id if mail_id <= MAX_ROW_ID else 0
             if outbox.retry_now(host.engine, mail_id, host.now()):
                 log.info("outbox mail %s: retry asked by %s", mail_id, user.email)
                 notice = N_("Le courriel sera renvoyé dans quelques instants.")
