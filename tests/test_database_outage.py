@@ -31,7 +31,9 @@ def outage(host: Any, tmp_path: Path) -> Callable[[], Any]:
     restore: list[Callable[[], None]] = []
 
     @contextmanager
-    def down() -> Iterator[None]:
+    def down(*, plugin_state_cached: bool = False) -> Iterator[None]:
+        """``plugin_state_cached``: the host keeps the plugin switches it read last (its
+        TTL), so the first statement to fail is the page's own, not the switches' read."""
         engine = host.engine
         if engine.dialect.name == "sqlite":
             host.engine = make_engine(f"sqlite:///{tmp_path}/missing/folder/crm.sqlite3")
@@ -59,7 +61,8 @@ def outage(host: Any, tmp_path: Path) -> Callable[[], Any]:
                 admin.dispose()
 
             restore.append(back)
-        host._state.read_at = float("-inf")  # the plugin switches are read again: they fail
+        if not plugin_state_cached:
+            host._state.read_at = float("-inf")  # the plugin switches are read again: fail
         try:
             yield
         finally:
@@ -100,6 +103,18 @@ def test_lookup(web: Any, host: Any, outage: Any) -> None:
     assert f'action="{LOOKUP}"' in page
     again = post(web, LOOKUP, _hidden(page))  # database back: the retry works
     assert again.status_code == 200
+
+
+def test_lookup_with_the_plugin_switches_cached(web: Any, host: Any, outage: Any) -> None:
+    """The lookup's own connection (at driver level) is the first to fail: it gets the
+    503 page too (it was a bare 500 on PostgreSQL: the driver's connection error came out
+    unwrapped, past the host's handler of SQLAlchemy errors)."""
+    dossier = deposit(web, host)
+    web.get(LOOKUP)
+    typed = {"email": dossier.email, "tracking_code": dossier.code}
+    with outage(plugin_state_cached=True):
+        response = post(web, LOOKUP, typed)
+    assert _hidden(_assert_clean_503(response)) == typed
 
 
 def test_verify_and_resend(web: Any, host: Any, outage: Any) -> None:

@@ -289,8 +289,13 @@ class driver_connection:
         self._pooled: PoolProxiedConnection | None = None
 
     def __enter__(self) -> DriverConnection:
-        self._pooled = pooled = self._engine.raw_connection()
-        return DriverConnection(self._engine, pooled)
+        engine = self._engine
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        try:
+            self._pooled = pooled = engine.raw_connection()
+        except dbapi_error as error:  # unlike engine.connect(), raw_connection() doesn't wrap
+            raise DBAPIError.instance(None, None, error, dbapi_error) from error
+        return DriverConnection(engine, pooled)
 
     def __exit__(self, *_: object) -> None:
         if self._pooled is not None:
