@@ -59,6 +59,10 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _worker_pids(pid: int) -> list[int]:
+    return [child for child, line in _children(pid) if " worker " in line]
+
+
 @pytest.fixture
 def fresh_pg(pg_database_url: str) -> Iterator[str]:
     empty_public_schema(pg_database_url)
@@ -103,6 +107,17 @@ def test_serve_runs_n_web_processes_and_one_worker(fresh_pg: str, tmp_path: Path
             client.close()
             assert client.errors == [], client.errors
         assert load._check(fresh_pg, drop) == []
+
+        # The background worker killed: the master starts another, and mail goes again.
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: _worker_pids(server.pid) not in ([], workers), HANG_GUARD_SECONDS)
+        assert len(_worker_pids(server.pid)) == 1
+        client = load.Client(http_port, "10.9.0.9")
+        load.scenario(client, mail_dir, "serve-after-kill")  # needs its validation mail
+        client.close()
+        assert client.errors == [], client.errors
+        assert any("background worker exited" in line for line in log)
+        children = _children(server.pid)
 
         # A request in flight when SIGTERM comes finishes: a lookup waits on a table lock
         # held here, the server is told to stop, then the lock is released.
@@ -237,3 +252,18 @@ def test_load_run_cleans_up_whatever_step_fails(
     assert _load_databases() == before
     assert list(tmp_path.iterdir()) == []
     assert all(server.poll() is not None for server in started)  # stopped
+
+
+def test_the_supervisor_starts_a_dead_worker_again_until_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opencrm_horscompte.host_kit.refhost import serve
+
+    monkeypatch.setattr(serve, "RESTART_FIRST_DELAY", 0.01)
+    supervised = serve.Supervised([sys.executable, "-c", "raise SystemExit(3)"])
+    wait_for(lambda: supervised.restarts >= 3)  # each exit is followed by a new start
+    supervised.stop(timeout=HANG_GUARD_SECONDS)
+    stopped_at = supervised.restarts
+    assert supervised.process.poll() is not None
+    assert not supervised._watcher.is_alive()  # nothing left to start it again
+    assert supervised.restarts == stopped_at

@@ -1,7 +1,8 @@
 """``opencrm-horscompte serve``: the reference host under gunicorn, with N web processes and
 one background process (``opencrm-horscompte worker``) for mail and scheduled tasks.
 
-The master process migrates and seeds the database once, starts the background process,
+The master process migrates and seeds the database once, starts the background process
+(and starts it again whenever it dies: mail must not stop for good because it crashed),
 then runs gunicorn (``gthread`` workers: a few threads each, so a slow client does not hold
 a whole process). Each web worker builds its own host after the fork (no connection crosses
 a fork). SIGTERM or SIGINT to the master: gunicorn stops accepting, lets in-flight requests
@@ -11,10 +12,13 @@ it claimed is handed back).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,10 @@ from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
 
 GRACEFUL_SECONDS = 30
 THREADS_PER_WORKER = 4
+RESTART_FIRST_DELAY = 1.0
+RESTART_MAX_DELAY = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -57,12 +65,65 @@ def worker_command(data_dir: Path, port: int) -> list[str]:
     ]
 
 
+class Supervised:
+    """A background process started again whenever it exits before :meth:`stop`, after a
+    wait that doubles from 1 s to a minute (back to 1 s once it has run a minute), each
+    restart logged as an error."""
+
+    def __init__(self, command: list[str]) -> None:
+        self._command = command
+        self._owner = os.getpid()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(command)
+        self.restarts = 0
+        self._watcher = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        delay = RESTART_FIRST_DELAY
+        while True:
+            started = time.monotonic()
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started >= RESTART_MAX_DELAY:
+                delay = RESTART_FIRST_DELAY
+            log.error("the background worker exited (code %s): started again in %s s", code, delay)
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.process = subprocess.Popen(self._command)
+                self.restarts += 1
+            delay = min(delay * 2, RESTART_MAX_DELAY)
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM (the mail it claimed is handed back), then SIGKILL after ``timeout``.
+        Only in the process that started it: a gunicorn worker is a fork of the master that
+        leaves through the master's own ``finally`` blocks."""
+        if os.getpid() != self._owner:
+            return
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self._watcher.join(timeout)
+
+
 def run_serve(
     workers: int, port: int, data_dir: Path, bind_host: str = "127.0.0.1", with_worker: bool = True
 ) -> int:
     host, _ = build_host(data_dir, port)  # migrations and seed, once, before any fork
     host.engine.dispose()
-    background = subprocess.Popen(worker_command(data_dir, port)) if with_worker else None
+    background = Supervised(worker_command(data_dir, port)) if with_worker else None
     options = {
         "bind": f"{bind_host}:{port}",
         "workers": workers,
@@ -81,11 +142,5 @@ def run_serve(
         return exit_.code if isinstance(exit_.code, int) else 0
     finally:
         if background is not None:
-            if background.poll() is None:
-                background.send_signal(signal.SIGTERM)
-            try:
-                background.wait(timeout=GRACEFUL_SECONDS + 30)
-            except subprocess.TimeoutExpired:
-                background.kill()
-                background.wait()
+            background.stop(timeout=GRACEFUL_SECONDS + 30)
     return 0
