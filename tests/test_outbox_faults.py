@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.hookspecs.host import MailMessage
+from opencrm_horscompte.host_kit.refhost import outbox as outbox_module
 from opencrm_horscompte.host_kit.refhost.host import HostConfig
 from opencrm_horscompte.host_kit.refhost.migrate import upgrade_host
 from opencrm_horscompte.host_kit.refhost.outbox import (
@@ -296,14 +297,31 @@ class _KillingTransport:
 
 
 @pytest.mark.postgresql
-@pytest.mark.parametrize("block", [False, True], ids=["killed", "killed-and-down"])
+@pytest.mark.parametrize(
+    ("block", "back_during_retries"),
+    [(False, False), (True, True), (True, False)],
+    ids=["killed", "killed-and-down-for-a-moment", "killed-and-down"],
+)
 def test_backends_terminated_during_delivery(
-    pg_database_url: str, clock: Clock, smtp: FaultySmtp, block: bool
+    pg_database_url: str,
+    clock: Clock,
+    smtp: FaultySmtp,
+    block: bool,
+    back_during_retries: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     database = make_url(pg_database_url).database
     assert database
     empty_public_schema(pg_database_url)
     engine = make_engine(pg_database_url)
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the recording's retries, without the waiting
+        pauses.append(seconds)
+        if back_during_retries and len(pauses) == 2:
+            _allow_connections(database)  # the database is back after the second try
+
+    monkeypatch.setattr(outbox_module.time, "sleep", pause)
     try:
         upgrade_host(engine)
         _queue(engine, clock, 4)
@@ -314,11 +332,14 @@ def test_backends_terminated_during_delivery(
         finally:
             _allow_connections(database)
 
-        if not block:
-            # the record is retried on a fresh connection: nothing is sent twice
+        if not block or back_during_retries:
+            # the record is retried on a fresh connection: nothing is sent twice, and the
+            # batch goes on
             assert report == DeliveryReport(sent=4)
             _check_figures(engine, smtp, faults=0)
+            assert len(smtp.message_ids()) == 4
             return
+        assert pauses == [0.5, 1.0, 2.0, 4.0]  # 7.5 s of retries before giving up
         # the first mail went out but could not be recorded; the batch stopped there
         assert report == DeliveryReport()
         assert _counts(engine)["pending"] == 4
@@ -339,6 +360,7 @@ _WORKER = textwrap.dedent(
     import sys, threading
     from datetime import UTC, datetime
     from opencrm_horscompte.base.db import make_engine
+from opencrm_horscompte.host_kit.refhost import outbox as outbox_module
     from opencrm_horscompte.host_kit.refhost.outbox import SmtpTransport, deliver_due
 
     url, port = sys.argv[1], int(sys.argv[2])

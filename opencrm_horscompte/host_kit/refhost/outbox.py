@@ -14,16 +14,17 @@ and only if the business change that produced it was committed. A worker
    meanwhile is no longer held, and is skipped), then sends outside any transaction, with an
    overall deadline (:data:`SEND_DEADLINE`) shorter than the lease, so a send never outlives
    its claim and a trickling server cannot hold the worker;
-4. records each result in its own short transaction (retried once: a PostgreSQL backend
-   killed under it is replaced by the pool): ``sent_at``; or, for a temporary failure (4xx,
-   connection refused, timeout), ``attempts + 1``, the error and a backoff capped at
-   :data:`MAX_RETRY_DELAY`; or, for a permanent one (5xx, invalid address), the dead-letter
-   state ``dead_at`` with its reason, which an admin may retry (:func:`retry_now`).
+4. records each result in its own short transaction, retried for a few seconds (a
+   PostgreSQL backend killed under it is replaced by the pool, a restarted server is
+   back): ``sent_at``; or, for a temporary failure (4xx, connection refused, timeout),
+   ``attempts + 1``, the error and a backoff capped at :data:`MAX_RETRY_DELAY`; or, for a
+   permanent one (5xx, invalid address), the dead-letter state ``dead_at`` with its reason,
+   which an admin may retry (:func:`retry_now`).
 
-If a result can't be recorded, the batch stops there and the rest is handed back (made due
-again). Delivery is at-least-once: a mail sent but not recorded (database gone, worker
-killed) goes again after the lease, with the same ``Message-ID``: at most one duplicate per
-such fault.
+If a result still can't be recorded, the batch stops there and the rest is handed back
+(made due again, or due when their lease ends if the database is still gone). Delivery is
+at-least-once: a mail sent but not recorded (database gone, worker killed) goes again after
+the lease, with the same ``Message-ID``: at most one duplicate per such fault.
 
 A queued mail may carry a key (``MailMessage.replaces``): a newer mail with the same key
 makes the older unsent ones useless, and the worker drops them (a resent validation code
@@ -77,7 +78,8 @@ SEND_DEADLINE = 20.0
 """Seconds one whole send may take (connect, greeting, every command, DATA, QUIT)."""
 BATCH_SIZE = 5
 MAX_ERROR_LENGTH = 500
-_RECORD_RETRY_PAUSE = 0.5
+# 7.5 s in all: the lease, renewed before the send, outlasts the send's deadline by 10 s.
+_RECORD_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0)
 # Stop starting new sends once this much real time has passed since the claim (the lease is
 # renewed before each send, so this only bounds how long one batch keeps the worker).
 _BATCH_TIME_BUDGET_SECONDS = 120.0
@@ -472,15 +474,21 @@ def _still_held(engine: Engine, token: str, ids: Sequence[int], now: datetime) -
         return {row_id for (row_id,) in connection.execute(statement)}
 
 
-def _with_one_retry(action: Callable[[], None]) -> None:
-    """Run a short recording transaction; once more on a database error (the pool replaces a
-    connection whose backend was killed)."""
-    try:
-        action()
-    except SQLAlchemyError as error:
-        logger.warning("outbox: recording failed, retrying once: %s", format_error(error))
-        time.sleep(_RECORD_RETRY_PAUSE)
-        action()
+def _with_retries(action: Callable[[], None]) -> None:
+    """Run a short recording transaction; again on a database error, after pauses that
+    double (:data:`_RECORD_RETRY_PAUSES`: the pool replaces a killed backend, a restarted
+    server is back within seconds). A sent mail whose result can't be recorded goes out
+    again once its lease ends, and the rest of its batch waits for theirs."""
+    for pause in _RECORD_RETRY_PAUSES:
+        try:
+            action()
+            return
+        except SQLAlchemyError as error:
+            logger.warning(
+                "outbox: recording failed, retrying in %s s: %s", pause, format_error(error)
+            )
+            time.sleep(pause)
+    action()
 
 
 def _record_sent(engine: Engine, row: OutboxMail, now: datetime) -> None:
@@ -492,7 +500,7 @@ def _record_sent(engine: Engine, row: OutboxMail, now: datetime) -> None:
                 .values(sent_at=now, last_error=None, claim_token=None, dropped_at=None)
             )
 
-    _with_one_retry(record)
+    _with_retries(record)
 
 
 def _record_failure(
@@ -518,7 +526,7 @@ def _record_failure(
                 .values(**values)
             )
 
-    _with_one_retry(record)
+    _with_retries(record)
     return permanent
 
 
