@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import socket
+import string
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -405,11 +406,23 @@ def _flip_inside(token: str) -> str:
     return token[:position] + replacement + token[position + 1 :]
 
 
+BASE64_URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+
+def _signature_spelt_otherwise(token: str) -> str:
+    """``token`` with its signature's last character changed in a bit base64 leaves unused
+    (a 20-byte signature is 27 characters: 2 spare bits), so it decodes to the same bytes."""
+    assert (6 * len(token.rpartition(".")[2])) % 8 >= 1
+    last = BASE64_URL.index(token[-1])
+    return token[:-1] + BASE64_URL[last ^ 1]
+
+
 def _bad_tokens(host: Any, token: str, challenge_id: int) -> dict[str, str]:
     unknown_key_host = SimpleNamespace(secret_keys=[b"unknown-key-" + b"9" * 20], now=host.now)
     payload = {"challenge": challenge_id}
     return {
         "tampered signature": _flip_inside(token),
+        "signature spelt otherwise": _signature_spelt_otherwise(token),
         "tampered payload": _forged_payload(token, {"challenge": challenge_id + 1}),
         "truncated": token[: len(token) // 2],
         "empty": "",

@@ -81,6 +81,15 @@ def test_an_encoded_word_in_an_address_is_refused_with_a_message(
         assert session.exec(select(Dossier)).all() == []
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b"])
+def test_a_line_or_paragraph_separator_in_a_name_is_refused(client: Any, separator: str) -> None:
+    start = "/demarches/signalement-voirie/nouveau"
+    client.get(start)
+    identity = {"last_name": "Dupont", "first_name": f"Léa{separator}Bcc", "email": "l@x.fr"}
+    response = post(client, start, identity)
+    assert response.status_code == 400 and "caractères non autorisés" in response.text
+
+
 def test_equals_and_question_marks_apart_stay_allowed() -> None:
     assert normalize_email("a=b?c@exemple.fr") == "a=b?c@exemple.fr"
     assert normalize_email("x?=y=z@exemple.fr") == "x?=y=z@exemple.fr"  # "?=" alone

@@ -14,8 +14,13 @@ SUBJECT_MAX = 200
 MESSAGE_MAX = 5000
 
 
+# Controls, and the line and paragraph separators (U+2028, U+2029): a name or a subject is
+# one line, and a message breaks its lines with the line feeds the form sends.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(char) == "Cc" for char in text)
+    return any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in text)
 
 
 def clean_text(
