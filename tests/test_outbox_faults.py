@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -28,7 +29,6 @@ from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.hookspecs.host import MailMessage
-from opencrm_horscompte.host_kit.refhost import outbox as outbox_module
 from opencrm_horscompte.host_kit.refhost.host import HostConfig
 from opencrm_horscompte.host_kit.refhost.migrate import upgrade_host
 from opencrm_horscompte.host_kit.refhost.outbox import (
@@ -321,7 +321,7 @@ def test_backends_terminated_during_delivery(
         if back_during_retries and len(pauses) == 2:
             _allow_connections(database)  # the database is back after the second try
 
-    monkeypatch.setattr(outbox_module.time, "sleep", pause)
+    monkeypatch.setattr(time, "sleep", pause)  # what the outbox sleeps through
     try:
         upgrade_host(engine)
         _queue(engine, clock, 4)
@@ -360,7 +360,6 @@ _WORKER = textwrap.dedent(
     import sys, threading
     from datetime import UTC, datetime
     from opencrm_horscompte.base.db import make_engine
-from opencrm_horscompte.host_kit.refhost import outbox as outbox_module
     from opencrm_horscompte.host_kit.refhost.outbox import SmtpTransport, deliver_due
 
     url, port = sys.argv[1], int(sys.argv[2])
