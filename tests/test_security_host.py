@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import pytest
 from conftest import ADMIN, CITIZEN, browser, csrf_token, login, observed_work, post, quiet
-from lookup_helpers import EMAIL, deposit, last_code, start, submit
+from lookup_helpers import ANSWERS, EMAIL, deposit, last_code, start, submit, token_of
 from processes import all_at_once
 from sqlalchemy.exc import DataError
 from sqlmodel import Session, select
@@ -29,12 +29,12 @@ from werkzeug.routing import Rule
 
 from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.models import IdentityChoice, SettingRow
-from opencrm_horscompte.base.paths import is_local_path
+from opencrm_horscompte.base.paths import DECLINE_PATH, is_local_path
 from opencrm_horscompte.base.tokens import sign
 from opencrm_horscompte.hookspecs import host as host_specs
 from opencrm_horscompte.hookspecs.host import Request, Response
 from opencrm_horscompte.host_kit.refhost.app import SECURITY_HEADERS, create_app
-from opencrm_horscompte.host_kit.refhost.models import Account, PluginState
+from opencrm_horscompte.host_kit.refhost.models import Account, Dossier, PluginState
 from opencrm_horscompte.host_kit.refhost.sessions import change_password
 from opencrm_horscompte.identity import step as identity
 from opencrm_horscompte.settings.schema import Settings
@@ -414,3 +414,64 @@ def test_a_value_the_database_refuses_is_the_requests_fault_not_an_outage(
     assert response.status_code == 400
     assert "ne peut pas lire" in response.text and "base de données" not in response.text
     assert [record.levelno for record in caplog.records] == [logging.WARNING]
+
+
+def _dossier(host: Any, draft_key: str) -> Dossier:
+    with Session(host.engine) as session:
+        return session.exec(select(Dossier).where(Dossier.draft_key == draft_key)).one()
+
+
+def _start_draft(client: Any, email: str) -> str:
+    """A new draft under ``email``, declining the login proposal if one comes."""
+    client.get(START)
+    identity = {"last_name": "Dupont", "first_name": "Léa", "email": email}
+    response = post(client, START, identity)
+    if response.status_code == 200:  # the address has an account: go on without
+        response = post(client, DECLINE_PATH, {"token": token_of(response.text)})
+    assert response.status_code == 303, response.text
+    return str(response.headers["Location"]).rsplit("/", 1)[-1]
+
+
+def _deposit(client: Any, email: str) -> str:
+    draft = _start_draft(client, email)
+    response = post(client, f"/brouillons/{draft}", {**ANSWERS, "action": "deposit"})
+    assert response.status_code == 303, response.text
+    return draft
+
+
+def test_logging_in_on_a_shared_browser_takes_nobody_elses_dossier(client: Any, host: Any) -> None:
+    """Logging in carried over every dossier of the browser session to the account, and
+    kept the list: an anonymous deposit under another address became the account's, and
+    an account's draft opened for the next account to log in (red-team finding)."""
+    other = _deposit(client, "someone.else@exemple.fr")
+    mine = _deposit(client, CITIZEN[0])  # deposited already: the claim flow's business
+    login(client, CITIZEN)
+    for draft_key in (other, mine):
+        row = _dossier(host, draft_key)
+        assert row.account_id is None
+        assert client.get(f"/dossiers/{row.id}").status_code != 200
+        assert client.get(f"/brouillons/{draft_key}/recu").status_code == 404
+    draft = _start_draft(client, CITIZEN[0])
+    assert _dossier(host, draft).account_id is not None
+    login(client, ADMIN)  # another account in the same browser, without logging out
+    assert client.get(f"/brouillons/{draft}").status_code == 404
+    assert _dossier(host, draft).account_id != _account_id(host, ADMIN[0])
+
+
+def test_logging_in_continues_the_anonymous_draft_started_under_the_accounts_address(
+    client: Any, host: Any
+) -> None:
+    draft = _start_draft(client, CITIZEN[0].upper())  # the address as typed, in capitals
+    stranger = browser(client)
+    strangers_draft = _start_draft(stranger, "quelquun@exemple.fr")
+    login(client, CITIZEN)
+    assert _dossier(host, draft).account_id == _account_id(host, CITIZEN[0])
+    assert client.get(f"/brouillons/{draft}").status_code == 200
+    assert _dossier(host, strangers_draft).account_id is None
+
+
+def _account_id(host: Any, email: str) -> int:
+    with Session(host.engine) as session:
+        account = session.exec(select(Account).where(Account.email == email)).one()
+        assert account.id is not None
+        return account.id

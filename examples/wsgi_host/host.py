@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from opencrm_horscompte.base.db import UTCDateTime, make_engine, writer
-from opencrm_horscompte.base.emails import email_key
+from opencrm_horscompte.base.emails import email_key, email_key_or_blank
 from opencrm_horscompte.hookspecs.host import (
     IdentityDecision,
     MailMessage,
@@ -555,9 +555,11 @@ class App:
             row = connection.execute(select(dossiers).where(dossiers.c.draft_key == key)).first()
         if row is None:
             return None
-        mine = key in request.session.get("drafts", [])
-        owner = request.user is not None and row.account_id == request.user.id
-        return _dossier(row) if mine or owner else None
+        if row.account_id is not None:  # an account's: for that account only
+            allowed = request.user is not None and row.account_id == request.user.id
+        else:  # nobody's yet: for the browser session that started it
+            allowed = key in request.session.get("drafts", [])
+        return _dossier(row) if allowed else None
 
     def page_form(self, request: Request, key: str) -> Response:
         dossier = self._own_draft(request, key)
@@ -633,15 +635,37 @@ class App:
                 next_url=next_url,
                 error="Adresse e-mail ou mot de passe incorrect.",
             )
-        # "Identity step": the host attaches this session's drafts to the account.
+        # "Identity step": the host attaches this session's drafts to the account, those
+        # started under its address and not deposited yet (on a shared computer, nobody
+        # else's), and the session keeps the account's and nobody's drafts only.
         drafts = list(request.session.get("drafts", []))
         if drafts:
             with writer(self.host.engine).begin() as connection:
-                connection.execute(
-                    update(dossiers)
-                    .where(dossiers.c.draft_key.in_(drafts), dossiers.c.account_id.is_(None))
-                    .values(account_id=row.id)
-                )
+                mine = [
+                    draft.draft_key
+                    for draft in connection.execute(
+                        select(dossiers).where(
+                            dossiers.c.draft_key.in_(drafts),
+                            dossiers.c.account_id.is_(None),
+                            dossiers.c.status == "draft",
+                        )
+                    )
+                    if email_key_or_blank(draft.email) == row.email_key
+                ]
+                if mine:
+                    connection.execute(
+                        update(dossiers)
+                        .where(dossiers.c.draft_key.in_(mine))
+                        .values(account_id=row.id)
+                    )
+                kept = connection.execute(
+                    select(dossiers.c.draft_key).where(
+                        dossiers.c.draft_key.in_(drafts),
+                        (dossiers.c.account_id == row.id)
+                        | (dossiers.c.account_id.is_(None) & (dossiers.c.status == "draft")),
+                    )
+                ).scalars()
+                drafts = [key for key in drafts if key in set(kept)]
         request.session.clear()  # a new session at login (fixation)
         request.session.update(account_id=row.id, drafts=drafts, csrf=secrets.token_urlsafe(32))
         return Response.redirect(next_url)

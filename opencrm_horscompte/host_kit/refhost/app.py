@@ -338,9 +338,13 @@ def create_app(host: ReferenceHost) -> flask.Flask:
     def owned_draft(draft_key: str) -> Dossier:
         dossier = find_dossier(host, draft_key)
         user = current_user()
-        in_session = draft_key in flask.session.get("drafts", [])
-        owner = user is not None and dossier is not None and dossier.account_id == user.id
-        if dossier is None or not (in_session or owner):
+        if dossier is None:
+            flask.abort(404)
+        if dossier.account_id is not None:  # an account's: for that account only
+            allowed = user is not None and dossier.account_id == user.id
+        else:  # nobody's yet: for the browser session that started it
+            allowed = draft_key in flask.session.get("drafts", [])
+        if not allowed:
             flask.abort(404)
         return dossier
 
@@ -487,9 +491,8 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 error=N_("Adresse électronique ou mot de passe incorrect."),
                 draft=draft,
             )
-        drafts = flask.session.get("drafts", [])
         assert account.id is not None
-        attach_to_account(host, drafts, account.id)
+        drafts = attach_to_account(host, flask.session.get("drafts", []), account.id)
         chosen_locale = flask.session.get("locale")
         end_session(host, flask.session)  # a new session id at login (no fixation)
         flask.session.clear()
