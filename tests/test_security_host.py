@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -214,6 +216,73 @@ def test_simultaneous_settings_saves_never_fail(host: Any) -> None:
     with Session(host.engine) as session:
         saved = {row.key: row.value_json for row in session.exec(select(SettingRow))}
     assert saved["validation_code_length"] == "8"
+
+
+SPECIAL_ONLY = {
+    "tracking_code_digits": False,
+    "tracking_code_uppercase": False,
+    "tracking_code_lowercase": False,
+    "tracking_code_special": True,
+    "tracking_code_length": 16,
+}
+LETTERS_AND_DIGITS = {
+    "tracking_code_digits": True,
+    "tracking_code_uppercase": True,
+    "tracking_code_lowercase": True,
+    "tracking_code_special": False,
+    "tracking_code_length": 8,
+}
+
+
+def _stored(host: Any) -> dict[str, Any]:
+    """The settings as stored, defaults for what is not (never repaired by the loader)."""
+    with Session(host.engine) as session:
+        rows = {row.key: json.loads(row.value_json) for row in session.exec(select(SettingRow))}
+    return {**Settings.defaults().as_dict(), **rows}
+
+
+def test_two_admins_saving_different_forms_at_once_store_one_or_the_other(host: Any) -> None:
+    """Each save read the settings unlocked, then wrote the keys it found changed: on
+    PostgreSQL two saves mixed into a combination neither admin sent, with no character
+    class at all (13 rounds of 30, red-team finding)."""
+    forms = (SPECIAL_ONLY, LETTERS_AND_DIGITS)
+    for round_ in range(ROUNDS):
+        with Session(writer(host.engine)) as session, session.begin():  # from the defaults
+            save_settings(host, session, Settings.defaults(), actor=ADMIN[0])
+        saves = iter(forms if round_ % 2 else forms[::-1])
+
+        def save(saves: Iterator[dict[str, Any]] = saves) -> None:
+            mine = next(saves)
+            with Session(writer(host.engine)) as session, session.begin():
+                save_settings(host, session, Settings.defaults().replace(**mine), actor=ADMIN[0])
+
+        all_at_once(2, save)
+        stored = {key: _stored(host)[key] for key in SPECIAL_ONLY}
+        assert stored in (SPECIAL_ONLY, LETTERS_AND_DIGITS), stored
+
+
+def test_a_save_repairs_an_invalid_stored_combination(host: Any) -> None:
+    """A stored combination the loader must replace (no class at all) showed as the
+    defaults; a save of "digits only" then compared with those, wrote nothing for the
+    classes, said it was saved, and changed nothing in force."""
+    with Session(writer(host.engine)) as session, session.begin():
+        for key in ("digits", "uppercase", "lowercase", "special"):
+            session.merge(
+                SettingRow(
+                    key=f"tracking_code_{key}",
+                    value_json="false",
+                    updated_at=host.now(),
+                    updated_by="corruption",
+                )
+            )
+    digits_only = {**LETTERS_AND_DIGITS, "tracking_code_uppercase": False}
+    digits_only["tracking_code_lowercase"] = False
+    with Session(writer(host.engine)) as session, session.begin():
+        save_settings(host, session, Settings.defaults().replace(**digits_only), actor=ADMIN[0])
+    assert {key: _stored(host)[key] for key in digits_only} == digits_only
+    with Session(host.engine) as session:
+        in_force = load_settings(session)
+    assert (in_force.tracking_code_digits, in_force.tracking_code_uppercase) == (True, False)
 
 
 def test_simultaneous_plugin_switches_never_fail(host: Any) -> None:

@@ -129,6 +129,15 @@ def ensure_settings_version(engine: Engine) -> None:
             connection.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
 
 
+def _lock_version(session: Session) -> None:
+    """Lock the version row for the transaction (PostgreSQL; on SQLite the write
+    transaction holds the database), creating it if it is missing: a second save waits,
+    then reads what the first one committed."""
+    connection = session.connection()
+    if connection.execute(_VERSION.with_for_update()).first() is None:
+        _move_version(session)
+
+
 def _move_version(session: Session) -> None:
     """A new version token: every process re-reads the settings on its next call (an
     upsert: two saves at once never collide)."""
@@ -165,20 +174,29 @@ def save_settings(host: Host, session: Session, new: Settings, actor: str) -> di
 
     :return: ``{key: [old, new]}`` for each changed key (empty when nothing changed).
     """
+    _lock_version(session)  # two admins saving at once: one after the other, never mixed
     current = load_settings(session, template_keys=[new.validation_mail_template])
+    connection = session.connection()
+    stored = {key: json.loads(value) for key, value in _SAVED.all(connection)}
+    defaults = Settings.defaults().as_dict()
     now = host.now()
     changes: dict[str, list[Any]] = {}
+    written = False
     for key, value in new.as_dict().items():
         old = getattr(current, key)
-        if old == value:
+        if old != value:
+            changes[key] = [old, value]
+        # Compared with what is stored, not with the settings in force: a stored value the
+        # loader had to replace (an invalid combination) is written over all the same.
+        if stored.get(key, defaults[key]) == value:
             continue
-        changes[key] = [old, value]
-        connection = session.connection()
+        written = True
         connection.execute(
             _save_statement(connection.dialect.name),
             {"key": key, "value_json": json.dumps(value), "updated_at": now, "updated_by": actor},
         )
-    if changes:
+    if written:
         _move_version(session)
+    if changes:
         PluginHooks(host).audit(session, SETTINGS_CHANGED, changes, actor=actor)
     return changes
