@@ -22,8 +22,15 @@ from lookup_helpers import (
 from sqlmodel import Session, select
 
 from opencrm_horscompte.base.hooks import PluginHooks
-from opencrm_horscompte.base.models import AuditRecord, Challenge, IdentityChoice, TrackingCode
+from opencrm_horscompte.base.models import (
+    AuditRecord,
+    Challenge,
+    IdentityChoice,
+    SettingRow,
+    TrackingCode,
+)
 from opencrm_horscompte.cli import main
+from opencrm_horscompte.privacy.retention import ANONYMISED
 from opencrm_horscompte.privacy.subjects import mask_code, subject_hash
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings, save_settings
@@ -201,6 +208,7 @@ def test_erase_removes_what_may_be_erased_and_keeps_the_others_data(
         "identity_choices": 1,
         "validation_codes": 1,
         "audit_events": 2,
+        "settings_changed_last": 0,
         "tracking_codes": 0,
     }
     after = export(database_url, CITIZEN[0], capsys)
@@ -220,6 +228,47 @@ def test_erase_removes_what_may_be_erased_and_keeps_the_others_data(
     with Session(host.engine) as session:
         left = list(session.exec(select(TrackingCode.dossier_id)))
     assert left == [seeded["other"].dossier_id]
+
+
+@pytest.mark.parametrize(
+    ("written", "asked"),
+    [
+        ("agent@mairie-évry.fr", "AGENT@xn--mairie-vry-h7a.fr"),
+        ("ÉLODIE.agent@demoville.fr", "ÉLODIE.agent@DEMOVILLE.fr"),
+    ],
+)
+def test_an_actor_written_otherwise_than_its_key_is_exported_and_erased(
+    host: Any, database_url: str, capsys: Any, written: str, asked: str
+) -> None:
+    """The actor column holds an address as typed (a Unicode domain, non-ASCII capitals):
+    the SQL pre-filter compared it with the key, in punycode and with only ASCII letters
+    folded, and missed it (red-team finding)."""
+    audit(host, "agent.view", {"dossier": 1}, actor=written)
+    audit(host, "agent.view", {"dossier": 2}, actor="someone@demoville.fr")
+    report = export(database_url, asked, capsys)
+    assert [e["actor"] for e in report["audit_events"]] == [written]
+    argv = ["data", "erase", "--email", asked, "--database-url", database_url]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["audit_events"] == 2  # and the export's
+    actors = sorted(r.actor for r in rows(host, AuditRecord) if r.kind == "agent.view")
+    assert actors == sorted([ANONYMISED, "someone@demoville.fr"])
+
+
+def test_the_settings_an_admin_changed_last_are_exported_and_erased(
+    host: Any, database_url: str, capsys: Any
+) -> None:
+    with Session(host.engine) as session, session.begin():
+        new = load_settings(session).replace(tracking_code_length=14)
+        save_settings(host, session, new, actor="Admin@Demoville.fr")
+    report = export(database_url, "admin@demoville.fr", capsys)
+    assert [row["setting"] for row in report["settings_changed_last"]] == ["tracking_code_length"]
+    argv = ["data", "erase", "--email", "admin@demoville.fr", "--database-url", database_url]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["settings_changed_last"] == 1
+    with Session(host.engine) as session:
+        row = session.get(SettingRow, "tracking_code_length")
+        assert row is not None and row.updated_by == ANONYMISED
+        assert load_settings(session).tracking_code_length == 14  # the setting itself stays
 
 
 def test_data_commands_need_a_database_and_an_address(

@@ -437,7 +437,7 @@ def test_pages_have_no_inline_script_or_style(client: Any) -> None:
 # --------------------------------------------------------------------------- red team
 
 
-BEYOND_ANY_ID = ["2147483648", "9223372036854775808", "1" + "0" * 23]
+BEYOND_ANY_ID = ["2147483648", "9223372036854775808", "1" + "0" * 23, "9" * 5000]
 
 
 @pytest.mark.parametrize("number", BEYOND_ANY_ID)

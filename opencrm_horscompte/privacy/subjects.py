@@ -25,6 +25,7 @@ from opencrm_horscompte.base.models import (
     Challenge,
     GrantState,
     IdentityChoice,
+    SettingRow,
     TrackingCode,
 )
 from opencrm_horscompte.hookspecs.horscompte import AuditEvent
@@ -39,6 +40,7 @@ _AUDIT = AuditRecord.__table__
 _CHALLENGES = Challenge.__table__
 _CHOICES = IdentityChoice.__table__
 _GRANTS = GrantState.__table__
+_SETTINGS = SettingRow.__table__
 
 
 class UnknownAddress(ValueError):
@@ -81,7 +83,7 @@ def _audit_rows(session: Session, key: str, dossiers: Sequence[int], subject: st
     likes = [_AUDIT.c.details_json.contains(f'"dossier": {dossier}') for dossier in dossiers]
     likes.append(_AUDIT.c.details_json.contains(subject))
     candidates = session.connection().execute(
-        select(_AUDIT).where(or_(func.lower(_AUDIT.c.actor) == key, *likes)).order_by(_AUDIT.c.id)
+        select(_AUDIT).where(or_(_as_actor(_AUDIT.c.actor, key), *likes)).order_by(_AUDIT.c.id)
     )
     found = []
     for row in candidates:
@@ -93,6 +95,26 @@ def _audit_rows(session: Session, key: str, dossiers: Sequence[int], subject: st
         ):
             found.append(row)
     return found
+
+
+def _as_actor(column: Any, key: str) -> Any:
+    """A SQL condition true for every address written in ``column`` whose key is ``key``,
+    and for a few more (checked exactly afterwards): the same local part and "@", in the
+    database's own case folding on both sides. An address is stored as typed, so its
+    domain may be in Unicode where the key has it in punycode, and its local part may hold
+    capitals the key keeps (only ASCII letters are folded)."""
+    local = key.rpartition("@")[0] + "@"
+    return func.lower(func.substr(column, 1, len(local))) == func.lower(local)
+
+
+def _settings_rows(session: Session, key: str) -> list[Any]:
+    """The settings whose last change ``key``'s owner made (an admin)."""
+    rows = session.connection().execute(
+        select(_SETTINGS.c.key, _SETTINGS.c.updated_by, _SETTINGS.c.updated_at)
+        .where(_as_actor(_SETTINGS.c.updated_by, key))
+        .order_by(_SETTINGS.c.key)
+    )
+    return [row for row in rows if email_key_or_blank(row.updated_by) == key]
 
 
 def export_subject(session: Session, email: str, actor: str, now: Any) -> dict[str, Any]:
@@ -151,6 +173,10 @@ def export_subject(session: Session, email: str, actor: str, now: Any) -> dict[s
             }
             for row in _audit_rows(session, key, dossiers, subject)
         ],
+        "settings_changed_last": [
+            {"setting": row.key, "updated_at": _iso(row.updated_at)}
+            for row in _settings_rows(session, key)
+        ],
     }
     store_event(session, AuditEvent(EXPORTED, actor, now, {"subject": subject}))
     return report
@@ -162,9 +188,10 @@ def erase_subject(
     """Erase what the plugin may erase about ``email``; the rows touched per kind.
 
     Identity choices and validation codes are deleted, audit events naming the person lose
-    actor and details. Tracking codes (with the address they mail to) are kept by default:
-    they serve a dossier the host still instructs (a public-service task, RGPD art. 17(3)(b));
-    ``tracking_codes=True`` deletes them too, once the host has deleted the dossiers.
+    actor and details, and the settings they changed last no longer name them. Tracking
+    codes (with the address they mail to) are kept by default: they serve a dossier the
+    host still instructs (a public-service task, RGPD art. 17(3)(b)); ``tracking_codes=True``
+    deletes them too, once the host has deleted the dossiers.
     """
     key = _key(email)
     subject = subject_hash(key)
@@ -182,6 +209,11 @@ def erase_subject(
             update(_AUDIT)
             .where(_AUDIT.c.id.in_(audit_ids))
             .values(actor=ANONYMISED, details_json="{}")
+        ).rowcount,
+        "settings_changed_last": connection.execute(
+            update(_SETTINGS)
+            .where(_SETTINGS.c.key.in_([row.key for row in _settings_rows(session, key)]))
+            .values(updated_by=ANONYMISED)
         ).rowcount,
         "tracking_codes": 0,
     }

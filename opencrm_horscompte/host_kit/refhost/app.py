@@ -599,7 +599,8 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         notice = error = None
         if flask.request.method == "POST":
             typed = flask.request.form.get("mail", "")
-            mail_id = int(typed) if typed.isascii() and typed.isdigit() else 0
+            readable = typed.isascii() and typed.isdigit() and len(typed) <= 10
+            mail_id = int(typed) if readable else 0
             mail_id = mail_id if mail_id <= MAX_ROW_ID else 0
             if outbox.retry_now(host.engine, mail_id, host.now()):
                 log.info("outbox mail %s: retry asked by %s", mail_id, user.email)
