@@ -277,6 +277,9 @@ def test_data_commands_need_a_database_and_an_address(
     monkeypatch.delenv("HORSCOMPTE_DATABASE_URL", raising=False)
     assert main(["data", "export", "--email", CITIZEN[0]]) == 2
     assert "HORSCOMPTE_DATABASE_URL" in capsys.readouterr().err
+    for url in ("nonsense://", "pas une URL"):  # a clear message, never a traceback
+        assert main(["data", "export", "--email", CITIZEN[0], "--database-url", url]) == 2
+        assert "invalid database URL" in capsys.readouterr().err
     monkeypatch.setenv("HORSCOMPTE_DATABASE_URL", database_url)
     assert main(["data", "export", "--email", "pas une adresse"]) == 2
     assert main(["data", "export", "--email", CITIZEN[0]]) == 0

@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Session
 
 from opencrm_horscompte.base.db import make_engine, writer
@@ -55,7 +55,11 @@ def run_data_command(args: argparse.Namespace, prog: str) -> int:
     if not url:
         print(f"{prog}: error: --database-url or ${DATABASE_URL_ENV} is needed", file=sys.stderr)
         return 2
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except (ArgumentError, ValueError) as error:  # not a URL, or an unknown dialect/driver
+        print(f"{prog}: error: invalid database URL: {error}", file=sys.stderr)
+        return 2
     now = datetime.now(UTC)
     try:
         with Session(writer(engine)) as session, session.begin():
