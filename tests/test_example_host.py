@@ -262,3 +262,21 @@ def test_an_embedded_extension_plugin_takes_effect_once_enabled(
     # disabled again: its hooks no longer run, its routes would answer 404
     example.set_enabled("ville", False)
     assert not deposit(Client(app)).replace("-", "").isdigit()
+
+
+def test_logging_in_takes_nobody_elses_dossier(example: ExampleHost) -> None:
+    """The example host follows the reference host: a login attaches only the drafts not
+    yet deposited and started under the account's address; an account's draft opens for
+    that account only (red-team finding on the reference host)."""
+    client = Client(App(example))
+    deposit(client, STRANGER)  # someone else's deposit, in the same browser
+    strangers = start_dossier(client, "quelquun@exemple.fr").location
+    login(client, CITIZEN)
+    with example.engine.connect() as connection:
+        owners = {row.email: row.account_id for row in connection.execute(select(dossiers))}
+    assert owners == {STRANGER: None, "quelquun@exemple.fr": None}
+    assert client.get(strangers).status_code == 200  # nobody's draft: still this browser's
+    own = start_dossier(client, CITIZEN[0]).location
+    login(client, ADMIN)  # another account, without logging out
+    assert client.get(own).status_code == 404
+    assert client.get(strangers).status_code == 200

@@ -658,14 +658,16 @@ class App:
                         .where(dossiers.c.draft_key.in_(mine))
                         .values(account_id=row.id)
                     )
-                kept = connection.execute(
-                    select(dossiers.c.draft_key).where(
-                        dossiers.c.draft_key.in_(drafts),
-                        (dossiers.c.account_id == row.id)
-                        | (dossiers.c.account_id.is_(None) & (dossiers.c.status == "draft")),
-                    )
-                ).scalars()
-                drafts = [key for key in drafts if key in set(kept)]
+                kept = set(
+                    connection.execute(
+                        select(dossiers.c.draft_key).where(
+                            dossiers.c.draft_key.in_(drafts),
+                            (dossiers.c.account_id == row.id)
+                            | (dossiers.c.account_id.is_(None) & (dossiers.c.status == "draft")),
+                        )
+                    ).scalars()
+                )
+                drafts = [key for key in drafts if key in kept]
         request.session.clear()  # a new session at login (fixation)
         request.session.update(account_id=row.id, drafts=drafts, csrf=secrets.token_urlsafe(32))
         return Response.redirect(next_url)
