@@ -265,18 +265,16 @@ def test_an_embedded_extension_plugin_takes_effect_once_enabled(
 
 
 def test_logging_in_takes_nobody_elses_dossier(example: ExampleHost) -> None:
-    """The example host follows the reference host: a login attaches only the drafts not
-    yet deposited and started under the account's address; an account's draft opens for
-    that account only (red-team finding on the reference host)."""
+    """The example host follows the reference host: a login attaches the session's drafts
+    not deposited yet, never a deposited dossier, and an account's draft opens for that
+    account only (red-team finding on the reference host)."""
     client = Client(App(example))
-    deposit(client, STRANGER)  # someone else's deposit, in the same browser
-    strangers = start_dossier(client, "quelquun@exemple.fr").location
+    deposit(client, STRANGER)  # someone's deposit, in the same browser
+    draft = start_dossier(client, "quelquun@exemple.fr").location
     login(client, CITIZEN)
     with example.engine.connect() as connection:
         owners = {row.email: row.account_id for row in connection.execute(select(dossiers))}
-    assert owners == {STRANGER: None, "quelquun@exemple.fr": None}
-    assert client.get(strangers).status_code == 200  # nobody's draft: still this browser's
-    own = start_dossier(client, CITIZEN[0]).location
+    assert owners[STRANGER] is None and owners["quelquun@exemple.fr"] is not None
+    assert client.get(draft).status_code == 200  # goes on under the account
     login(client, ADMIN)  # another account, without logging out
-    assert client.get(own).status_code == 404
-    assert client.get(strangers).status_code == 200
+    assert client.get(draft).status_code == 404

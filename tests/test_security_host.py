@@ -510,8 +510,9 @@ def _deposit(client: Any, email: str) -> str:
 
 def test_logging_in_on_a_shared_browser_takes_nobody_elses_dossier(client: Any, host: Any) -> None:
     """Logging in carried over every dossier of the browser session to the account, and
-    kept the list: an anonymous deposit under another address became the account's, and
-    an account's draft opened for the next account to log in (red-team finding)."""
+    kept the list: an anonymous deposit became the account's, and an account's draft
+    opened for the next account to log in (red-team finding). A deposited dossier joins an
+    account through the claim flow only."""
     other = _deposit(client, "someone.else@exemple.fr")
     mine = _deposit(client, CITIZEN[0])  # deposited already: the claim flow's business
     login(client, CITIZEN)
@@ -527,15 +528,20 @@ def test_logging_in_on_a_shared_browser_takes_nobody_elses_dossier(client: Any, 
     assert _dossier(host, draft).account_id != _account_id(host, ADMIN[0])
 
 
-def test_logging_in_continues_the_anonymous_draft_started_under_the_accounts_address(
+def test_logging_in_continues_this_browsers_drafts_not_deposited_yet(
     client: Any, host: Any
 ) -> None:
+    """The drafts of this browser session go on under the account, whatever address they
+    were started under (the integrator's guide: the citizen just proved they own the
+    account, and the drafts were made in their browser); another browser's do not."""
     draft = _start_draft(client, CITIZEN[0].upper())  # the address as typed, in capitals
+    other_address = _start_draft(client, "autre.adresse@exemple.fr")
     stranger = browser(client)
     strangers_draft = _start_draft(stranger, "quelquun@exemple.fr")
     login(client, CITIZEN)
-    assert _dossier(host, draft).account_id == _account_id(host, CITIZEN[0])
-    assert client.get(f"/brouillons/{draft}").status_code == 200
+    for mine in (draft, other_address):
+        assert _dossier(host, mine).account_id == _account_id(host, CITIZEN[0])
+        assert client.get(f"/brouillons/{mine}").status_code == 200
     assert _dossier(host, strangers_draft).account_id is None
 
 

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from opencrm_horscompte.base.db import UTCDateTime, make_engine, writer
-from opencrm_horscompte.base.emails import email_key, email_key_or_blank
+from opencrm_horscompte.base.emails import email_key
 from opencrm_horscompte.hookspecs.host import (
     IdentityDecision,
     MailMessage,
@@ -636,38 +636,28 @@ class App:
                 error="Adresse e-mail ou mot de passe incorrect.",
             )
         # "Identity step": the host attaches this session's drafts to the account, those
-        # started under its address and not deposited yet (on a shared computer, nobody
-        # else's), and the session keeps the account's and nobody's drafts only.
+        # not deposited yet that belong to nobody (a deposited dossier joins an account by
+        # the claim flow), and the session keeps the account's own only.
         drafts = list(request.session.get("drafts", []))
         if drafts:
             with writer(self.host.engine).begin() as connection:
-                mine = [
-                    draft.draft_key
-                    for draft in connection.execute(
-                        select(dossiers).where(
-                            dossiers.c.draft_key.in_(drafts),
-                            dossiers.c.account_id.is_(None),
-                            dossiers.c.status == "draft",
-                        )
+                connection.execute(
+                    update(dossiers)
+                    .where(
+                        dossiers.c.draft_key.in_(drafts),
+                        dossiers.c.account_id.is_(None),
+                        dossiers.c.status == "draft",
                     )
-                    if email_key_or_blank(draft.email) == row.email_key
-                ]
-                if mine:
-                    connection.execute(
-                        update(dossiers)
-                        .where(dossiers.c.draft_key.in_(mine))
-                        .values(account_id=row.id)
-                    )
+                    .values(account_id=row.id)
+                )
                 kept = set(
                     connection.execute(
                         select(dossiers.c.draft_key).where(
-                            dossiers.c.draft_key.in_(drafts),
-                            (dossiers.c.account_id == row.id)
-                            | (dossiers.c.account_id.is_(None) & (dossiers.c.status == "draft")),
+                            dossiers.c.draft_key.in_(drafts), dossiers.c.account_id == row.id
                         )
                     ).scalars()
                 )
-                drafts = [key for key in drafts if key in kept]
+            drafts = [key for key in drafts if key in kept]
         request.session.clear()  # a new session at login (fixation)
         request.session.update(account_id=row.id, drafts=drafts, csrf=secrets.token_urlsafe(32))
         return Response.redirect(next_url)

@@ -8,9 +8,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from opencrm_horscompte.base.db import writer
-from opencrm_horscompte.base.emails import email_key_or_blank
 from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
-from opencrm_horscompte.host_kit.refhost.models import Account, Demarche, Dossier
+from opencrm_horscompte.host_kit.refhost.models import Demarche, Dossier
 
 
 class AlreadyDeposited(Exception):
@@ -52,26 +51,22 @@ def update_identity(host: ReferenceHost, draft_key: str, identity: dict[str, str
 
 
 def attach_to_account(host: ReferenceHost, draft_keys: list[str], account_id: int) -> list[str]:
-    """After a login: the session's drafts that belong to nobody and were started under the
-    account's address become the account's (the citizen accepted to log in: the same draft
-    goes on). A dossier already deposited, one started under another address and one of
-    another account stay as they are: logging in on a shared computer takes nobody else's
-    dossier. Returns the keys the logged-in session keeps: the account's own dossiers and
-    the drafts that still belong to nobody."""
+    """After a login: the session's drafts that belong to nobody and are not deposited yet
+    become the account's (the citizen accepted to log in: the same draft goes on; the
+    addresses need not match, see the integrator's guide). A deposited dossier, or one of
+    another account, stays as it is: logging in on a shared computer takes nobody's
+    dossier. Returns the keys the logged-in session keeps: the account's own."""
     if not draft_keys:
         return []
     with Session(writer(host.engine)) as session, session.begin():
-        account = session.get(Account, account_id)
-        account_key = account.email_key if account is not None else None
         rows = session.exec(select(Dossier).where(col(Dossier.draft_key).in_(draft_keys))).all()
-        kept = []
+        kept = set()
         for dossier in rows:
-            anonymous_draft = dossier.account_id is None and dossier.status == "draft"
-            if anonymous_draft and email_key_or_blank(dossier.email) == account_key:
+            if dossier.account_id is None and dossier.status == "draft":
                 dossier.account_id = account_id
                 session.add(dossier)
-            if dossier.account_id == account_id or anonymous_draft:
-                kept.append(dossier.draft_key)
+            if dossier.account_id == account_id:
+                kept.add(dossier.draft_key)
     return [key for key in draft_keys if key in kept]
 
 
