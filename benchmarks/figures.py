@@ -80,10 +80,8 @@ def ratio_figure(
 
 def _milliseconds(samples: Sequence[Sample]) -> dict[str, float]:
     """The median CPU and wall time of ``samples``, in milliseconds."""
-    return {
-        "cpu": median([s.cpu for s in samples]) * 1e3,
-        "wall": median([s.wall for s in samples]) * 1e3,
-    }
+    middle = median_sample(samples)
+    return {"cpu": middle.cpu * 1e3, "wall": middle.wall * 1e3}
 
 
 def difference_figure(

@@ -116,8 +116,12 @@ def _url(engine: Engine) -> str:
 def _read(
     connection: Connection | DriverConnection, template_keys: tuple[str, ...] | None
 ) -> Settings:
-    saved = tuple(sorted((key, value) for key, value in _SAVED.all(connection)))
-    return _settings_from(saved, template_keys)
+    return _settings_from(_saved(connection), template_keys)
+
+
+def _saved(connection: Connection | DriverConnection) -> tuple[tuple[str, str], ...]:
+    """Every saved (key, value JSON), by key."""
+    return tuple(sorted((key, value) for key, value in _SAVED.all(connection)))
 
 
 def ensure_settings_version(engine: Engine) -> None:
@@ -175,9 +179,10 @@ def save_settings(host: Host, session: Session, new: Settings, actor: str) -> di
     :return: ``{key: [old, new]}`` for each changed key (empty when nothing changed).
     """
     _lock_version(session)  # two admins saving at once: one after the other, never mixed
-    current = load_settings(session, template_keys=[new.validation_mail_template])
     connection = session.connection()
-    stored = {key: json.loads(value) for key, value in _SAVED.all(connection)}
+    saved = _saved(connection)
+    current = _settings_from(saved, (new.validation_mail_template,))
+    stored = {key: json.loads(value) for key, value in saved}
     defaults = Settings.defaults().as_dict()
     now = host.now()
     changes: dict[str, list[Any]] = {}

@@ -330,21 +330,23 @@ def _check_address(value: str) -> str:
 def _set_header(message: EmailMessage, name: str, value: str) -> None:
     """Set header ``name``, then check what the email package made of it: it decodes RFC
     2047 encoded-words (``=?utf-8?b?...?=``) even where they are not allowed, so a value
-    clean as typed can still read as a control character or a second recipient."""
+    clean as typed can still read as a control character."""
+    _check_header(name, value)
     try:
-        message[name] = _check_header(name, value)
-        parsed = message[name]
-        decoded = str(parsed)
-    except InvalidMail:
-        raise
+        message[name] = value
+        decoded = str(message[name])
     except (ValueError, TypeError, IndexError) as error:  # what the header parser raises
         raise InvalidMail(f"mail header {name!r} can't be parsed: {error}") from error
     if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in decoded):
         raise InvalidMail(f"mail header {name!r} decodes to a control character")
-    if name == "To":
-        addresses = getattr(parsed, "addresses", ())
-        if [address.addr_spec for address in addresses] != [parseaddr(value)[1]]:
-            raise InvalidMail(f"mail header 'To' does not read as the one address {value!r}")
+
+
+def _check_one_recipient(message: EmailMessage, recipient: str) -> None:
+    """``To:`` as the email package reads it holds ``recipient`` alone (an encoded-word
+    could have made it two)."""
+    read = [address.addr_spec for address in getattr(message["To"], "addresses", ())]
+    if read != [parseaddr(recipient)[1]]:
+        raise InvalidMail(f"mail header 'To' does not read as the one address {recipient!r}")
 
 
 def _message_id(row: OutboxMail, sender: str) -> str:
@@ -359,6 +361,7 @@ def build_email(row: OutboxMail, sender: str) -> EmailMessage:
     message = EmailMessage()
     _set_header(message, "From", sender)
     _set_header(message, "To", _check_address(row.recipient))
+    _check_one_recipient(message, row.recipient)
     _set_header(message, "Subject", row.subject)
     message["Date"] = format_datetime(as_utc(row.created_at))
     message["Message-ID"] = _message_id(row, sender)
