@@ -127,6 +127,25 @@ def test_oversized_input_is_refused_cleanly(client: Any, host: Any) -> None:
     assert saved_rows(host) == []
 
 
+@pytest.mark.parametrize("action", [None, "", "enregistrer", "SAVE", "delete"])
+def test_unknown_action_saves_nothing_and_keeps_the_typed_values(
+    client: Any, host: Any, action: str | None
+) -> None:
+    """Only the two buttons' values act: a hand-made POST with another one changes nothing."""
+    login(client, ADMIN)
+    form = form_of(Settings.defaults(), tracking_code_length=15)
+    if action is None:
+        del form["action"]
+    else:
+        form["action"] = action
+    response = post(client, PAGE, form)
+    assert response.status_code == 400
+    assert "Choisissez « Prévisualiser » ou « Enregistrer »." in response.text
+    assert 'href="#action-save"' in response.text and 'id="action-save"' in response.text
+    assert 'value="15"' in response.text
+    assert saved_rows(host) == []
+
+
 def test_preview_shows_submitted_values_without_saving(client: Any, host: Any) -> None:
     login(client, ADMIN)
     form = form_of(

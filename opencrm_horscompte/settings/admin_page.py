@@ -42,6 +42,8 @@ FLASHES = {
     "saved": N_("Paramètres enregistrés. Ils s'appliquent aux codes émis à partir de maintenant."),
     "unchanged": N_("Aucune modification."),
 }
+PREVIEW, SAVE = "preview", "save"
+UNKNOWN_ACTION = N_("Choisissez « Prévisualiser » ou « Enregistrer ».")
 SAMPLE_ADDRESS = "usager@exemple.fr"
 # Settings of two groups share labels ("Longueur du code"): the history qualifies them.
 GROUP_LABELS = {
@@ -170,13 +172,18 @@ def handle(host: Host, request: Request) -> Response:
         if request.method != "POST":
             current = load_settings(session)
             return _page(host, request, session, current.as_dict(), preview_of=current)
+        action = request.form.get("action")
+        if action not in (PREVIEW, SAVE):
+            values = _submitted_values(request.form)
+            errors = {"action": UNKNOWN_ACTION}
+            return _page(host, request, session, values, errors=errors, status=400)
         template_keys = [template.key for template in available_templates(host)]
         try:
             submitted = parse_form(request.form, template_keys)
         except SettingsError as error:
             values = _submitted_values(request.form)
             return _page(host, request, session, values, errors=error.errors, status=400)
-        if request.form.get("action") == "preview":
+        if action == PREVIEW:
             return _page(
                 host, request, session, submitted.as_dict(), preview_of=submitted, previewing=True
             )
