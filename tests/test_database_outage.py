@@ -16,11 +16,12 @@ from conftest import PG_ADMIN_URL, new_client, post
 from lookup_helpers import LOOKUP, VALIDATE, deposit, start
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from werkzeug.test import TestResponse
 
 from opencrm_horscompte.base.db import make_engine
 from opencrm_horscompte.host_kit.refhost import app as app_module
-from opencrm_horscompte.host_kit.refhost import dossiers
+from opencrm_horscompte.host_kit.refhost import dossiers, sessions
 
 KEPT_NOTICE = "ce qui était déjà enregistré"
 
@@ -175,6 +176,34 @@ def test_deposit_error_path_keeps_the_answers_in_the_form(
     assert "vos réponses n'ont pas pu être" in html.unescape(page)
     for value in answers.values():
         assert html.escape(value, quote=False) in page or value in html.unescape(page)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_session_store_unreachable_gives_a_503_not_a_404_and_keeps_the_cookie(
+    web: Any, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """Only the session's check fails (a backend killed under it) and the next statement
+    works: the visitor's own draft must not look like someone else's (it was a 404), and
+    the browser's cookie, with its drafts, must survive the outage."""
+    start_url = "/demarches/signalement-voirie/nouveau"
+    web.get(start_url)
+    identity = {"last_name": "Dupont", "first_name": "Léa", "email": "lea.dupont@exemple.fr"}
+    form_url = post(web, start_url, identity).headers["Location"]
+    cookie_before = web.get_cookie("session").value
+
+    def unreachable(self: Any, sid: str) -> bool:
+        raise OperationalError("SELECT host_session", {}, Exception("server closed"))
+
+    typed = {"subject": "Lampadaire éteint", "message": "Depuis lundi.", "action": "save"}
+    with monkeypatch.context() as patched:
+        patched.setattr(sessions.RevocableSessionInterface, "_alive", unreachable)
+        response = web.get(form_url) if method == "GET" else post(web, form_url, typed)
+    page = _assert_clean_503(response)
+    assert "Set-Cookie" not in response.headers
+    assert web.get_cookie("session").value == cookie_before
+    if method == "POST":
+        assert _hidden(page) == typed
+    assert web.get(form_url).status_code == 200  # store back: the same draft, still ours
 
 
 @pytest.mark.postgresql

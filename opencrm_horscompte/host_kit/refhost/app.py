@@ -56,6 +56,7 @@ from opencrm_horscompte.host_kit.refhost.models import Account, Demarche, Dossie
 from opencrm_horscompte.host_kit.refhost.sessions import (
     LIFETIME,
     RevocableSessionInterface,
+    UnverifiedSession,
     end_session,
 )
 
@@ -191,6 +192,14 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 return True
         fetch_site = flask.request.headers.get("Sec-Fetch-Site")
         return fetch_site is not None and fetch_site not in SAME_ORIGIN_FETCH
+
+    @app.before_request
+    def session_checked() -> None:
+        """A session the store could not check answers the outage page, as any other
+        statement that fails would: it must not read as "no session" (a 404 for the
+        visitor's own draft, a draft list overwritten)."""
+        if isinstance(flask.session, UnverifiedSession):
+            raise flask.session.store_error
 
     @app.before_request
     def check_csrf() -> flask.Response | None:

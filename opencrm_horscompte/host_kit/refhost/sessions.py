@@ -57,6 +57,18 @@ def purge_expired_sessions(host: ReferenceHost) -> int:
         return int(result.rowcount)
 
 
+class UnverifiedSession(SecureCookieSession):
+    """A session whose server-side row could not be checked (the store was unreachable).
+
+    It holds only what needs no check (CSRF token, language), so the outage page can be
+    answered with the citizen's input; ``store_error`` is why. The request must not go on
+    as if the visitor had no session (their draft would look like someone else's: a 404),
+    and the browser's cookie is left as it is, drafts and grants included.
+    """
+
+    store_error: SQLAlchemyError
+
+
 class RevocableSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, checked against ``host_session`` on every request."""
 
@@ -73,11 +85,12 @@ class RevocableSessionInterface(SecureCookieSessionInterface):
             return session
         try:
             alive = isinstance(sid, str) and self._alive(sid)
-        except SQLAlchemyError:
-            # The session store is unreachable: this request sees only what needs no
-            # server-side check (CSRF token, language), so the page can still answer its
-            # 503 with the citizen's input; the cookie itself is left as it is.
-            return self.session_class({k: v for k, v in session.items() if k in UNPROTECTED_KEYS})
+        except SQLAlchemyError as error:
+            unverified = UnverifiedSession(
+                {key: value for key, value in session.items() if key in UNPROTECTED_KEYS}
+            )
+            unverified.store_error = error
+            return unverified
         if alive:
             return session
         fresh = self.session_class()
@@ -92,6 +105,8 @@ class RevocableSessionInterface(SecureCookieSessionInterface):
     def save_session(
         self, app: flask.Flask, session: SessionMixin, response: flask.Response
     ) -> None:
+        if isinstance(session, UnverifiedSession):
+            return  # the browser keeps its cookie: it is still good once the store is back
         if session.get(SID_KEY) is None and any(key not in UNPROTECTED_KEYS for key in session):
             sid = secrets.token_urlsafe(32)
             now = self.host.now()
