@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import html
 import json
-from typing import Any
+from typing import Any, ClassVar
 
+import jinja2
 import pytest
 from conftest import ADMIN, CITIZEN, csrf_token, login, post
 from sqlmodel import Session, select
 
 from opencrm_horscompte.base.models import AuditRecord, SettingRow
+from opencrm_horscompte.hookspecs.host import MailTemplate, hookimpl
+from opencrm_horscompte.host_kit.refhost.app import create_app
+from opencrm_horscompte.host_kit.refhost.host import TEMPLATES
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings
 
@@ -176,6 +181,67 @@ def test_each_mail_template_is_previewed(client: Any) -> None:
     assert "Aperçu des modèles de courriel de validation" in page.text
     assert "Votre code de validation pour « Signaler un problème de voirie (exemple) »" in page.text
     assert 'sandbox="" srcdoc="' in page.text  # HTML part shown inert, escaped into srcdoc
+
+
+class ExtensionTemplates:
+    """Another plugin's validation mail templates: one that renders, one that can't."""
+
+    good = MailTemplate("test.good", "Sobre", "t/good_subject.txt", "t/good.txt", None)
+    broken = MailTemplate("test.broken", "Cassé", "t/good_subject.txt", "t/broken.txt", None)
+    sources: ClassVar[dict[str, str]] = {
+        "t/good_subject.txt": "Code pour « {{ demarche_title }} »",
+        "t/good.txt": "{{ code }}",
+        "t/broken.txt": "{{ code }} {{ dossier_number.missing }}",
+    }
+
+    @hookimpl
+    def horscompte_validation_mail_templates(self, host: Any) -> list[MailTemplate]:
+        return [self.good, self.broken]
+
+
+@pytest.fixture
+def extended(host_factory: Any) -> tuple[Any, Any]:
+    plugin = ExtensionTemplates()
+    host = host_factory(extra_plugins=[plugin])
+    host.template_loader = jinja2.ChoiceLoader([jinja2.DictLoader(plugin.sources), TEMPLATES])
+    return host, create_app(host).test_client()
+
+
+def test_a_template_that_cannot_render_is_not_saved(extended: tuple[Any, Any]) -> None:
+    """Saved, it would have failed every lookup's mail: refused next to its field."""
+    host, client = extended
+    login(client, ADMIN)
+    form = form_of(Settings.defaults(), validation_mail_template="test.broken")
+    response = post(client, PAGE, form)
+    assert response.status_code == 400
+    assert 'id="validation_mail_template-error"' in response.text
+    assert "Ce modèle ne peut pas être envoyé : UndefinedError" in html.unescape(response.text)
+    assert '<option value="test.broken" selected>' in response.text  # the choice kept
+    assert saved_rows(host) == []
+    form = form_of(Settings.defaults(), validation_mail_template="test.good")
+    assert post(client, PAGE, form).status_code == 303
+    [row] = saved_rows(host)
+    assert json.loads(row.value_json) == "test.good"
+
+
+class TemplatesOfTheWrongType:
+    @hookimpl
+    def horscompte_validation_mail_templates(self, host: Any) -> list[Any]:
+        return [{"key": "test.dict"}]
+
+
+def test_a_templates_hook_of_the_wrong_type_is_reported_not_a_500(host_factory: Any) -> None:
+    host = host_factory(extra_plugins=[TemplatesOfTheWrongType()])
+    client = create_app(host).test_client()
+    login(client, ADMIN)
+    page = client.get(PAGE)
+    assert page.status_code == 200
+    text = html.unescape(page.text)
+    assert "Les modèles proposés par les autres modules n'ont pas pu être lus" in text
+    assert "horscompte_validation_mail_templates must answer a list of MailTemplate" in text
+    assert '<option value="horscompte.validation" selected>' in page.text
+    form = form_of(Settings.defaults(), tracking_code_length=14)
+    assert post(client, PAGE, form).status_code == 303  # the other settings still save
 
 
 def test_history_says_yes_and_no_for_checkboxes(client: Any) -> None:

@@ -172,6 +172,38 @@ def test_mail_uses_the_template_chosen_in_the_settings(host_factory: Any) -> Non
     assert submit(client, token, code_in(mail.text)).status_code == 303
 
 
+class BrokenValidationMail(PlainValidationMail):
+    """An extension whose template no longer renders (here: a variable nobody passes)."""
+
+    sources: ClassVar[dict[str, str]] = {
+        **PlainValidationMail.sources,
+        "test/plain.txt": "{{ code }} pour le dossier {{ dossier_number.missing }}\n",
+    }
+
+
+def test_a_chosen_template_that_breaks_falls_back_to_the_default(
+    host_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chosen while it worked, broken since (the extension changed): every lookup still
+    mails a code, in the default template, and the log says why (it was a 500 for every
+    lookup, matching or not)."""
+    plugin = BrokenValidationMail()
+    host = host_factory(extra_plugins=[plugin])
+    host.template_loader = jinja2.ChoiceLoader([jinja2.DictLoader(plugin.sources), TEMPLATES])
+    change_settings(host, validation_mail_template=plugin.template.key)
+    client = create_app(host).test_client()
+    deposited = deposit(client, host)
+    with caplog.at_level(logging.ERROR, logger="opencrm_horscompte.lookup.start"):
+        assert lookup(client, EMAIL, "AAAA-BBBB-CCCC").status_code == 200  # a decoy's too
+        token = start(client, EMAIL, deposited.code)
+    [mail] = validation_mails(host)
+    assert not mail.subject.startswith("[Test]") and "Modèle sobre" not in mail.text
+    assert submit(client, token, code_in(mail.text)).status_code == 303
+    assert [r.getMessage() for r in caplog.records] == [
+        "validation mail template 'test.plain' failed; the default template was used instead"
+    ] * 2
+
+
 def test_default_mail_escapes_the_html_part_only(client: Any, host: Any) -> None:
     add_demarche(host, "salle-test", "Salle <b>polyvalente</b>")
     deposited = deposit(client, host, slug="salle-test")

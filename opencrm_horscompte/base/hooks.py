@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import jinja2
+
 from opencrm_horscompte.hookspecs.horscompte import DRIVER_CONNECTION_MARK, AuditEvent
+from opencrm_horscompte.hookspecs.host import MailTemplate
 
 if TYPE_CHECKING:
-    import jinja2
     from sqlalchemy.orm import Session
 
     from opencrm_horscompte.base.db import DriverConnection
-    from opencrm_horscompte.hookspecs.host import Host, MailTemplate
+    from opencrm_horscompte.hookspecs.host import Host
     from opencrm_horscompte.settings.schema import Settings
 
 SYSTEM_ACTOR = "system"
@@ -67,9 +69,16 @@ class PluginHooks:
         return self._hook.horscompte_generate_tracking_code(host=host, settings=settings)
 
     def account_exists(self, email: str) -> bool:
-        """``horscompte_account_exists`` (firstresult); no answer means no account."""
+        """``horscompte_account_exists`` (firstresult); no answer means no account. An
+        answer other than True, False or None is a :class:`TypeError`: ``"no"`` is not
+        read as "an account exists"."""
         host = self._host
-        return bool(self._hook.horscompte_account_exists(host=host, email=email))
+        answer = self._hook.horscompte_account_exists(host=host, email=email)
+        if answer is not None and not isinstance(answer, bool):
+            raise TypeError(
+                _wrong_answer("horscompte_account_exists", "True, False or None", answer)
+            )
+        return bool(answer)
 
     def mail_templates(self) -> list[MailTemplate]:
         """``opencrm_mail_templates`` then ``horscompte_validation_mail_templates``, every
@@ -79,10 +88,24 @@ class PluginHooks:
             *self._hook.opencrm_mail_templates(host=host),
             *self._hook.horscompte_validation_mail_templates(host=host),
         ]
-        return [template for templates in contributed for template in templates or ()]
+        flattened = [template for templates in contributed for template in templates or ()]
+        for template in flattened:
+            if not isinstance(template, MailTemplate):
+                hooks = "opencrm_mail_templates / horscompte_validation_mail_templates"
+                raise TypeError(_wrong_answer(hooks, "a list of MailTemplate", template))
+        return flattened
 
     def template_loaders(self) -> list[jinja2.BaseLoader]:
         """``horscompte_template_loader``: every loader contributed, in hook order."""
         host = self._host
-        loaders = self._hook.horscompte_template_loader(host=host)
-        return [loader for loader in loaders if loader is not None]
+        loaders = [loader for loader in self._hook.horscompte_template_loader(host=host) if loader]
+        for loader in loaders:
+            if not isinstance(loader, jinja2.BaseLoader):
+                raise TypeError(
+                    _wrong_answer("horscompte_template_loader", "a jinja2 loader", loader)
+                )
+        return loaders
+
+
+def _wrong_answer(hook: str, expected: str, answer: object) -> str:
+    return f"{hook} must answer {expected}, not {answer!r:.80} ({type(answer).__name__})"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +78,8 @@ from opencrm_horscompte.tracking.codes import (
     normalize_tracking_code,
     strip_separators,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_TYPED_CODE = 100
 LOOKUP_MISS = "lookup.miss"
@@ -275,15 +278,40 @@ def prepare_code(
     # a decoy's mail is filled as a match's is (same skeleton work), never queued
     title = target.demarche_title if target is not None else ""
     filled = {"code": code, "demarche_title": title}
-    template = validation_template(host, settings, hooks)
     to, mail_locale = (target.email, target.locale) if target is not None else (decoy_to, locale)
     return PreparedCode(
         guard=guard,
         dossier_id=target.dossier_id if target is not None else None,
         code_hmac=code_hmac(host.secret_keys[-1], guard, code),
-        mail=render_filled_mail(host, to, template, context, filled, mail_locale, hooks),
+        mail=_validation_mail(host, settings, hooks, to, context, filled, mail_locale),
         expiry=timedelta(minutes=settings.validation_code_expiry_minutes),
     )
+
+
+def _validation_mail(
+    host: Host,
+    settings: Settings,
+    hooks: PluginHooks,
+    to: str,
+    context: dict[str, Any],
+    filled: dict[str, str],
+    locale: str,
+) -> MailMessage:
+    """The chosen template's mail; the default template's, with an error in the log, when
+    another plugin's template (or its hook) fails: a broken extension must not take every
+    lookup down with it."""
+    try:
+        template = validation_template(host, settings, hooks)
+        return render_filled_mail(host, to, template, context, filled, locale, hooks)
+    except Exception:
+        if settings.validation_mail_template == DEFAULT_VALIDATION_TEMPLATE.key:
+            raise
+        log.exception(
+            "validation mail template %r failed; the default template was used instead",
+            settings.validation_mail_template,
+        )
+    template = DEFAULT_VALIDATION_TEMPLATE
+    return render_filled_mail(host, to, template, context, filled, locale, hooks)
 
 
 def issue_code(

@@ -23,7 +23,10 @@ from opencrm_horscompte.base.rendering import (
     render_page,
 )
 from opencrm_horscompte.hookspecs.host import Host, MailMessage, MailTemplate, Request, Response
-from opencrm_horscompte.settings.mail_templates import available_templates
+from opencrm_horscompte.settings.mail_templates import (
+    DEFAULT_VALIDATION_TEMPLATE,
+    available_templates,
+)
 from opencrm_horscompte.settings.schema import Settings, SettingsError, parse_form
 from opencrm_horscompte.settings.store import SETTINGS_CHANGED, load_settings, save_settings
 from opencrm_horscompte.settings.strength import tracking_strength, validation_strength
@@ -44,6 +47,7 @@ FLASHES = {
 }
 PREVIEW, SAVE = "preview", "save"
 UNKNOWN_ACTION = N_("Choisissez « Prévisualiser » ou « Enregistrer ».")
+TEMPLATE_KEY = "validation_mail_template"
 SAMPLE_ADDRESS = "usager@exemple.fr"
 # Settings of two groups share labels ("Longueur du code"): the history qualifies them.
 GROUP_LABELS = {
@@ -98,6 +102,29 @@ def _mail_previews(
     return previews
 
 
+def _templates(host: Host) -> tuple[list[MailTemplate], str | None]:
+    """The templates to choose from, and what went wrong asking the plugins for them
+    (then only the default is offered: the page still works)."""
+    try:
+        return available_templates(host), None
+    except Exception as error:  # another plugin's hook: report it, don't crash the page
+        return [DEFAULT_VALIDATION_TEMPLATE], f"{type(error).__name__}: {error}"
+
+
+def _unsendable(
+    host: Host, templates: list[MailTemplate], settings: Settings, locale: str
+) -> Message | None:
+    """Why the chosen template can't make a validation mail, or None: a template that
+    fails on its sample would fail every lookup's mail."""
+    chosen = [
+        template for template in templates if template.key == settings.validation_mail_template
+    ]
+    for preview in _mail_previews(host, chosen, settings, locale):
+        if preview.error:
+            return N_("Ce modèle ne peut pas être envoyé : %(error)s", error=preview.error)
+    return None
+
+
 def qualified_labels() -> dict[str, Message]:
     """Each setting's label, preceded by its group's: "Code de suivi \u2013 Longueur du code"."""
     labels: dict[str, Message] = {}
@@ -133,7 +160,7 @@ def _page(
     previewing: bool = False,
     status: int = 200,
 ) -> Response:
-    templates = available_templates(host)
+    templates, templates_error = _templates(host)
     shown = preview_of or load_settings(session)
     body = render_page(
         host,
@@ -147,6 +174,7 @@ def _page(
         values=values,
         errors=errors or {},
         templates=templates,
+        templates_error=templates_error,
         mail_previews=_mail_previews(host, templates, shown, request.locale),
         preview=_preview(preview_of) if preview_of else None,
         previewing=previewing,
@@ -177,9 +205,9 @@ def handle(host: Host, request: Request) -> Response:
             values = _submitted_values(request.form)
             errors = {"action": UNKNOWN_ACTION}
             return _page(host, request, session, values, errors=errors, status=400)
-        template_keys = [template.key for template in available_templates(host)]
+        templates, _ = _templates(host)
         try:
-            submitted = parse_form(request.form, template_keys)
+            submitted = parse_form(request.form, [template.key for template in templates])
         except SettingsError as error:
             values = _submitted_values(request.form)
             return _page(host, request, session, values, errors=error.errors, status=400)
@@ -187,6 +215,10 @@ def handle(host: Host, request: Request) -> Response:
             return _page(
                 host, request, session, submitted.as_dict(), preview_of=submitted, previewing=True
             )
+        if unsendable := _unsendable(host, templates, submitted, request.locale):
+            errors = {TEMPLATE_KEY: unsendable}
+            values = submitted.as_dict()
+            return _page(host, request, session, values, errors=errors, status=400)
     with Session(writer(host.engine)) as session, session.begin():
         changes = save_settings(host, session, submitted, actor=request.user.email)
     request.session[FLASH_KEY] = "saved" if changes else "unchanged"
