@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from opencrm_horscompte.privacy.commands import add_data_commands, run_data_command
 from opencrm_horscompte.settings.schema import Settings
@@ -24,6 +24,11 @@ from opencrm_horscompte.tracking.codes import (
     check_policy,
     generate_tracking_code,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from opencrm_horscompte.base.migrations import MigrationSet
 
 PROG = "opencrm-horscompte"
 MAX_SAMPLE_COUNT = 100_000
@@ -150,12 +155,12 @@ def _add_db(commands: Any) -> None:
     }
     for name, text in helps.items():
         command = db_commands.add_parser(name, help=text)
-        if name != "history":
-            command.add_argument(
-                "--database-url",
-                default=os.environ.get(DATABASE_URL_ENV),
-                help=f"SQLAlchemy URL (default: ${DATABASE_URL_ENV})",
-            )
+        command.add_argument(
+            "--database-url",
+            default=os.environ.get(DATABASE_URL_ENV),
+            help=f"SQLAlchemy URL (default: ${DATABASE_URL_ENV})"
+            + ("; if given, marks the revision the database is at" if name == "history" else ""),
+        )
         command.add_argument(
             "--refhost",
             action="store_true",
@@ -165,36 +170,57 @@ def _add_db(commands: Any) -> None:
 
 
 def _run_db(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from opencrm_horscompte.base import migrations
+    from opencrm_horscompte.base.db import database_error_line, engine_for_typed_url
 
     chosen = migrations.PLUGIN_MIGRATIONS
     if args.refhost:
         from opencrm_horscompte.host_kit.refhost.migrate import HOST_MIGRATIONS
 
         chosen = HOST_MIGRATIONS
-    if args.db_command == "history":
-        head = migrations.head_revision(chosen)
-        for revision, message in migrations.history(chosen):
-            print(f"{revision}{' (head)' if revision == head else ''}: {message}")
-        return 0
-    if not args.database_url:
+    if not args.database_url and args.db_command != "history":
         parser.error(f"--database-url or {DATABASE_URL_ENV} is needed")
-    from opencrm_horscompte.base.db import make_engine
-
-    engine = make_engine(args.database_url)
     try:
-        if args.db_command == "upgrade":
-            before = migrations.current_revision(engine, chosen)
-            migrations.upgrade(engine, chosen)
-            after = migrations.current_revision(engine, chosen)
-            print(f"{chosen.name}: {before or 'vide'} -> {after}")
-        else:
-            current = migrations.current_revision(engine, chosen)
-            head = migrations.head_revision(chosen)
-            state = "à jour" if current == head else f"en retard, dernière : {head}"
-            print(f"{chosen.name}: {current or 'aucune'} ({state})")
+        engine = engine_for_typed_url(args.database_url) if args.database_url else None
+    except ValueError as error:
+        parser.error(f"invalid database URL: {error}")
+    try:
+        return _db_command(args.db_command, chosen, engine)
+    except SQLAlchemyError as error:
+        print(f"{PROG}: error: database: {database_error_line(error)}", file=sys.stderr)
+        return 1
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
+
+
+def _db_command(command: str, chosen: MigrationSet, engine: Engine | None) -> int:
+    from opencrm_horscompte.base import migrations
+
+    head = migrations.head_revision(chosen)
+    if command == "history":
+        current = migrations.current_revision(engine, chosen) if engine is not None else None
+        for revision, message in migrations.history(chosen):
+            marks = [
+                name
+                for name, on in (("head", revision == head), ("current", revision == current))
+                if on
+            ]
+            suffix = f" ({', '.join(marks)})" if marks else ""
+            print(f"{revision}{suffix}: {message}")
+        return 0
+    assert engine is not None
+    if command == "upgrade":
+        before = migrations.current_revision(engine, chosen)
+        migrations.upgrade(engine, chosen)
+        after = migrations.current_revision(engine, chosen)
+        print(f"{chosen.name}: {before or 'vide'} -> {after}")
+    else:
+        current = migrations.current_revision(engine, chosen)
+        state = "à jour" if current == head else f"en retard, dernière : {head}"
+        print(f"{chosen.name}: {current or 'aucune'} ({state})")
     return 0
 
 

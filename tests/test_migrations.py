@@ -399,11 +399,53 @@ def test_cli_db_commands(
     assert capsys.readouterr().out.strip() == f"horscompte: {head_revision()} (à jour)"
     assert main(["db", "upgrade", "--refhost"]) == 0
     assert "refhost: vide -> host_" in capsys.readouterr().out
-    assert main(["db", "history"]) == 0
+    assert main(["db", "history"]) == 0  # the database (the variable's) is at the head
     out = capsys.readouterr().out
     assert [line.split(":")[0] for line in out.splitlines()] == [
-        f"{revision}{' (head)' if revision == head_revision() else ''}" for revision, _ in history()
+        f"{revision}{' (head, current)' if revision == head_revision() else ''}"
+        for revision, _ in history()
     ]
+    monkeypatch.delenv("HORSCOMPTE_DATABASE_URL")
+    assert main(["db", "history"]) == 0  # no database: the revisions shipped only
+    assert f"{head_revision()} (head):" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("mysql+pymysql://root@127.0.0.1/test", "base de données non prise en charge : mysql"),
+        ("mysql://root@127.0.0.1/test", "base de données non prise en charge : mysql"),
+        ("nonsense://", "base de données non prise en charge : nonsense"),
+        ("not a url", "Could not parse SQLAlchemy URL"),
+        ("postgresql+psycopg://postgres@127.0.0.1:abc/x", "invalid literal for int()"),
+        ("postgresql+nodriver://x/y", "Can't load plugin"),
+    ],
+)
+@pytest.mark.parametrize("command", ["upgrade", "current", "history"])
+def test_cli_db_refuses_a_bad_url_in_one_line_before_touching_anything(
+    capsys: pytest.CaptureFixture[str], command: str, url: str, reason: str
+) -> None:
+    """MariaDB was migrated half-way (0001 recorded, the 0003 trigger failing); every bad
+    URL was a traceback."""
+    assert main(["db", command, "--database-url", url]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("opencrm-horscompte: error: invalid database URL: ")
+    assert reason in line
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+psycopg://postgres@127.0.0.1:1/test", "OperationalError: connection"),
+        ("sqlite:////nonexistent/folder/crm.sqlite3", "OperationalError: unable to open"),
+    ],
+)
+def test_cli_db_says_in_one_line_why_the_database_is_unreachable(
+    capsys: pytest.CaptureFixture[str], url: str, reason: str
+) -> None:
+    assert main(["db", "current", "--database-url", url]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"opencrm-horscompte: error: database: {reason}")
 
 
 def test_cli_db_needs_a_database(

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Dialect, Table, TypeDecorator, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import create_engine
 
 from opencrm_horscompte.base.driver import (
@@ -70,7 +71,11 @@ LOCK_TIMEOUT_MS = 30_000
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://...``."""
+    """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://...``.
+
+    Its errors don't carry the statement's parameters (``hide_parameters``): they are
+    logged, and the parameters are addresses, codes and mails."""
+    kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         if parsed.get_backend_name() == "postgresql":
@@ -118,6 +123,27 @@ def unsupported_database(name: str) -> str | None:
     if name not in ("sqlite", "postgresql"):
         return f"base de données non prise en charge : {name} (PostgreSQL ou SQLite 3.35 et plus)"
     return None
+
+
+def engine_for_typed_url(url: str) -> Engine:
+    """:func:`make_engine` for a URL a person typed (a command's option, an environment
+    variable): a one-line :class:`ValueError` when it is not a URL, its driver is not
+    installed, or it names a database the plugin doesn't run on. Nothing is connected yet."""
+    try:
+        if reason := unsupported_database(make_url(url).get_backend_name()):
+            raise ValueError(reason)
+        return make_engine(url)
+    except ArgumentError as error:  # not a URL, or an unknown dialect/driver name
+        raise ValueError(str(error)) from None
+    except ImportError as error:  # a known dialect whose driver isn't installed
+        raise ValueError(f"driver not installed ({error.name or error})") from None
+
+
+def database_error_line(error: SQLAlchemyError) -> str:
+    """A database error in one line, for a command's stderr: its kind and the driver's
+    first line (``OperationalError: connection refused``), without SQLAlchemy's trailer."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"{type(error).__name__}: {reason[0] if reason else ''}".rstrip(": ")
 
 
 def upsert_insert(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:

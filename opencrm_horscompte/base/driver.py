@@ -171,7 +171,12 @@ class DriverStatement:
         except compiled.error as error:  # raised as SQLAlchemy would (IntegrityError...)
             cursor.close()
             wrapped = DBAPIError.instance(
-                sql, arguments, error, compiled.error, dialect=connection.dialect
+                sql,
+                arguments,
+                error,
+                compiled.error,
+                hide_parameters=True,  # logged by hosts; the parameters are personal data
+                dialect=connection.dialect,
             )
             raise wrapped from error
         if listened:

@@ -13,10 +13,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from opencrm_horscompte.base.db import make_engine, writer
+from opencrm_horscompte.base.db import database_error_line, engine_for_typed_url, writer
 from opencrm_horscompte.privacy.subjects import UnknownAddress, erase_subject, export_subject
 
 DATABASE_URL_ENV = "HORSCOMPTE_DATABASE_URL"
@@ -56,8 +56,8 @@ def run_data_command(args: argparse.Namespace, prog: str) -> int:
         print(f"{prog}: error: --database-url or ${DATABASE_URL_ENV} is needed", file=sys.stderr)
         return 2
     try:
-        engine = make_engine(url)
-    except (ArgumentError, ValueError) as error:  # not a URL, or an unknown dialect/driver
+        engine = engine_for_typed_url(url)
+    except ValueError as error:
         print(f"{prog}: error: invalid database URL: {error}", file=sys.stderr)
         return 2
     now = datetime.now(UTC)
@@ -73,7 +73,7 @@ def run_data_command(args: argparse.Namespace, prog: str) -> int:
         print(f"{prog}: error: not an e-mail address: {args.email!r}", file=sys.stderr)
         return 2
     except SQLAlchemyError as error:
-        print(f"{prog}: error: database: {type(error).__name__}", file=sys.stderr)
+        print(f"{prog}: error: database: {database_error_line(error)}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
