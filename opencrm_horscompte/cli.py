@@ -277,8 +277,25 @@ def _demo(port: int, data_dir: str) -> int:
         from opencrm_horscompte.host_kit.refhost.demo import run_demo
     except ImportError as error:
         return _missing_flask(error)
-    run_demo(port=port, data_dir=Path(data_dir))
-    return 0
+    return _host_command(lambda: run_demo(port=port, data_dir=Path(data_dir)))
+
+
+def _host_command(run: Callable[[], int | None]) -> int:
+    """Runs a command of the served host: a configuration mistake is one line and exit 2,
+    a database that can't be reached at start one line and exit 1 (not a traceback)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from opencrm_horscompte.base.db import database_error_line
+    from opencrm_horscompte.host_kit.refhost.environment import ConfigError
+
+    try:
+        return run() or 0
+    except ConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as error:
+        print(f"{PROG}: error: database: {database_error_line(error)}", file=sys.stderr)
+        return 1
 
 
 def _run_serve(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -286,24 +303,30 @@ def _run_serve(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         from opencrm_horscompte.host_kit.refhost.serve import run_serve
     except ImportError as error:
         return _missing_flask(error)
-    return run_serve(
-        args.workers, args.port, Path(args.data_dir), args.bind, with_worker=not args.no_worker
+    return _host_command(
+        lambda: run_serve(
+            args.workers, args.port, Path(args.data_dir), args.bind, with_worker=not args.no_worker
+        )
     )
 
 
 def _run_worker(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    return _host_command(lambda: _worker(Path(args.data_dir), args.port))
+
+
+def _worker(data_dir: Path, port: int) -> int:
     import logging
 
-    from opencrm_horscompte.host_kit.refhost.demo import host_config, mail_transport
+    from opencrm_horscompte.host_kit.refhost.environment import host_config, mail_transport
     from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
     from opencrm_horscompte.host_kit.refhost.runner import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    data_dir = Path(args.data_dir)
-    config, _ = host_config(data_dir, args.port)
+    transport = mail_transport(data_dir)  # checked before "ready"
+    config, _ = host_config(data_dir, port)
     host = ReferenceHost(config)
     print(f"{PROG} worker: ready (pid {os.getpid()})", flush=True)
-    run_worker(host, mail_transport(data_dir))
+    run_worker(host, transport)
     host.engine.dispose()
     return 0
 

@@ -25,7 +25,8 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from opencrm_horscompte.host_kit.refhost.app import create_app
-from opencrm_horscompte.host_kit.refhost.demo import build_host, host_config
+from opencrm_horscompte.host_kit.refhost.demo import build_host
+from opencrm_horscompte.host_kit.refhost.environment import host_config, mail_transport
 from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
 
 GRACEFUL_SECONDS = 30
@@ -75,10 +76,15 @@ class Supervised:
         self._owner = os.getpid()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self.process = subprocess.Popen(command)
+        self.process = self._start()
         self.restarts = 0
         self._watcher = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
         self._watcher.start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        # A session of its own: Ctrl+C or a hangup in the terminal reaches the master only,
+        # which stops the process itself once gunicorn is done (it was restarted meanwhile).
+        return subprocess.Popen(self._command, start_new_session=True)
 
     def _watch(self) -> None:
         delay = RESTART_FIRST_DELAY
@@ -95,7 +101,7 @@ class Supervised:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self.process = subprocess.Popen(self._command)
+                self.process = self._start()
                 self.restarts += 1
             delay = min(delay * 2, RESTART_MAX_DELAY)
 
@@ -121,6 +127,7 @@ class Supervised:
 def run_serve(
     workers: int, port: int, data_dir: Path, bind_host: str = "127.0.0.1", with_worker: bool = True
 ) -> int:
+    mail_transport(data_dir)  # a bad mail URL stops the start here, not in the worker
     host, _ = build_host(data_dir, port)  # migrations and seed, once, before any fork
     host.engine.dispose()
     background = Supervised(worker_command(data_dir, port)) if with_worker else None
