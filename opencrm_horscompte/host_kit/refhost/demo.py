@@ -16,7 +16,7 @@ from werkzeug.serving import run_simple
 
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.app import create_app
-from opencrm_horscompte.host_kit.refhost.environment import (  # noqa: F401 (their old place)
+from opencrm_horscompte.host_kit.refhost.environment import (
     ConfigError,
     host_config,
     load_or_create_secrets,
@@ -26,6 +26,18 @@ from opencrm_horscompte.host_kit.refhost.environment import (  # noqa: F401 (the
 from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
 from opencrm_horscompte.host_kit.refhost.scheduler import TaskScheduler
 from opencrm_horscompte.host_kit.refhost.seed import ADMIN_EMAIL, AGENT_EMAIL, CITIZEN_EMAIL, seed
+
+
+# The configuration lives in .environment; its names stay importable from here (0.2).
+__all__ = [
+    "ConfigError",
+    "build_host",
+    "host_config",
+    "load_or_create_secrets",
+    "mail_transport",
+    "run_demo",
+    "trusted_proxies",
+]
 
 
 def build_host(data_dir: Path, port: int) -> tuple[ReferenceHost, dict[str, Any]]:
