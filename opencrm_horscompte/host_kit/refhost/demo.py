@@ -27,7 +27,6 @@ from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
 from opencrm_horscompte.host_kit.refhost.scheduler import TaskScheduler
 from opencrm_horscompte.host_kit.refhost.seed import ADMIN_EMAIL, AGENT_EMAIL, CITIZEN_EMAIL, seed
 
-
 # The configuration lives in .environment; its names stay importable from here (0.2).
 __all__ = [
     "ConfigError",
