@@ -443,7 +443,7 @@ def opencrm_identity_step(
     :param identity: what the citizen typed (``email``, ``first_name``, ``last_name``),
         plus ``draft``, the host's reference to the draft dossier, and ``continue_url``, the
         same-site path where the draft continues (the form's next screen). Optional (since
-        0.3): ``step`` and ``steps``, the identity screen's place in the démarche ("1", "3"),
+        0.2): ``step`` and ``steps``, the identity screen's place in the démarche ("1", "3"),
         shown on the proposal as "Étape 1 sur 3"; without them no step is shown.
     :return: an :class:`IdentityDecision`, or None to let the host continue.
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from http.cookies import SimpleCookie
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -23,6 +24,7 @@ from lookup_helpers import code_in
 from smtp_server import Collector, body_text
 from sqlalchemy import select
 
+from opencrm_horscompte.hookspecs.host import ScheduledTask
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.tracking.codes import format_tracking_code
 
@@ -228,6 +230,25 @@ def test_every_flow_through_the_example_host(
     assert listing["To"] == STRANGER
 
     assert run_scheduled_tasks(example) == ["horscompte.purge"]
+
+
+def test_a_failing_scheduled_task_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The guide: "A failing task must not stop the others"; the example's cron did."""
+
+    def fail(host: Any) -> None:
+        raise RuntimeError("task failed")
+
+    ran: list[str] = []
+    tasks = [
+        [ScheduledTask("autre.failing", 60, fail)],
+        [ScheduledTask("horscompte.purge", 3600, lambda host: ran.append("purge"))],
+    ]
+    host = SimpleNamespace(hook=SimpleNamespace(opencrm_scheduled_tasks=lambda host: tasks))
+    assert run_scheduled_tasks(host) == ["horscompte.purge"]  # type: ignore[arg-type]
+    assert ran == ["purge"]
+    assert "scheduled task autre.failing failed" in caplog.text
 
 
 def test_an_embedded_extension_plugin_takes_effect_once_enabled(

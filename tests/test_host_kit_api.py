@@ -203,6 +203,33 @@ def test_collect_routes_names_the_owner_of_every_route() -> None:
     assert set(owners.values()) == {"autre", "horscompte"}
 
 
+@pytest.mark.parametrize("answer", ["raise", [{"path": "/x"}], ["/x"]])
+def test_a_plugin_whose_routes_fail_is_recorded_and_the_others_still_mount(
+    answer: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One broken plugin, enabled or not, used to stop the host from mounting any route."""
+    pm = make_plugin_manager()
+    records = [register_plugin(pm, plugin_module, name="horscompte")]
+    broken = types.ModuleType("casse")
+
+    @hookimpl
+    def opencrm_routes(host: Any) -> object:
+        if answer == "raise":
+            raise RuntimeError("routes exploded")
+        return answer
+
+    broken.opencrm_routes = opencrm_routes  # type: ignore[attr-defined]
+    records.append(register_plugin(pm, broken, name="casse"))
+    routes = collect_routes(pm, None, records)
+    assert {route.plugin for route in routes} == {"horscompte"}
+    assert "/hors-compte/suivi" in {route.path for route in routes}
+    error = records[1].error or ""
+    assert error.startswith("routes : ")
+    assert ("routes exploded" if answer == "raise" else "must answer Route objects") in error
+    assert records[0].error is None
+    assert any("plugin 'casse'" in record.getMessage() for record in caplog.records)
+
+
 # --------------------------------------------------------------------------- request
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import smtplib
@@ -123,6 +124,8 @@ plugin_state = Table(
     Column("enabled", Boolean, nullable=False),
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class DemarcheView:
@@ -218,7 +221,7 @@ class ExampleHost:
         # "Routes and their owner": mounted once, every registered plugin's.
         self.routes = {
             (method, route.path): route
-            for route in collect_routes(self.pm, self)
+            for route in collect_routes(self.pm, self, self.plugins)
             for method in route.methods
         }
 
@@ -375,11 +378,17 @@ def deliver_mails(host: ExampleHost, smtp_host: str, smtp_port: int, sender: str
 
 
 def run_scheduled_tasks(host: ExampleHost) -> list[str]:
-    """One round of every enabled plugin's ``opencrm_scheduled_tasks`` (a cron calls it)."""
+    """One round of every enabled plugin's ``opencrm_scheduled_tasks`` (a cron calls it);
+    the tasks that ran. "A failing task must not stop the others": it is logged, and the
+    round goes on."""
     ran = []
     for tasks in host.hook.opencrm_scheduled_tasks(host=host):
         for task in tasks:
-            task.run(host)
+            try:
+                task.run(host)
+            except Exception:
+                log.exception("scheduled task %s failed", task.name)
+                continue
             ran.append(task.name)
     return ran
 

@@ -332,20 +332,36 @@ def _module(plugin: object) -> str:
     return getattr(plugin, "__name__", None) or type(plugin).__module__
 
 
-def collect_routes(pm: pluggy.PluginManager, host: Any) -> list[Route]:
+def collect_routes(
+    pm: pluggy.PluginManager, host: Any, records: Iterable[PluginRecord] = ()
+) -> list[Route]:
     """Every registered plugin's ``opencrm_routes``, enabled or not, each with ``plugin``
     set to the name its implementation was registered under.
 
     Mount them all once; at dispatch, answer 404 when ``route.plugin`` is disabled (so a
-    plugin enabled after start needs no re-mount)."""
+    plugin enabled after start needs no re-mount). A plugin whose hook raises, or answers
+    anything but :class:`Route` objects, contributes no route: the error is logged and
+    written to its record among ``records`` (the host's plugin page), and the other plugins'
+    routes are mounted all the same."""
+    by_name = {record.name: record for record in records}
     routes: list[Route] = []
     for impl in pm.hook.opencrm_routes.get_hookimpls():
         arguments = {"host": host}
-        found = cast(
-            "Iterable[Route] | None", impl.function(*(arguments[name] for name in impl.argnames))
-        )
-        for route in found or ():
-            routes.append(replace(route, plugin=impl.plugin_name))
+        try:
+            answer = cast(
+                "Iterable[object] | None",
+                impl.function(*(arguments[name] for name in impl.argnames)),
+            )
+            found: list[Route] = []
+            for route in answer or ():
+                if not isinstance(route, Route):
+                    raise TypeError(f"opencrm_routes must answer Route objects, not {route!r:.80}")
+                found.append(replace(route, plugin=impl.plugin_name))
+        except Exception as exc:
+            record = by_name.get(impl.plugin_name) or PluginRecord(impl.plugin_name, "?")
+            _record_failure(record, exc, prefix="routes : ")
+            continue
+        routes.extend(found)
     return routes
 
 

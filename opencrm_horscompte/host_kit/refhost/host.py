@@ -199,7 +199,7 @@ class ReferenceHost:
     def routes(self) -> list[Route]:
         """Every registered plugin's routes, ``plugin`` naming their owner (enabled or not:
         the dispatcher answers 404 for a disabled owner)."""
-        return collect_routes(self.pm, self)
+        return collect_routes(self.pm, self, self.plugins)
 
     def menu(self, user: User | None) -> dict[str, list[MenuEntry]]:
         sections: dict[str, list[MenuEntry]] = {}
