@@ -198,7 +198,8 @@ def scenario(client: Client, mail_dir: Path, tag: str) -> None:
         return
     page = client.get("lookup", "/hors-compte/suivi")
     typed = {"email": recipient, "tracking_code": tracking.group(1)}
-    _, page = client.post("lookup", "/hors-compte/suivi", typed, page, 200)
+    client.post("lookup", "/hors-compte/suivi", typed, page, 303)  # to the code entry page
+    page = client.get("code page", "/hors-compte/validation")
     token = _TOKEN.search(page)
     code = _wait_for_code(mail_dir, recipient, 0)
     if not token or not code:

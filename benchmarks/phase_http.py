@@ -1,4 +1,6 @@
-"""The lookup POST through the reference host's Flask app over a trivial POST."""
+"""The lookup through the reference host's Flask app over a trivial POST: the lookup's POST
+and the GET of the code entry page it redirects to (post/redirect/get), the page the
+citizen gets for the request, as before the redirect."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from figures import RUNS, paired, ratio_figure, repeated
 from lookup_targets import cycle, fresh_client, targets_of
 from sizes import Sizes
 
-from opencrm_horscompte.base.paths import LOOKUP_PATH
+from opencrm_horscompte.base.paths import LOOKUP_PATH, VALIDATE_PATH
 from opencrm_horscompte.tracking.codes import format_tracking_code
 
 
@@ -57,11 +59,18 @@ def bench_http(sizes: Sizes, small_path: Path) -> dict[str, Any]:
         finally:
             builder.close()
 
-    def call(name: str, env: dict[str, Any]) -> int:
-        status: list[str] = []
+    def page_environ(path: str, cookie: str) -> dict[str, Any]:
+        builder = EnvironBuilder(path=path, method="GET", headers=[("Cookie", cookie)])
+        try:
+            return builder.get_environ()
+        finally:
+            builder.close()
+
+    def respond(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+        answer: list[tuple[str, list[tuple[str, str]]]] = []
 
         def start_response(line: str, headers: Any, exc_info: Any = None) -> Any:
-            status.append(line)
+            answer.append((line, headers))
             return lambda data: None
 
         body = app(env, start_response)
@@ -71,7 +80,15 @@ def bench_http(sizes: Sizes, small_path: Path) -> dict[str, Any]:
             close = getattr(body, "close", None)
             if close:
                 close()
-        code = int(status[0].split()[0])
+        line, headers = answer[0]
+        return int(line.split()[0]), headers
+
+    def call(name: str, env: dict[str, Any]) -> int:
+        code, headers = respond(env)
+        if name == "lookup" and code == 303:  # the page it leads to, in the same figure
+            cookie = next(value for key, value in headers if key == "Set-Cookie")
+            code, _ = respond(page_environ(VALIDATE_PATH, cookie.split(";")[0]))
+        statuses.setdefault(name, {})
         statuses[name][code] = statuses[name].get(code, 0) + 1
         return code
 
@@ -82,6 +99,7 @@ def bench_http(sizes: Sizes, small_path: Path) -> dict[str, Any]:
         statuses = {"lookup": {}, "bare": {}}
         operations = [
             Operation("lookup", call, lambda _i: ("lookup", environ(LOOKUP_PATH))),
+            Operation("lookup_post", call, lambda _i: ("lookup_post", environ(LOOKUP_PATH))),
             Operation("bare", call, lambda _i: ("bare", environ("/benchmark/bare"))),
         ]
         per_run, load_done = repeated(
@@ -90,4 +108,6 @@ def bench_http(sizes: Sizes, small_path: Path) -> dict[str, Any]:
     finally:
         host.engine.dispose()
     figure = ratio_figure(paired(per_run, "lookup", "bare"), load_done)
-    return {"figures": {"http_lookup_cpu_vs_bare": figure}, "statuses": statuses}
+    post_only = ratio_figure(paired(per_run, "lookup_post", "bare"), load_done)
+    figures = {"http_lookup_cpu_vs_bare": figure, "http_lookup_post_cpu_vs_bare": post_only}
+    return {"figures": figures, "statuses": statuses}

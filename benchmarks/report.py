@@ -24,6 +24,7 @@ TARGETS: dict[str, tuple[str, Any] | None] = {
     "deposit_scaling": None,
     "lookup_after_10k_wrong_same_email": ("<=", 1.1),
     "http_lookup_cpu_vs_bare": ("<=", 3.0),
+    "http_lookup_post_cpu_vs_bare": None,
     "rss_growth_mb_per_1e4_after_warmup": ("<=", 1.0),
     "pg_speedup_4_workers": None,
     "pg_errors": ("==", 0),

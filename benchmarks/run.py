@@ -84,9 +84,11 @@ Figures
     lookup with an address never seen.
 
 ``http_lookup_cpu_vs_bare``
-    Server CPU of the lookup POST through the reference host's Flask app (WSGI call, the
-    body read to the end; session, CSRF, dispatch, handler, render) over a trivial POST to
-    the same app (same session cookie and CSRF check, a view returning a short text).
+    Server CPU of the lookup through the reference host's Flask app (WSGI calls, the
+    bodies read to the end; session, CSRF, dispatch, handler, render): its POST and the GET
+    of the code entry page the POST redirects to (post/redirect/get), over a trivial POST
+    to the same app (same session cookie and CSRF check, a view returning a short text).
+    ``http_lookup_post_cpu_vs_bare``: the POST alone, over the same trivial POST.
 
 ``pg_speedup_4_workers`` / ``pg_errors`` / ``pg_codes_equal_dossiers``
     Deposits per second with 4 worker processes over 1, on a fresh PostgreSQL database,

@@ -137,7 +137,9 @@ def without_hidden_values(page: str) -> str:
 
 
 def lookup(client: Any, email: str, tracking_code: str) -> Any:
-    return post(client, LOOKUP, {"email": email, "tracking_code": tracking_code})
+    """The lookup's POST, and the code entry page it redirects to (post/redirect/get)."""
+    typed = {"email": email, "tracking_code": tracking_code}
+    return post(client, LOOKUP, typed, follow_redirects=True)
 
 
 def start(client: Any, email: str, tracking_code: str) -> str:
@@ -152,7 +154,8 @@ def submit(client: Any, token: str, code: str) -> Any:
 
 
 def resend(client: Any, token: str) -> Any:
-    return post(client, VALIDATE, {"token": token, "code": "", "action": "resend"})
+    typed = {"token": token, "code": "", "action": "resend"}
+    return post(client, VALIDATE, typed, follow_redirects=True)
 
 
 def change_settings(host: Any, **changes: Any) -> None:

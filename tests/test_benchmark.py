@@ -37,6 +37,7 @@ NUMBERS = {
     "deposit_scaling",
     "lookup_after_10k_wrong_same_email",
     "http_lookup_cpu_vs_bare",
+    "http_lookup_post_cpu_vs_bare",
     "rss_growth_mb_per_1e4_after_warmup",
     "pg_speedup_4_workers",
     "pg_errors",

@@ -209,7 +209,9 @@ def test_every_flow_through_the_example_host(
 
     # -- lookup: email + tracking code, the validation code read from the delivered mail
     visitor = Client(app)
-    looked_up = visitor.post("/hors-compte/suivi", {"email": STRANGER, "tracking_code": grouped})
+    posted = visitor.post("/hors-compte/suivi", {"email": STRANGER, "tracking_code": grouped})
+    assert posted.status_code == 303 and posted.location == "/hors-compte/validation"
+    looked_up = visitor.get(posted.location)  # post/redirect/get: the code entry page
     assert looked_up.status_code == 200, looked_up.text
     [challenge] = HIDDEN_TOKEN.findall(looked_up.text)
     [mail] = [m for m in delivered(example, smtp) if "code de validation" in str(m["Subject"])]

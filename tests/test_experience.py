@@ -90,7 +90,8 @@ def test_one_minute_is_singular_in_page_mail_and_preview(
     change_settings(host, validation_code_expiry_minutes=1)
     speak(client, locale)
     deposited = deposit(client, host)
-    page = post(client, LOOKUP, {"email": EMAIL, "tracking_code": deposited.code}).text
+    typed = {"email": EMAIL, "tracking_code": deposited.code}
+    page = post(client, LOOKUP, typed, follow_redirects=True).text
     minute = translations(locale).ngettext(
         "Il expire dans %(num)s minute. Pensez à vérifier vos courriers indésirables.",
         "Il expire dans %(num)s minutes. Pensez à vérifier vos courriers indésirables.",

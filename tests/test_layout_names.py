@@ -59,7 +59,8 @@ def test_the_guide_lists_every_name_the_plugin_pages_use(
     # lookup: empty form, errors, the validation page, a wrong code, a resend too soon
     assert client.get("/hors-compte/suivi").status_code == 200
     assert post(client, "/hors-compte/suivi", {"email": "x", "tracking_code": ""}).status_code
-    page = post(client, "/hors-compte/suivi", {"email": EMAIL, "tracking_code": deposited.code})
+    typed = {"email": EMAIL, "tracking_code": deposited.code}
+    page = post(client, "/hors-compte/suivi", typed, follow_redirects=True)
     token = token_of(page.text)
     post(client, "/hors-compte/validation", {"token": token, "code": "000000"})
     post(client, "/hors-compte/validation", {"token": token, "code": "", "action": "resend"})

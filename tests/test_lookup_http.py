@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import html
 import json
 import logging
 import re
@@ -127,6 +128,41 @@ def test_code_in_the_wrong_case_does_not_match_when_the_policy_mixes_cases(
 
 
 # --------------------------------------------------------------------------- the mail
+
+
+def test_reloading_the_code_page_sends_no_second_code(client: Any, host: Any) -> None:
+    """The lookup's POST redirects to the code entry page (post/redirect/get). Before, a
+    reload ran the lookup again: a second mail, and the first code became wrong."""
+    deposited = deposit(client, host)
+    typed = {"email": EMAIL, "tracking_code": deposited.code}
+    posted = post(client, LOOKUP, typed)
+    assert posted.status_code == 303 and posted.headers["Location"] == VALIDATE
+    first = client.get(VALIDATE)
+    again = client.get(VALIDATE)  # the reload, or Back from a later page
+    assert first.status_code == again.status_code == 200
+    assert token_of(first.text) == token_of(again.text)
+    assert "un code de validation vient d'être" in html.unescape(again.text)
+    [mail] = validation_mails(host)
+    assert submit(client, token_of(again.text), code_in(mail.text)).status_code == 303
+
+
+def test_the_code_page_without_a_lookup_goes_to_the_lookup_form(client: Any) -> None:
+    response = client.get(VALIDATE)
+    assert response.status_code == 303 and response.headers["Location"] == LOOKUP
+
+
+def test_a_resend_redirects_to_the_page_of_the_new_code(client: Any, host: Any, clock: Any) -> None:
+    deposited = deposit(client, host)
+    token = start(client, EMAIL, deposited.code)
+    clock.advance(minutes=2)
+    form = {"token": token, "code": "", "action": "resend"}
+    posted = post(client, VALIDATE, form)
+    assert posted.status_code == 303 and posted.headers["Location"] == VALIDATE
+    page = client.get(VALIDATE)
+    assert "l'ancien ne sert plus" in html.unescape(page.text)
+    client.get(VALIDATE)  # a reload resends nothing
+    _first, second = validation_mails(host)
+    assert submit(client, token_of(page.text), code_in(second.text)).status_code == 303
 
 
 class PlainValidationMail:

@@ -59,7 +59,8 @@ def marked_up_host(host: Any) -> Any:
 
 
 def lookup(client: Any, tracking_code: str) -> Any:
-    return post(client, "/hors-compte/suivi", {"email": TYPED, "tracking_code": tracking_code})
+    typed = {"email": TYPED, "tracking_code": tracking_code}
+    return post(client, "/hors-compte/suivi", typed, follow_redirects=True)
 
 
 def deliver(host: Any, port: int) -> DeliveryReport:

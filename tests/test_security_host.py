@@ -393,7 +393,7 @@ def test_a_valid_csrf_token_from_a_foreign_origin_is_refused(client: Any) -> Non
         {"Sec-Fetch-Site": "none"},
         {},
     ):
-        assert post(client, "/hors-compte/suivi", form, headers=headers).status_code == 200
+        assert post(client, "/hors-compte/suivi", form, headers=headers).status_code == 303
 
 
 def test_security_headers_on_every_response(client: Any) -> None:

@@ -131,7 +131,7 @@ def test_serve_runs_n_web_processes_and_one_worker(fresh_pg: str, tmp_path: Path
             typed = {"email": "personne@exemple.fr", "tracking_code": "ABCD-EFGH-JKLM"}
             thread = threading.Thread(
                 target=lambda: answers.append(
-                    client.post("lookup", "/hors-compte/suivi", typed, page, 200)
+                    client.post("lookup", "/hors-compte/suivi", typed, page, 303)
                 )
             )
             thread.start()

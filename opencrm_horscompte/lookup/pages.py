@@ -37,6 +37,9 @@ from opencrm_horscompte.tracking.codes import (
 )
 
 CHALLENGE_PURPOSE = "challenge"
+# The code entry page a lookup (or a resend) led to, kept in the session so that the POST
+# answers with a redirect to it: a reload or Back shows the page again, and sends no code.
+PAGE_KEY = "horscompte.validation"
 FORGOTTEN_MAIL = plugin_mail("forgotten", "Rappel des codes de suivi")
 FORGOTTEN_MISS = "forgotten.miss"
 
@@ -116,12 +119,51 @@ def _lookup_form(
     return Response.html(body, status=status)
 
 
+def _token(host: Host, challenge_id: int, sent_to: str, code_length: int) -> str:
+    """The validation page's signed token: the challenge, the masked address the code was
+    sent to (the page's wording only) and the code's length, for the pages that follow."""
+    carried: dict[str, Any] = {"challenge": challenge_id, "digits": code_length}
+    if sent_to:
+        carried["to"] = sent_to
+    return sign(host, CHALLENGE_PURPOSE, carried)
+
+
+def _show_code_page(request: Request, token: str, expiry: int | None, notice: str) -> Response:
+    """Answer a POST that sent a code with a redirect to the code entry page (post /
+    redirect / get), which the session describes."""
+    request.session[PAGE_KEY] = {"token": token, "expiry": expiry, "notice": notice}
+    return Response.redirect(VALIDATE_PATH)
+
+
+def _code_page(host: Host, request: Request) -> Response:
+    """GET of the code entry page: the one the session's last lookup or resend led to."""
+    shown = request.session.get(PAGE_KEY)
+    if not isinstance(shown, dict) or not isinstance(shown.get("token"), str):
+        return Response.redirect(LOOKUP_PATH)
+    carried = _carried(host, shown["token"])
+    if carried is None:  # too old: start again
+        return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
+    expiry = shown.get("expiry")
+    notice = {"sent": SENT, "resent": RESENT}.get(str(shown.get("notice")))
+    return _validation_form(
+        host,
+        request,
+        carried.challenge_id,
+        token=shown["token"],
+        expiry=expiry if isinstance(expiry, int) else None,
+        sent_to=carried.sent_to,
+        code_length=carried.code_length,
+        notice=notice,
+    )
+
+
 def _validation_form(
     host: Host,
     request: Request,
     challenge_id: int,
     *,
     status: int = 200,
+    token: str | None = None,
     expiry: int | None = None,
     sent_to: str = "",
     code_length: int | None = None,
@@ -129,18 +171,15 @@ def _validation_form(
 ) -> Response:
     """The code entry page; ``expiry`` (minutes) is told with a code just sent. ``sent_to``
     is the typed address, masked: the page is the same whether or not a dossier matched.
-    The page's token carries both, and the code's length, for the pages that follow."""
+    ``token``: the page's own, else one is signed for ``challenge_id``."""
     if code_length is None:
         with Session(host.engine) as session:
             code_length = load_settings(session).validation_code_length
-    carried: dict[str, Any] = {"challenge": challenge_id, "digits": code_length}
-    if sent_to:
-        carried["to"] = sent_to
     body = render_page(
         host,
         request,
         "horscompte/validate.html",
-        token=sign(host, CHALLENGE_PURPOSE, carried),
+        token=token or _token(host, challenge_id, sent_to, code_length),
         expiry_minutes=expiry,
         sent_to=sent_to,
         code_length=code_length,
@@ -161,15 +200,9 @@ def lookup(host: Host, request: Request) -> Response:
         shown = {"email": request.form.get("email", "")[:320]}
         return _lookup_form(host, request, shown, error.errors, 400)
     started = start_lookup(host, typed, request.client_addr, request.locale)
-    return _validation_form(
-        host,
-        request,
-        started.challenge_id,
-        expiry=started.expiry_minutes,
-        sent_to=mask_email(typed.email),
-        code_length=started.code_length,
-        notice=SENT,
-    )
+    sent_to = mask_email(typed.email)
+    token = _token(host, started.challenge_id, sent_to, started.code_length)
+    return _show_code_page(request, token, started.expiry_minutes, "sent")
 
 
 @dataclass(frozen=True)
@@ -181,9 +214,9 @@ class _Carried:
     code_length: int | None
 
 
-def _carried(host: Host, request: Request) -> _Carried | None:
+def _carried(host: Host, token: str) -> _Carried | None:
     max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
-    carried = unsign(host, CHALLENGE_PURPOSE, request.form.get("token", ""), max_age)
+    carried = unsign(host, CHALLENGE_PURPOSE, token, max_age)
     if not isinstance(carried, dict) or not isinstance(carried.get("challenge"), int):
         return None
     sent_to, digits = carried.get("to"), carried.get("digits")
@@ -196,8 +229,8 @@ def _carried(host: Host, request: Request) -> _Carried | None:
 
 def validate(host: Host, request: Request) -> Response:
     if request.method != "POST":
-        return Response.redirect(LOOKUP_PATH)
-    carried = _carried(host, request)
+        return _code_page(host, request)
+    carried = _carried(host, request.form.get("token", ""))
     if carried is None:
         return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
     challenge_id = carried.challenge_id
@@ -215,7 +248,12 @@ def validate(host: Host, request: Request) -> Response:
                 duration=_duration(resent.wait.total_seconds()),
             )
             return page(challenge_id, status=429, error=error)
-        return page(resent.challenge_id, expiry=resent.expiry_minutes, notice=RESENT)
+        code_length = carried.code_length
+        if code_length is None:
+            with Session(host.engine) as session:
+                code_length = load_settings(session).validation_code_length
+        token = _token(host, resent.challenge_id, carried.sent_to, code_length)
+        return _show_code_page(request, token, resent.expiry_minutes, "resent")
     outcome = verify(host, challenge_id, request.form.get("code", ""))
     if outcome.kind == "granted" and outcome.dossier_id is not None:
         grant(host, request, outcome.dossier_id)

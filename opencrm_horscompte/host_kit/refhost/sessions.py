@@ -27,7 +27,9 @@ from opencrm_horscompte.host_kit.refhost.passwords import hash_password
 
 SID_KEY = "_sid"
 # What an anonymous cookie may hold without a server-side session: nothing worth stealing.
-UNPROTECTED_KEYS = frozenset({"csrf", "locale", SID_KEY})
+# The lookup's code entry page (its signed token is in the page itself, and useless without
+# the code mailed to the dossier's address) is one: a lookup writes no session row.
+UNPROTECTED_KEYS = frozenset({"csrf", "locale", SID_KEY, "horscompte.validation"})
 LIFETIME = timedelta(days=31)
 
 
