@@ -49,7 +49,11 @@ def events(host: Any, prefix: str = "agent.") -> list[AuditRecord]:
 
 
 def act(client: Any, dossier_id: int, action: str) -> Any:
-    return post(client, PAGE, {"dossier": str(dossier_id), "action": action})
+    """The action's POST, and the dossier's page it redirects to once done."""
+    done = post(client, PAGE, {"dossier": str(dossier_id), "action": action})
+    if done.status_code == 303 and done.headers["Location"] == f"{PAGE}?dossier={dossier_id}":
+        return client.get(done.headers["Location"])
+    return done
 
 
 def lock(host: Any, dossier_id: int, *, legacy: bool = False) -> None:
@@ -145,7 +149,7 @@ def test_resend_mails_the_stored_address_only_and_is_capped(client: Any, agent_h
     agent = as_agent(agent_host)
     before = len(mails(agent_host))
     form = {"dossier": str(deposited.dossier_id), "action": "resend", "email": "x@pirate.fr"}
-    done = post(agent, PAGE, form)
+    done = post(agent, PAGE, form, follow_redirects=True)
     assert done.status_code == 200 and "Le code de suivi a été envoyé" in done.text
     assert deposited.code not in done.text and format_tracking_code(deposited.code) not in done.text
     [mail] = mails(agent_host)[before:]
@@ -158,6 +162,24 @@ def test_resend_mails_the_stored_address_only_and_is_capped(client: Any, agent_h
     resent = [e for e in events(agent_host) if e.kind == "agent.resend"]
     assert len(resent) == AGENT_DOSSIER_MAILS.limit + 1
     assert json.loads(resent[-1].details_json) == {"dossier": deposited.dossier_id, "sent": False}
+
+
+def test_reloading_after_a_resend_mails_nothing_more(client: Any, agent_host: Any) -> None:
+    """The action redirects to the dossier's page (post/redirect/get): a reload used to
+    post the action again and mail the citizen a second time."""
+    deposited = deposit(client, agent_host)
+    agent = as_agent(agent_host)
+    before = len(mails(agent_host))
+    form = {"dossier": str(deposited.dossier_id), "action": "resend"}
+    posted = post(agent, PAGE, form)
+    assert posted.status_code == 303
+    assert posted.headers["Location"] == f"{PAGE}?dossier={deposited.dossier_id}"
+    shown = agent.get(posted.headers["Location"])
+    assert "Le code de suivi a été envoyé" in shown.text
+    reloaded = agent.get(posted.headers["Location"])
+    assert reloaded.status_code == 200 and "Le code de suivi a été envoyé" not in reloaded.text
+    assert len(mails(agent_host)) == before + 1
+    assert [e.kind for e in events(agent_host)] == ["agent.resend", "agent.view"]
 
 
 def test_end_grants_takes_back_the_citizens_access(client: Any, agent_host: Any) -> None:

@@ -29,6 +29,8 @@ NOT_SENT = N_(
     "Le code de suivi n'a pas été envoyé : la limite d'envois pour ce dossier est atteinte "
     "pour aujourd'hui."
 )
+NOTICES: dict[str, Message] = {**DONE, "not_sent": NOT_SENT}
+NOTICE_KEY = "horscompte.agent_notice"
 THROTTLED = N_("Trop d'opérations en peu de temps : patientez avant de recommencer.")
 UNKNOWN = N_("Aucun dossier déposé sans compte ne porte ce numéro.")
 INVALID = N_("Saisissez le numéro du dossier (des chiffres uniquement).")
@@ -76,7 +78,16 @@ def handle(host: Host, request: Request) -> Response:
 
 
 def _act(host: Host, request: Request, user: User, dossier_id: int, action: str) -> Response:
-    notice: Message | None = None
+    """A view (GET) or an action (POST). An action answers with a redirect to the dossier's
+    page (post/redirect/get), whose notice the session keeps: a reload shows the page
+    again, and doesn't mail the citizen a second time. That page, right after its action,
+    is neither counted nor audited as a view of its own."""
+    done = request.session.pop(NOTICE_KEY, None) if not action else None
+    if done in NOTICES:
+        with Session(host.engine) as session:
+            state = dossier_state(host, session, dossier_id)
+        if state is not None:
+            return _page(host, request, number=str(dossier_id), state=state, notice=NOTICES[done])
     with Session(writer(host.engine)) as session, session.begin():
         if not counted(host, session, AGENT_ACTIONS, user.email):
             return _page(host, request, 429, number=str(dossier_id), error=THROTTLED)
@@ -87,13 +98,12 @@ def _act(host: Host, request: Request, user: User, dossier_id: int, action: str)
             actions.unlock(host, session, user, dossier_id)
         elif action == "resend":
             sent = actions.resend_tracking_code(host, session, user, dossier_id)
-            notice = DONE["resend"] if sent else NOT_SENT
+            action = "resend" if sent else "not_sent"
         elif action == "end_grants":
             actions.end_active_grants(host, session, user, dossier_id)
         else:
             actions.audit(host, session, actions.VIEWED, user, dossier_id)
-        if action and notice is None:
-            notice = DONE[action]
-        if action:
-            state = dossier_state(host, session, dossier_id)
-    return _page(host, request, number=str(dossier_id), state=state, notice=notice)
+    if action:
+        request.session[NOTICE_KEY] = action
+        return Response.redirect(dossier_url(dossier_id))
+    return _page(host, request, number=str(dossier_id), state=state)
