@@ -4,6 +4,7 @@ needs the role, and every view or action leaves exactly one audit event."""
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import timedelta
 from typing import Any
@@ -18,11 +19,19 @@ from lookup_helpers import (
     rows,
     start,
     submit,
+    wrong,
 )
 from sqlmodel import Session
 
 from opencrm_horscompte.agent.state import guards_of
-from opencrm_horscompte.base.limits import AGENT_ACTIONS, AGENT_DOSSIER_MAILS, LOCK_AFTER_FAILURES
+from opencrm_horscompte.base.hostinfo import moment
+from opencrm_horscompte.base.i18n import translate
+from opencrm_horscompte.base.limits import (
+    AGENT_ACTIONS,
+    AGENT_DOSSIER_MAILS,
+    ATTEMPTS_PER_CODE,
+    LOCK_AFTER_FAILURES,
+)
 from opencrm_horscompte.base.models import AuditRecord, FailureGuard, TrackingCode
 from opencrm_horscompte.host_kit.refhost.seed import AGENT_EMAIL, seed
 from opencrm_horscompte.tracking.codes import format_tracking_code
@@ -164,6 +173,27 @@ def test_resend_mails_the_stored_address_only_and_is_capped(client: Any, agent_h
     assert json.loads(resent[-1].details_json) == {"dossier": deposited.dossier_id, "sent": False}
 
 
+def test_times_are_the_citizens_and_a_code_killed_by_wrong_tries_says_so(
+    client: Any, agent_host: Any
+) -> None:
+    """The page showed UTC times ("16:50 UTC") where the citizen's receipt and mails say
+    17:50, and a code killed by its wrong tries as "en attente"."""
+    deposited = deposit(client, agent_host)
+    token = start(client, EMAIL, deposited.code)
+    code = last_code(agent_host)
+    for _ in range(ATTEMPTS_PER_CODE):
+        submit(client, token, wrong(code))
+    agent = as_agent(agent_host)
+    page = html.unescape(agent.get(f"{PAGE}?dossier={deposited.dossier_id}").text)
+    with Session(agent_host.engine) as session:
+        tracking = session.get(TrackingCode, deposited.dossier_id)
+    assert tracking is not None
+    assert translate(moment(agent_host, tracking.issued_at), "fr") in page
+    assert "UTC" not in page
+    assert "trop d'essais erronés" in page and "en attente" not in page
+    assert "1 demande de code pour ce dossier, la plus récente en premier" in page
+
+
 def test_reloading_after_a_resend_mails_nothing_more(client: Any, agent_host: Any) -> None:
     """The action redirects to the dossier's page (post/redirect/get): a reload used to
     post the action again and mail the citizen a second time."""
@@ -180,6 +210,11 @@ def test_reloading_after_a_resend_mails_nothing_more(client: Any, agent_host: An
     assert reloaded.status_code == 200 and "Le code de suivi a été envoyé" not in reloaded.text
     assert len(mails(agent_host)) == before + 1
     assert [e.kind for e in events(agent_host)] == ["agent.resend", "agent.view"]
+    with Session(agent_host.engine) as session:
+        tracking = session.get(TrackingCode, deposited.dossier_id)
+    assert tracking is not None  # the date as "code oublié" writes it (it was 03/12/2026)
+    day = translate(moment(agent_host, tracking.issued_at, "date"), "fr")
+    assert f"(déposé le {day}) :" in mails(agent_host)[-1].text
 
 
 def test_end_grants_takes_back_the_citizens_access(client: Any, agent_host: Any) -> None:

@@ -255,3 +255,23 @@ def test_hosts_of_the_earlier_contract_get_the_defaults() -> None:
     at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
     assert translate(moment(overseas, at), "fr") == "28 novembre 2026 à 13:00"
     assert translate(moment(older, at, "date"), "en") == "November 28, 2026"
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    ("locale", "opening", "closing"), [("fr", "(déposé le ", ") :"), ("en", "(submitted on ", "):")]
+)
+def test_tracking_code_list_punctuated_in_its_language(
+    client: Any, host: Any, locale: str, opening: str, closing: str
+) -> None:
+    """The English list read "(submitted on December 3, 2026) : CODE", a French space."""
+    speak(client, locale)
+    deposited = deposit(client, host)
+    post(client, "/hors-compte/code-oublie", {"email": EMAIL})
+    [mail] = [m for m in mails(host) if format_tracking_code(deposited.code) in m.text][-1:]
+    with Session(host.engine) as session:
+        tracking = session.get(TrackingCode, deposited.dossier_id)
+    assert tracking is not None
+    day = translate(moment(host, tracking.issued_at, "date"), locale)
+    line = f"{opening}{day}{closing} {format_tracking_code(deposited.code)}"
+    assert line in mail.text

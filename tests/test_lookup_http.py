@@ -320,10 +320,17 @@ def test_a_code_opens_the_dossier_once(
 def test_five_wrong_codes_kill_the_code(client: Any, host: Any, deposited: Deposited) -> None:
     token = start(client, EMAIL, deposited.code)
     code = last_code(host)
-    for _ in range(limits.ATTEMPTS_PER_CODE):
+    for tries in range(1, limits.ATTEMPTS_PER_CODE + 1):
         response = submit(client, token, wrong(code))
         assert response.status_code == 400 and WRONG in response.text
         assert 'id="code-error"' in response.text
+        text = html.unescape(response.text)
+        left = limits.ATTEMPTS_PER_CODE - tries
+        if left:  # each wrong try says how many remain; the last one says it was the last
+            essais = "essai" if left == 1 else "essais"
+            assert f"ce code accepte encore {left} {essais}." in text
+        else:
+            assert "c'était le dernier essai : il ne sert plus" in text
     response = submit(client, token, code)
     assert response.status_code == 400 and EXHAUSTED in response.text
     assert guard_failures(host) == [limits.ATTEMPTS_PER_CODE]

@@ -163,6 +163,20 @@ def test_hint_suggests_avoiding_ambiguous_characters(client: Any, host: Any) -> 
     assert "ambigus" in page.text
 
 
+def test_hints_are_in_the_page_language(client: Any, host: Any) -> None:
+    """The English page showed the hints in French (they sat inside the report object,
+    which the page's language did not reach)."""
+    with Session(host.engine) as session, session.begin():
+        count(session, host.now(), lookups=40, codes_sent=10)
+    admin = new_client(host)
+    login(admin, ADMIN)
+    admin.get("/langue/en?suivant=/")
+    page = admin.get(PAGE).text
+    assert 'data-testid="stats-hints"' in page
+    assert "des recherches n&#39;ont pas abouti" not in page
+    assert "of lookups did not lead to a code being sent" in page
+
+
 def test_counters_use_one_statement_whatever_the_lookup_matched(client: Any, host: Any) -> None:
     mine = deposit(client, host)
     lookup(client, STRANGER, mine.code)  # warm up

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from opencrm_horscompte.agent.state import guards_of
 from opencrm_horscompte.base.hooks import PluginHooks
+from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.limits import AGENT_DOSSIER_MAILS, counted
 from opencrm_horscompte.base.models import FailureGuard, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
@@ -56,7 +57,7 @@ def resend_tracking_code(host: Host, session: Session, agent: User, dossier_id: 
             "dossiers": [
                 {
                     "demarche_title": code.demarche_title,
-                    "date": code.issued_at.strftime("%d/%m/%Y"),
+                    "date": moment(host, code.issued_at, "date"),  # as "code oublié" says it
                     "tracking_code": format_tracking_code(code.code),
                 }
             ],

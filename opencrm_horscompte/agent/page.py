@@ -4,6 +4,7 @@ action is audited (one event each) and counted against the agent's hourly limit.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,7 +13,8 @@ from sqlmodel import Session
 from opencrm_horscompte.agent import actions
 from opencrm_horscompte.agent.state import dossier_state
 from opencrm_horscompte.base.db import MAX_ROW_ID, writer
-from opencrm_horscompte.base.i18n import N_, Message
+from opencrm_horscompte.base.hostinfo import moment
+from opencrm_horscompte.base.i18n import N_, Message, translate
 from opencrm_horscompte.base.limits import AGENT_ACTIONS, counted
 from opencrm_horscompte.base.paths import AGENT_PATH
 from opencrm_horscompte.base.rendering import ACCESS_REFUSED, STAFF_ONLY, message_page, render_page
@@ -50,8 +52,20 @@ def _dossier_number(raw: str) -> int | None:
 
 def _page(host: Host, request: Request, status: int = 200, **context: Any) -> Response:
     context = {"state": None, "number": "", "error": None, "notice": None, **context}
+
+    def when(value: datetime) -> str:
+        """A stored UTC time in the host's time zone, as the citizen's pages and mails show
+        it (the agent on the phone with the citizen sees the same time)."""
+        return translate(moment(host, value), request.locale)
+
     body = render_page(
-        host, request, TEMPLATE, action_url=AGENT_PATH, actions=actions.ACTIONS, **context
+        host,
+        request,
+        TEMPLATE,
+        action_url=AGENT_PATH,
+        actions=actions.ACTIONS,
+        when=when,
+        **context,
     )
     return Response.html(body, status=status)
 

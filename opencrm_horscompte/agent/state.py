@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from opencrm_horscompte.base.limits import GRANT_MAX_AGE, LOCK_AFTER_FAILURES
+from opencrm_horscompte.base.limits import ATTEMPTS_PER_CODE, GRANT_MAX_AGE, LOCK_AFTER_FAILURES
 from opencrm_horscompte.base.models import Challenge, FailureGuard, GrantState, TrackingCode
 from opencrm_horscompte.hookspecs.host import Host
 from opencrm_horscompte.lookup.start import dossier_guard, pair_guard
@@ -22,7 +22,7 @@ class Lookup:
     created_at: datetime
     expires_at: datetime
     attempts: int
-    status: str  # "pending", "spent" (used or replaced), "expired"
+    status: str  # "pending", "spent" (used or replaced), "exhausted" (wrong tries), "expired"
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def _latest_guard(session: Session, keys: tuple[str, ...]) -> FailureGuard | Non
 def _status(row: Challenge, now: datetime) -> str:
     if row.consumed_at is not None:
         return "spent"
+    if row.attempts >= ATTEMPTS_PER_CODE:
+        return "exhausted"
     return "expired" if row.expires_at <= now else "pending"
 
 

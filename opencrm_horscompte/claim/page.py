@@ -23,7 +23,7 @@ from opencrm_horscompte.base.paths import CLAIM_PATH
 from opencrm_horscompte.base.rendering import message_page, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
-from opencrm_horscompte.lookup.pages import FAILURES, RESENT, SENT, code_hint
+from opencrm_horscompte.lookup.pages import FAILURES, RESENT, SENT, code_hint, failure_message
 from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import resend, verify
 
@@ -114,7 +114,7 @@ def _finish(
     outcome = verify(host, challenge_id, request.form.get("code", ""))
     token = _token(host, user, challenge_id)
     if outcome.kind != "granted" or outcome.dossier_id is None:
-        message = FAILURES.get(outcome.kind) or WAIT
+        message = WAIT if outcome.kind in ("wait", "locked") else failure_message(outcome)
         status = 429 if outcome.kind in ("wait", "locked") else 400
         return _page(host, request, status, token=token, error=message)
     dossier_id = outcome.dossier_id

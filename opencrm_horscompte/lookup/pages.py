@@ -74,11 +74,32 @@ FAILURES: dict[str, Message] = {
 }
 
 
+LAST_TRY_WRONG = N_(
+    "Ce code n'est pas le bon, et c'était le dernier essai : il ne sert plus. Demandez un "
+    "nouveau code avec le bouton ci-dessous."
+)
+
+
 def _duration(seconds: float) -> Message:
     if seconds < 90:
         return NP_("%(count)s seconde", "%(count)s secondes", int(seconds) + 1)
     minutes = max(1, round(seconds / 60))
     return NP_("%(count)s minute", "%(count)s minutes", minutes)
+
+
+def failure_message(outcome: Outcome) -> Message:
+    """What the code entry page says of a refused code."""
+    if outcome.kind == "wrong" and outcome.attempts_left == 0:
+        return LAST_TRY_WRONG
+    if outcome.kind == "wrong":
+        return NP_(
+            "Ce code n'est pas le bon. Vérifiez le dernier courriel reçu et recommencez : "
+            "ce code accepte encore %(count)s essai.",
+            "Ce code n'est pas le bon. Vérifiez le dernier courriel reçu et recommencez : "
+            "ce code accepte encore %(count)s essais.",
+            outcome.attempts_left,
+        )
+    return FAILURES.get(outcome.kind) or _wait_message(outcome)
 
 
 def _wait_message(outcome: Outcome) -> Message:
@@ -258,7 +279,7 @@ def validate(host: Host, request: Request) -> Response:
     if outcome.kind == "granted" and outcome.dossier_id is not None:
         grant(host, request, outcome.dossier_id)
         return Response.redirect(host.dossier_url(outcome.dossier_id))
-    message = FAILURES.get(outcome.kind) or _wait_message(outcome)
+    message = failure_message(outcome)
     status = 429 if outcome.kind in ("wait", "locked") else 400
     return page(challenge_id, status=status, error=message)
 

@@ -69,6 +69,7 @@ class Outcome:
     kind: OutcomeKind
     dossier_id: int | None = None
     wait: timedelta = timedelta(0)
+    attempts_left: int = 0  # ``wrong``: the tries this code still takes (0: it is dead)
 
 
 def backoff(failures: int) -> timedelta:
@@ -110,7 +111,12 @@ def _take_attempt(dialect: str) -> Executable:
     """Take one attempt on a live code whose guard is not waiting; returns what the check
     needs. On PostgreSQL the guard row is locked first (a materialised ``FOR UPDATE`` CTE)
     and the wait is decided on that locked, latest version of it."""
-    returning = (_CHALLENGE.c.code_hmac, _CHALLENGE.c.guard_key, _CHALLENGE.c.dossier_id)
+    returning = (
+        _CHALLENGE.c.code_hmac,
+        _CHALLENGE.c.guard_key,
+        _CHALLENGE.c.dossier_id,
+        _CHALLENGE.c.attempts,
+    )
     if dialect != "postgresql":
         waiting = exists().where(_GUARD.c.key == _CHALLENGE.c.guard_key, _GUARD.c.not_before > _NOW)
         return (
@@ -247,7 +253,7 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
             return Outcome("granted", dossier_id=challenge.dossier_id)
         failures = _count_failure(connection, guard, now)
         count(connection, now, validations_failed=1, locks=int(failures == LOCK_AFTER_FAILURES))
-        return Outcome("wrong")
+        return Outcome("wrong", attempts_left=max(0, ATTEMPTS_PER_CODE - challenge.attempts))
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ def handle(host: Host, request: Request) -> Response:
         request,
         TEMPLATE,
         report=report,
+        hints=report.hints,  # at the top of the context, where the page's language applies
         metrics=METRICS,
         labels=labels,
         chart=Markup(render_svg(report, labels, title, desc)),
