@@ -124,6 +124,27 @@ def test_bad_values_are_refused_next_to_their_field(
     assert saved_rows(host) == []
 
 
+def test_the_error_summary_names_each_field_and_a_preview_says_it_is_one(
+    client: Any, host: Any
+) -> None:
+    """Two fields share "Longueur du code": the summary said only "La valeur doit être
+    comprise entre 8 et 16." and "... entre 6 et 14.", under "not saved" for a preview."""
+    login(client, ADMIN)
+    form = form_of(
+        Settings.defaults(), tracking_code_length=99, validation_code_length=99, action="preview"
+    )
+    page = html.unescape(post(client, PAGE, form).text)
+    assert "Code de suivi \u2013 Longueur du code : La valeur doit être comprise entre 8 et" in page
+    assert "Code de validation \u2013 Longueur du code : La valeur doit être comprise entre" in page
+    assert "L'aperçu n'a pas pu être fait" in page
+    assert "Les paramètres n'ont pas été enregistrés" not in page
+    assert "elles ne sont pas encore enregistrées" not in page
+    form["action"] = "save"
+    assert "Les paramètres n'ont pas été enregistrés" in html.unescape(
+        post(client, PAGE, form).text
+    )
+
+
 def test_oversized_input_is_refused_cleanly(client: Any, host: Any) -> None:
     login(client, ADMIN)
     form = form_of(Settings.defaults(), tracking_code_length="9" * 5000)

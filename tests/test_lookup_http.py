@@ -165,6 +165,15 @@ def test_a_resend_redirects_to_the_page_of_the_new_code(client: Any, host: Any, 
     assert submit(client, token_of(page.text), code_in(second.text)).status_code == 303
 
 
+def test_a_dossier_out_of_reach_says_how_to_get_in(client: Any, host: Any) -> None:
+    """The 403 said only "Vous n'avez pas accès à ce dossier" after a grant ended."""
+    deposited = deposit(client, host)
+    page = browser(client).get(f"/dossiers/{deposited.dossier_id}")
+    assert page.status_code == 403
+    assert f'<a href="{LOOKUP}">Suivre un dossier</a>' in page.text
+    assert '<a href="/connexion?suivant=' in page.text
+
+
 class PlainValidationMail:
     """A plugin contributing a validation mail template, chosen in the settings."""
 
@@ -398,6 +407,8 @@ def test_resend_within_the_cooldown_is_refused_and_sends_nothing(
     response = resend(client, token)
     assert response.status_code == 429
     assert "patientez 2 secondes avant d&#39;en demander un autre" in response.text
+    assert "Aucun nouveau code n'a été envoyé" in html.unescape(response.text)
+    assert "pas pu être vérifié" not in response.text
     assert len(validation_mails(host)) == 1
     assert submit(client, token, last_code(host)).status_code == 303  # still the live code
 

@@ -208,6 +208,7 @@ def _validation_form(
         restart_url=LOOKUP_PATH,
         notice=messages.get("notice"),
         error=messages.get("error"),
+        resend_refused=messages.get("resend_refused", False),
     )
     return Response.html(body, status=status)
 
@@ -268,7 +269,7 @@ def validate(host: Host, request: Request) -> Response:
                 "un autre.",
                 duration=_duration(resent.wait.total_seconds()),
             )
-            return page(challenge_id, status=429, error=error)
+            return page(challenge_id, status=429, error=error, resend_refused=True)
         code_length = carried.code_length
         if code_length is None:
             with Session(host.engine) as session:

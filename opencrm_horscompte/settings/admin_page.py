@@ -210,7 +210,16 @@ def handle(host: Host, request: Request) -> Response:
             submitted = parse_form(request.form, [template.key for template in templates])
         except SettingsError as error:
             values = _submitted_values(request.form)
-            return _page(host, request, session, values, errors=error.errors, status=400)
+            previewing = action == PREVIEW
+            return _page(
+                host,
+                request,
+                session,
+                values,
+                errors=error.errors,
+                status=400,
+                previewing=previewing,
+            )
         if action == PREVIEW:
             return _page(
                 host, request, session, submitted.as_dict(), preview_of=submitted, previewing=True

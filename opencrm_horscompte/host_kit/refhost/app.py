@@ -7,7 +7,7 @@ import functools
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -32,7 +32,7 @@ from opencrm_horscompte.base.i18n import (
     translations,
 )
 from opencrm_horscompte.base.paths import is_local_path
-from opencrm_horscompte.hookspecs.host import Request, Route, User
+from opencrm_horscompte.hookspecs.host import PUBLIC_SECTION, Request, Route, User
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.accounts import authenticate
 from opencrm_horscompte.host_kit.refhost.adapter import to_flask, to_request
@@ -177,10 +177,18 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         body = template.render(request=request, when=when, **context)
         return flask.Response(body, status=status, content_type="text/html; charset=utf-8")
 
-    def error_page(status: int, message: Message) -> flask.Response:
+    def error_page(
+        status: int, message: Message, links: Sequence[tuple[str, Message]] = ()
+    ) -> flask.Response:
+        """``links``: where to go from here (url, label), besides the home page."""
         # Never reads the body: it may be the reason for the error (413).
         return render(
-            "error.html", status=status, with_form=False, status_code=status, message=message
+            "error.html",
+            status=status,
+            with_form=False,
+            status_code=status,
+            message=message,
+            links=[(url, label) for url, label in links],
         )
 
     def foreign_origin() -> bool:
@@ -441,8 +449,14 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 host=host, request=contract_request(), dossier=dossier
             )
         )
-        if not admitted:
-            return error_page(403, N_("Vous n'avez pas accès à ce dossier."))
+        if not admitted:  # say how to get (back) in: an access may have just ended
+            ways: list[tuple[str, Message]] = [
+                (entry.url, N_(entry.label))  # "Suivre un dossier", from the plugins
+                for entry in host.menu(user).get(PUBLIC_SECTION, [])
+            ]
+            if user is None:
+                ways.append((host.login_url(flask.request.path), N_("Se connecter")))
+            return error_page(403, N_("Vous n'avez pas accès à ce dossier."), ways)
         actions = []
         if staff:
             contributed = host.hook.opencrm_dossier_actions(
