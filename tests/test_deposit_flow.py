@@ -87,6 +87,7 @@ def test_deposit_needs_a_subject_and_keeps_the_draft(client: Any, host: Any) -> 
     assert response.status_code == 400 and 'id="subject-error"' in response.text
     saved = post(client, form_url, {"subject": "", "message": "brouillon", "action": "save"})
     assert saved.status_code == 200 and "Brouillon enregistré" in saved.text
+    assert "depuis ce navigateur seulement" in saved.text  # no account: where it lives
     [dossier] = all_rows(host, Dossier)
     assert dossier.status == "draft" and dossier.answers["message"] == "brouillon"
     assert all_rows(host, TrackingCode) == []

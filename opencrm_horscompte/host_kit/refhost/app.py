@@ -381,7 +381,15 @@ def create_app(host: ReferenceHost) -> flask.Flask:
                 dossier=dossier,
                 values=values,
                 errors={},
-                notice=N_("Brouillon enregistré."),
+                notice=(
+                    N_("Brouillon enregistré.")
+                    if dossier.account_id is not None
+                    else N_(
+                        "Brouillon enregistré dans ce navigateur. Sans compte, vous le "
+                        "retrouvez depuis ce navigateur seulement, tant qu'il reste ouvert : "
+                        "déposez la démarche avant de le fermer."
+                    )
+                ),
             )
         if errors:
             return render("form.html", status=400, dossier=dossier, values=values, errors=errors)
