@@ -140,6 +140,15 @@ def _lookup_form(
     return Response.html(body, status=status)
 
 
+def _code_length(host: Host, known: int | None) -> int:
+    """The validation code's length: the one a token carried, else the settings' (a token
+    signed before it carried the length)."""
+    if known is not None:
+        return known
+    with Session(host.engine) as session:
+        return load_settings(session).validation_code_length
+
+
 def _token(host: Host, challenge_id: int, sent_to: str, code_length: int) -> str:
     """The validation page's signed token: the challenge, the masked address the code was
     sent to (the page's wording only) and the code's length, for the pages that follow."""
@@ -193,9 +202,7 @@ def _validation_form(
     """The code entry page; ``expiry`` (minutes) is told with a code just sent. ``sent_to``
     is the typed address, masked: the page is the same whether or not a dossier matched.
     ``token``: the page's own, else one is signed for ``challenge_id``."""
-    if code_length is None:
-        with Session(host.engine) as session:
-            code_length = load_settings(session).validation_code_length
+    code_length = _code_length(host, code_length)
     body = render_page(
         host,
         request,
@@ -270,10 +277,7 @@ def validate(host: Host, request: Request) -> Response:
                 duration=_duration(resent.wait.total_seconds()),
             )
             return page(challenge_id, status=429, error=error, resend_refused=True)
-        code_length = carried.code_length
-        if code_length is None:
-            with Session(host.engine) as session:
-                code_length = load_settings(session).validation_code_length
+        code_length = _code_length(host, carried.code_length)
         token = _token(host, resent.challenge_id, carried.sent_to, code_length)
         return _show_code_page(request, token, resent.expiry_minutes, "resent")
     outcome = verify(host, challenge_id, request.form.get("code", ""))
