@@ -233,6 +233,11 @@ def test_discreet_mode_shows_nothing_and_mails_an_invitation(client: Any, host: 
     [mail] = rows(host, OutboxMail)
     assert mail.recipient == CITIZEN[0]
     assert "compte" in mail.subject.lower() and "/connexion" in mail.text
+    # what logging in does, and how a dossier already deposited joins the account (the
+    # mail promised "tous vos dossiers au même endroit", which logging in alone did not do)
+    assert "connectez-vous avant de la déposer, dans le même navigateur" in mail.text
+    assert "/connexion?suivant=%2Fhors-compte%2Frattacher" in mail.text
+    assert "retrouvez tous vos dossiers" not in mail.text
 
 
 def test_discreet_invitations_are_capped_per_address(client: Any, host: Any) -> None:

@@ -26,10 +26,11 @@ from opencrm_horscompte.base.limits import (
     counted_all,
 )
 from opencrm_horscompte.base.models import IdentityChoice
-from opencrm_horscompte.base.paths import DECLINE_PATH, is_local_path
+from opencrm_horscompte.base.paths import CLAIM_PATH, DECLINE_PATH, is_local_path
 from opencrm_horscompte.base.rendering import message_page, plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.throttle import hmac_sha256_hex
 from opencrm_horscompte.base.tokens import sign, unsign
+from opencrm_horscompte.claim.page import attacher
 from opencrm_horscompte.hookspecs.host import Demarche, Host, IdentityDecision, Request, Response
 from opencrm_horscompte.identity.accept import LINK_EXPIRED, RESUME_FROM_HOME, accept_url
 from opencrm_horscompte.privacy.subjects import subject_hash
@@ -70,6 +71,9 @@ def _invite_by_mail(
     context = {
         "demarche_title": demarche.title,
         "login_url": host.absolute_url(host.login_url("/")),
+        # Once deposited, the dossier joins the account through the claim page, if the
+        # host has one: the mail says so, rather than promise that logging in is enough.
+        "claim_url": host.absolute_url(host.login_url(CLAIM_PATH)) if attacher(host) else "",
     }
     mail = render_mail(host, email, INVITATION_MAIL, context, locale)
     with Session(writer(host.engine)) as session, session.begin():
