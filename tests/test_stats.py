@@ -134,12 +134,17 @@ def test_known_sequence_gives_exact_figures(client: Any, host: Any, clock: Any) 
     exported = admin.get(f"{CSV}?periode=jours")
     assert exported.headers["Content-Type"].startswith("text/csv")
     assert "attachment" in exported.headers["Content-Disposition"]
-    lines = list(csv.DictReader(io.StringIO(exported.text)))
-    assert len(lines) == 30
-    day2 = {k: int(v) for k, v in lines[-1].items() if k != "period_start"}
-    assert lines[-1]["period_start"] == "2026-11-29" and day2 == EXPECTED_DAY2
+    # for French Excel: a byte-order mark, ";", the table's headers and French dates
+    assert exported.text.startswith("\ufeffJour;Dépôts sans compte;")
+    rows = list(csv.reader(io.StringIO(exported.text.removeprefix("\ufeff")), delimiter=";"))
+    assert len(rows) == 31
+    assert rows[-1][0] == "29/11/2026"
+    assert [int(v) for v in rows[-1][1:]] == [EXPECTED_DAY2[m] for m in METRICS]
     weeks = admin.get(f"{CSV}?periode=semaines").text
-    assert len(weeks.strip().splitlines()) == 53
+    assert len(weeks.strip().splitlines()) == 53 and weeks.startswith("\ufeffSemaine du;")
+    admin.get("/langue/en?suivant=/")
+    english = admin.get(f"{CSV}?periode=jours").text
+    assert english.startswith("\ufeffDay,") and "2026-11-29," in english
     assert admin.get(f"{PAGE}?periode=semaines").status_code == 200
 
 

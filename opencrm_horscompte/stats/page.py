@@ -84,13 +84,18 @@ def handle_csv(host: Host, request: Request) -> Response:
     name, period = _period(request)
     report = _report(host, period)
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["period_start", *METRICS])
+    # For the spreadsheet the admin opens it in: headers as the page's table says them, and
+    # in French the separator, the dates and the byte-order mark French Excel expects.
+    french = request.locale == "fr"
+    writer = csv.writer(out, delimiter=";" if french else ",", lineterminator="\r\n")
+    first = N_("Jour") if period == "day" else N_("Semaine du")
+    writer.writerow([translate(label, request.locale) for label in (first, *LABELS.values())])
     for bucket in report.buckets:
-        writer.writerow([bucket.start.isoformat(), *(bucket.counts[m] for m in METRICS)])
+        start = bucket.start.strftime("%d/%m/%Y") if french else bucket.start.isoformat()
+        writer.writerow([start, *(bucket.counts[m] for m in METRICS)])
     filename = f"horscompte-statistiques-{name}.csv"
     headers = {
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="{filename}"',
     }
-    return Response(status=200, body=out.getvalue(), headers=headers)
+    return Response(status=200, body="\ufeff" + out.getvalue(), headers=headers)
