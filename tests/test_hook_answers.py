@@ -41,10 +41,13 @@ def test_a_yes_or_no_is_read_as_such(answer: bool) -> None:
     assert hooks_with(Accounts(answer)).account_exists("lea@exemple.fr") is answer
 
 
-@pytest.mark.parametrize("answer", ["no", "False", 0, 1, [], object()])
+@pytest.mark.parametrize("answer", ["no", "False", 0, 1, [], object(), "lea@exemple.fr"])
 def test_an_account_answer_that_is_not_a_bool_is_refused(answer: object) -> None:
-    with pytest.raises(TypeError, match=r"^horscompte_account_exists must answer True, False"):
+    with pytest.raises(
+        TypeError, match=r"^horscompte_account_exists must answer True, False"
+    ) as raised:
         hooks_with(Accounts(answer)).account_exists("lea@exemple.fr")
+    assert "lea@" not in str(raised.value)  # the type, not the text: it may be an address
 
 
 class Templates:
@@ -61,7 +64,16 @@ def test_templates_of_the_right_type_are_listed() -> None:
     assert template in hooks_with(Templates([template])).mail_templates()
 
 
-@pytest.mark.parametrize("answer", [[{"key": "x"}], ["x.mail"], [("k", "l", "s", "t", None)]])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [{"key": "x"}],
+        ["x.mail"],
+        [("k", "l", "s", "t", None)],
+        "x.mail",  # a string: not read a character at a time
+        MailTemplate("x.mail", "X", "x_subject.txt", "x.txt", None),  # one, not a list
+    ],
+)
 def test_templates_of_the_wrong_type_are_refused(answer: object) -> None:
     with pytest.raises(TypeError, match="must answer a list of MailTemplate"):
         hooks_with(Templates(answer)).mail_templates()

@@ -144,6 +144,8 @@ def test_reloading_the_code_page_sends_no_second_code(client: Any, host: Any) ->
     assert "un code de validation vient d'être" in html.unescape(again.text)
     [mail] = validation_mails(host)
     assert submit(client, token_of(again.text), code_in(mail.text)).status_code == 303
+    back = client.get(VALIDATE)  # Back from the dossier: not the form of a spent code
+    assert back.status_code == 303 and back.headers["Location"] == LOOKUP
 
 
 def test_the_code_page_without_a_lookup_goes_to_the_lookup_form(client: Any) -> None:

@@ -88,10 +88,13 @@ class PluginHooks:
             *self._hook.opencrm_mail_templates(host=host),
             *self._hook.horscompte_validation_mail_templates(host=host),
         ]
+        hooks = "opencrm_mail_templates / horscompte_validation_mail_templates"
+        for templates in contributed:
+            if templates is not None and not isinstance(templates, list | tuple):
+                raise TypeError(_wrong_answer(hooks, "a list of MailTemplate", templates))
         flattened = [template for templates in contributed for template in templates or ()]
         for template in flattened:
             if not isinstance(template, MailTemplate):
-                hooks = "opencrm_mail_templates / horscompte_validation_mail_templates"
                 raise TypeError(_wrong_answer(hooks, "a list of MailTemplate", template))
         return flattened
 
@@ -108,4 +111,5 @@ class PluginHooks:
 
 
 def _wrong_answer(hook: str, expected: str, answer: object) -> str:
-    return f"{hook} must answer {expected}, not {answer!r:.80} ({type(answer).__name__})"
+    # The type only: an answer's text may be personal data (an account, an address).
+    return f"{hook} must answer {expected}, not a {type(answer).__name__}"

@@ -283,6 +283,7 @@ def validate(host: Host, request: Request) -> Response:
     outcome = verify(host, challenge_id, request.form.get("code", ""))
     if outcome.kind == "granted" and outcome.dossier_id is not None:
         grant(host, request, outcome.dossier_id)
+        request.session.pop(PAGE_KEY, None)  # Back then leads to the lookup, not a spent code
         return Response.redirect(host.dossier_url(outcome.dossier_id))
     message = failure_message(outcome)
     status = 429 if outcome.kind in ("wait", "locked") else 400
