@@ -371,6 +371,9 @@ class Lifecycle(RuleBasedStateMachine):
             # a waiting or locked guard has its not_before set
             wait = cast(datetime, guard.not_before) - self.now() if guard else ""
             expected = f"{expected}:{wait}"
+        if expected == "wrong":  # the reply tells the tries left: the same for a decoy
+            assert row is not None
+            expected = f"wrong:{limits.ATTEMPTS_PER_CODE - row.attempts}"
         self._same_reply_as_before(f"verify:{expected}", response)
 
     @rule(data=st.data())
