@@ -203,11 +203,7 @@ def _db_command(command: str, chosen: MigrationSet, engine: Engine | None) -> in
     if command == "history":
         current = migrations.current_revision(engine, chosen) if engine is not None else None
         for revision, message in migrations.history(chosen):
-            marks = [
-                name
-                for name, on in (("head", revision == head), ("current", revision == current))
-                if on
-            ]
+            marks = ["head"] * (revision == head) + ["current"] * (revision == current)
             suffix = f" ({', '.join(marks)})" if marks else ""
             print(f"{revision}{suffix}: {message}")
         return 0

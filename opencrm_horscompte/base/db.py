@@ -125,15 +125,25 @@ def unsupported_database(name: str) -> str | None:
     return None
 
 
-def engine_for_typed_url(url: str) -> Engine:
-    """:func:`make_engine` for a URL a person typed (a command's option, an environment
-    variable): a one-line :class:`ValueError` when it is not a URL, its driver is not
-    installed, or it names a database the plugin doesn't run on. Nothing is connected yet."""
+def check_typed_url(url: str) -> None:
+    """Raise a one-line :class:`ValueError` unless ``url``, typed by a person (a command's
+    option, an environment variable), is a URL of a database the plugin runs on."""
     try:
-        if reason := unsupported_database(make_url(url).get_backend_name()):
-            raise ValueError(reason)
+        backend = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError) as error:  # not a URL, or a port that isn't a number
+        raise ValueError(f"not a database URL ({error})") from None
+    if reason := unsupported_database(backend):
+        raise ValueError(reason)
+
+
+def engine_for_typed_url(url: str) -> Engine:
+    """:func:`make_engine` for a URL a person typed, checked by :func:`check_typed_url`;
+    also a one-line :class:`ValueError` when its driver is unknown or not installed.
+    Nothing is connected yet."""
+    check_typed_url(url)
+    try:
         return make_engine(url)
-    except ArgumentError as error:  # not a URL, or an unknown dialect/driver name
+    except ArgumentError as error:  # an unknown driver name
         raise ValueError(str(error)) from None
     except ImportError as error:  # a known dialect whose driver isn't installed
         raise ValueError(f"driver not installed ({error.name or error})") from None

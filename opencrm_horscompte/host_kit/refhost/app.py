@@ -188,7 +188,7 @@ def create_app(host: ReferenceHost) -> flask.Flask:
             with_form=False,
             status_code=status,
             message=message,
-            links=[(url, label) for url, label in links],
+            links=list(links),
         )
 
     def foreign_origin() -> bool:

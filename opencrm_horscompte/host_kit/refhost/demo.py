@@ -17,6 +17,7 @@ from werkzeug.serving import run_simple
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.environment import (
+    SMTP_URL,
     ConfigError,
     host_config,
     load_or_create_secrets,
@@ -50,7 +51,7 @@ def build_host(data_dir: Path, port: int) -> tuple[ReferenceHost, dict[str, Any]
 def run_demo(port: int = 8765, data_dir: Path = Path("demo-data")) -> None:
     transport = mail_transport(data_dir)
     host, stored = build_host(data_dir, port)
-    smtp_url = os.environ.get("HORSCOMPTE_SMTP_URL")
+    smtp_url = os.environ.get(SMTP_URL)
     worker = outbox.OutboxWorker(
         host.engine, transport, sender=host.config.mail_sender, now=host.now
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from opencrm_horscompte.base.db import unsupported_database
+from opencrm_horscompte.base.db import check_typed_url
 from opencrm_horscompte.host_kit.refhost import outbox
 from opencrm_horscompte.host_kit.refhost.host import HostConfig
 
@@ -108,18 +108,13 @@ def trusted_proxies() -> int:
 def database_url(data_dir: Path) -> str:
     """``HORSCOMPTE_DATABASE_URL``, checked (a URL, of a database the plugin runs on), or
     the SQLite file ``DATA_DIR/crm.sqlite3``."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     url = _variable(DATABASE_URL)
     if url is None:
         return f"sqlite:///{(data_dir / 'crm.sqlite3').resolve()}"
     try:
-        backend = make_url(url).get_backend_name()
-    except (ArgumentError, ValueError) as error:
-        raise ConfigError(f"{DATABASE_URL}: not a database URL ({error})") from None
-    if reason := unsupported_database(backend):
-        raise ConfigError(f"{DATABASE_URL}: {reason}")
+        check_typed_url(url)
+    except ValueError as error:
+        raise ConfigError(f"{DATABASE_URL}: {error}") from None
     return url
 
 

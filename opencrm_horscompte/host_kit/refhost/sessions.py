@@ -24,12 +24,13 @@ from opencrm_horscompte.base.db import upsert_insert, writer
 from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
 from opencrm_horscompte.host_kit.refhost.models import Account, HostSession
 from opencrm_horscompte.host_kit.refhost.passwords import hash_password
+from opencrm_horscompte.lookup.pages import PAGE_KEY as LOOKUP_PAGE_KEY
 
 SID_KEY = "_sid"
 # What an anonymous cookie may hold without a server-side session: nothing worth stealing.
 # The lookup's code entry page (its signed token is in the page itself, and useless without
 # the code mailed to the dossier's address) is one: a lookup writes no session row.
-UNPROTECTED_KEYS = frozenset({"csrf", "locale", SID_KEY, "horscompte.validation"})
+UNPROTECTED_KEYS = frozenset({"csrf", "locale", SID_KEY, LOOKUP_PAGE_KEY})
 LIFETIME = timedelta(days=31)
 
 
