@@ -19,6 +19,7 @@ from lookup_helpers import (
     deposit,
     last_code,
     lookup,
+    resend,
     start,
     submit,
     token_of,
@@ -26,9 +27,10 @@ from lookup_helpers import (
 )
 from sqlmodel import Session
 
+from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.stats.counters import METRICS, count
-from opencrm_horscompte.stats.report import Period, build_report
+from opencrm_horscompte.stats.report import Period, build_report, hints, lookups_without_code
 
 PAGE = "/admin/hors-compte/statistiques"
 CSV = "/admin/hors-compte/statistiques.csv"
@@ -47,9 +49,10 @@ def report(host: Any, period: Period) -> Any:
 
 
 def play_known_sequence(client: Any, host: Any, clock: Any) -> None:
-    """Day 1: 2 deposits, a login proposal declined and one accepted, 3 lookups (1 right),
-    1 good and 2 wrong validations. Day 2: a dossier locked by 20 wrong codes over 7 lookups, and 11
-    lookups of one address in an hour (two limits reached)."""
+    """Day 1: 2 deposits, a login proposal declined and one accepted, 3 lookups (1 right,
+    whose code is then mailed again on request), 1 good and 2 wrong validations. Day 2: a
+    dossier locked by 20 wrong codes over 7 lookups, and 11 lookups of one address in an
+    hour (two limits reached)."""
     change_settings(host, validation_code_expiry_minutes=60)
     mine = deposit(client, host)
     deposit(client, host, slug="reservation-salle")
@@ -63,6 +66,8 @@ def play_known_sequence(client: Any, host: Any, clock: Any) -> None:
     for _ in range(2):  # a reload counts once
         assert accepting.get(accept.replace("&amp;", "&")).status_code == 303
     right = start(client, EMAIL, mine.code)
+    clock.advance(seconds=61)  # past the resend's cooldown
+    right = token_of(resend(client, right).text)  # a code mailed again: not a lookup
     assert submit(client, right, last_code(host)).status_code == 303
     decoy = start(client, STRANGER, mine.code)
     assert submit(client, decoy, "123456").status_code == 400
@@ -89,7 +94,8 @@ EXPECTED_DAY1 = {
     "proposals_accepted": 1,
     "proposals_declined": 1,
     "lookups": 3,
-    "codes_sent": 1,
+    "codes_sent": 2,
+    "codes_resent": 1,
     "validations_ok": 1,
     "validations_failed": 2,
     "locks": 0,
@@ -127,7 +133,9 @@ def test_known_sequence_gives_exact_figures(client: Any, host: Any, clock: Any) 
     assert page.status_code == 200 and "<svg" in main and "<script" not in main
     assert ' style="' not in page.text
     assert "<caption" in page.text and 'scope="row">29/11/2026</th>' in page.text
-    assert 'data-testid="stats-unmatched">13</dd>' in page.text  # 21 lookups, 8 codes sent
+    # 21 lookups, 9 codes sent of which 1 resent: 13 lookups mailed no code (the resend
+    # made it 12 when the page subtracted every code sent)
+    assert 'data-testid="stats-unmatched">13</dd>' in page.text
     assert "1 blocage(s)" in page.text  # the hint tells an agent can unlock it
     for personal in (EMAIL, STRANGER, CITIZEN[0], "quelqu.un@exemple.fr"):
         assert personal not in page.text
@@ -210,3 +218,19 @@ def test_identity_step_counts_with_one_statement_on_both_branches(client: Any, h
 def test_unknown_metric_is_refused(host: Any) -> None:
     with Session(host.engine) as session, pytest.raises(ValueError):
         count(session, host.now(), emails=1)
+
+
+@pytest.mark.parametrize(
+    ("codes_sent", "codes_resent", "unmatched"),
+    [(40, 30, 30), (40, 0, 0), (55, 0, 0)],  # the last: days counted before 0004
+)
+def test_resends_do_not_hide_lookups_that_mailed_no_code(
+    codes_sent: int, codes_resent: int, unmatched: int
+) -> None:
+    """A resend mails a code without a lookup: 40 lookups of which 30 mailed nothing, and
+    30 codes mailed again, read as "0 lookups without a code" and no hint."""
+    totals = {**dict.fromkeys(METRICS, 0), "lookups": 40}
+    totals.update(codes_sent=codes_sent, codes_resent=codes_resent)
+    assert lookups_without_code(totals) == unmatched
+    shares = [str(hint) for hint in hints(totals, Settings.defaults())]
+    assert any("75 %" in share for share in shares) == (unmatched == 30)

@@ -193,6 +193,7 @@ class DailyStat(SQLModel, table=True):
     proposals_declined: int = _counter()
     lookups: int = _counter()
     codes_sent: int = _counter()
+    codes_resent: int = _counter()
     validations_ok: int = _counter()
     validations_failed: int = _counter()
     locks: int = _counter()

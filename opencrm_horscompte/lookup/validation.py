@@ -295,6 +295,7 @@ def resend(host: Host, challenge_id: int, locale: str = "fr") -> Resent:
         if not cooldown.allowed:
             return Resent(challenge_id, wait=cooldown.retry_after)
         allowed = counted(host, session, LOOKUP_DOSSIER_MAILS, guard, now)
-        count(session, now, codes_sent=int(prepared.dossier_id is not None and allowed))
+        sent = int(prepared.dossier_id is not None and allowed)
+        count(session, now, codes_sent=sent, codes_resent=sent)
         fresh = issue_code(host, session, prepared, now, mail=allowed)
         return Resent(fresh, expiry_minutes=settings.validation_code_expiry_minutes)

@@ -29,6 +29,7 @@ METRICS = (
     "proposals_declined",
     "lookups",
     "codes_sent",
+    "codes_resent",
     "validations_ok",
     "validations_failed",
     "locks",

@@ -29,6 +29,7 @@ LABELS: dict[str, Message] = {
     "proposals_declined": N_("Propositions refusées"),
     "lookups": N_("Recherches de dossier"),
     "codes_sent": N_("Codes de validation envoyés"),
+    "codes_resent": N_("Dont codes renvoyés à la demande"),
     "validations_ok": N_("Validations réussies"),
     "validations_failed": N_("Validations échouées"),
     "locks": N_("Blocages"),
@@ -49,6 +50,17 @@ class Report:
     buckets: list[Bucket]
     totals: dict[str, int]
     hints: list[Message] = field(default_factory=list)
+
+    @property
+    def lookups_without_code(self) -> int:
+        return lookups_without_code(self.totals)
+
+
+def lookups_without_code(totals: dict[str, int]) -> int:
+    """Lookups that mailed no code (wrong tracking code or a limit reached): a resend mails
+    a code without a lookup, so resends don't offset them. Days counted before resends were
+    (release 0.2's 0004) may still undercount; the figure never goes below 0."""
+    return max(0, totals["lookups"] - (totals["codes_sent"] - totals["codes_resent"]))
 
 
 def _week_start(day: date) -> date:
@@ -83,9 +95,9 @@ def build_report(session: Session, period: Period, today: date, settings: Settin
 def hints(totals: dict[str, int], settings: Settings) -> list[Message]:
     """What the figures suggest, in words (the page shows them above the chart)."""
     found: list[Message] = []
-    lookups, sent = totals["lookups"], totals["codes_sent"]
-    if lookups >= ENOUGH_TO_JUDGE and (lookups - sent) / lookups > STRUGGLE_RATIO:
-        share = round(100 * (lookups - sent) / lookups)
+    lookups, unmatched = totals["lookups"], lookups_without_code(totals)
+    if lookups >= ENOUGH_TO_JUDGE and unmatched / lookups > STRUGGLE_RATIO:
+        share = round(100 * unmatched / lookups)
         if settings.tracking_code_avoid_ambiguous:
             found.append(
                 N_(
