@@ -21,6 +21,7 @@ from opencrm_horscompte.base.paths import (
     ACCEPT_PATH,
     ADMIN_PATH,
     AGENT_PATH,
+    CLAIM_CODE_PATH,
     CLAIM_PATH,
     DECLINE_PATH,
     FORGOTTEN_PATH,
@@ -99,7 +100,10 @@ def opencrm_admin_menu(host: Host, user: User | None) -> list[MenuEntry]:
 
 @hookimpl
 def opencrm_routes(host: Host) -> list[Route]:
-    claim = [Route(("GET", "POST"), CLAIM_PATH, claim_page.handle, permission="user")]
+    claim = [
+        Route(("GET", "POST"), CLAIM_PATH, claim_page.handle, permission="user"),
+        Route(("GET",), CLAIM_CODE_PATH, claim_page.code_page, permission="user"),
+    ]
     return [
         *(claim if claim_page.attacher(host) else []),
         Route(("GET", "POST"), ADMIN_PATH, admin_page.handle, permission="admin"),

@@ -28,10 +28,13 @@ from opencrm_horscompte.host_kit.refhost.models import Dossier
 from opencrm_horscompte.tracking.codes import format_tracking_code
 
 CLAIM = "/hors-compte/rattacher"
+CODE_PAGE = "/hors-compte/rattacher/code"
 
 
 def claim_start(client: Any, tracking_code: str) -> Any:
-    return post(client, CLAIM, {"tracking_code": tracking_code, "action": "start"})
+    """The start's POST, and the code entry page it redirects to (post/redirect/get)."""
+    typed = {"tracking_code": tracking_code, "action": "start"}
+    return post(client, CLAIM, typed, follow_redirects=True)
 
 
 def claim_verify(client: Any, token: str, code: str) -> Any:
@@ -127,14 +130,16 @@ def test_the_token_belongs_to_the_account_that_asked(client: Any, host: Any) -> 
 def test_login_required_and_absent_without_attach_dossier(host_factory: Any) -> None:
     host = host_factory()
     anonymous = new_client(host)
-    response = anonymous.get(CLAIM)
-    assert response.status_code == 302 and "/connexion" in response.headers["Location"]
+    for page in (CLAIM, CODE_PAGE):
+        response = anonymous.get(page)
+        assert response.status_code == 302 and "/connexion" in response.headers["Location"]
 
     bare = host_factory()
     bare.attach_dossier = None  # a host without the optional method
     citizen = new_client(bare)
     login(citizen, CITIZEN)
     assert citizen.get(CLAIM).status_code == 404
+    assert citizen.get(CODE_PAGE).status_code == 404
     assert "Rattacher un dossier" not in citizen.get("/mon-espace").text
 
 
@@ -164,3 +169,45 @@ def test_the_claim_form_hints_at_codes_of_the_current_policy(client: Any, host: 
     hint = re.search(r'<code class="code-example">([^<]+)</code>', page)
     assert hint is not None and hint.group(0) in lookup_page
     assert "ABCD-EFGH-JK" not in page
+
+
+def test_a_reload_of_the_code_page_mails_nothing(client: Any, host: Any, clock: Any) -> None:
+    """The start and "Recevoir un nouveau code" rendered the code page in answer to their
+    POST: a reload posted again and mailed another code, which replaced the one on its way.
+    They now redirect to the code page, which the session describes."""
+    mine = citizen_dossier(client, host)
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    assert citizen.get(CODE_PAGE).headers["Location"] == CLAIM  # nothing asked yet
+    started = post(citizen, CLAIM, {"tracking_code": mine.code, "action": "start"})
+    assert started.status_code == 303 and started.headers["Location"] == CODE_PAGE
+    first = [citizen.get(CODE_PAGE) for _ in range(2)]  # the redirect, then a reload
+    assert [page.status_code for page in first] == [200, 200]
+    assert "un code de validation vient" in first[1].text
+    assert len(validation_mails(host)) == 1
+    token = token_of(first[1].text)
+
+    clock.advance(seconds=61)  # past the resend's cooldown
+    resent = post(citizen, CLAIM, {"token": token, "code": "", "action": "resend"})
+    assert resent.status_code == 303 and resent.headers["Location"] == CODE_PAGE
+    again = citizen.get(CODE_PAGE)
+    assert again.status_code == 200 and "un nouveau code vient" in again.text
+    citizen.get(CODE_PAGE)
+    assert len(validation_mails(host)) == 2
+
+    done = claim_verify(citizen, token_of(again.text), last_code(host))
+    assert done.status_code == 303 and dossier(host, mine.dossier_id).account_id is not None
+    after = citizen.get(CODE_PAGE)  # Back after attaching: the claim form, not a spent code
+    assert after.status_code == 303 and after.headers["Location"] == CLAIM
+
+
+def test_the_code_page_shows_only_the_accounts_own_claim(client: Any, host: Any) -> None:
+    """A session whose claim state carries another account's token (a login as someone
+    else in the same browser) gets the claim form."""
+    mine = citizen_dossier(client, host)
+    shared = new_client(host)
+    login(shared, CITIZEN)
+    assert claim_start(shared, mine.code).status_code == 200
+    login(shared, ADMIN)  # the same browser, another account
+    response = shared.get(CODE_PAGE)
+    assert response.status_code == 303 and response.headers["Location"] == CLAIM

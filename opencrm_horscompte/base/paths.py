@@ -16,6 +16,7 @@ AGENT_PATH = "/admin/hors-compte/assistance"
 STATS_PATH = "/admin/hors-compte/statistiques"
 STATS_CSV_PATH = "/admin/hors-compte/statistiques.csv"
 CLAIM_PATH = "/hors-compte/rattacher"
+CLAIM_CODE_PATH = "/hors-compte/rattacher/code"
 ACCEPT_PATH = "/hors-compte/identite/connexion"
 
 _MAX_REDIRECT_LENGTH = 2048

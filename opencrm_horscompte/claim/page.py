@@ -6,6 +6,8 @@ a validation code to the address stored on the dossier, looked up with the ACCOU
 address: a dossier of another address never matches (a decoy code is made, which can't
 succeed). On a right code the host attaches the dossier, once: ``attach_dossier`` refuses a
 dossier that already belongs to an account. Attaching is audited (``claim.attached``).
+A POST that mails a code answers with a redirect to ``/hors-compte/rattacher/code``, the code
+entry page the session describes: a reload or Back shows it again and mails nothing.
 Only offered by hosts that have ``attach_dossier`` (see ``AttachingHost``)."""
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.i18n import N_
 from opencrm_horscompte.base.limits import CHALLENGE_TOKEN_MAX_AGE
-from opencrm_horscompte.base.paths import CLAIM_PATH
+from opencrm_horscompte.base.paths import CLAIM_CODE_PATH, CLAIM_PATH
 from opencrm_horscompte.base.rendering import message_page, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
@@ -28,6 +30,10 @@ from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_
 from opencrm_horscompte.lookup.validation import resend, verify
 
 PURPOSE = "claim-challenge"
+# The code entry page the last "start" or resend led to (post/redirect/get), as the
+# lookup's ``horscompte.validation``.
+PAGE_KEY = "horscompte.claim"
+NOTICES = {"sent": SENT, "resent": RESENT}
 ATTACHED = "claim.attached"
 REFUSED = "claim.refused"
 TEMPLATE = "horscompte/claim.html"
@@ -53,9 +59,10 @@ def _page(host: Host, request: Request, status: int = 200, **context: Any) -> Re
     return Response.html(body, status=status)
 
 
-def _carried(host: Host, request: Request, user: User) -> int | None:
+def _carried(host: Host, token: str, user: User) -> int | None:
+    """The challenge of a token signed for ``user``'s claim, or None."""
     max_age = int(CHALLENGE_TOKEN_MAX_AGE.total_seconds())
-    carried = unsign(host, PURPOSE, request.form.get("token", ""), max_age)
+    carried = unsign(host, PURPOSE, token, max_age)
     if not isinstance(carried, dict) or carried.get("account") != user.id:
         return None
     challenge = carried.get("challenge")
@@ -66,13 +73,37 @@ def _token(host: Host, user: User, challenge_id: int) -> str:
     return sign(host, PURPOSE, {"challenge": challenge_id, "account": user.id})
 
 
+def _show_code_page(request: Request, token: str, notice: str) -> Response:
+    request.session[PAGE_KEY] = {"token": token, "notice": notice}
+    return Response.redirect(CLAIM_CODE_PATH)
+
+
+def _not_found(host: Host, request: Request) -> Response:
+    return message_page(host, request, N_("Page introuvable"), N_("Cette page n'existe pas."), 404)
+
+
+def code_page(host: Host, request: Request) -> Response:
+    """GET ``/hors-compte/rattacher/code``: the code entry page the session's last claim
+    step led to; without one (or once it is too old, or another account's), the claim form."""
+    user = request.user
+    if attacher(host) is None:
+        return _not_found(host, request)
+    if user is None:
+        return Response.redirect(host.login_url(CLAIM_PATH))
+    shown = request.session.get(PAGE_KEY)
+    if not isinstance(shown, dict):
+        return Response.redirect(CLAIM_PATH)
+    token = shown.get("token")
+    if not isinstance(token, str) or _carried(host, token, user) is None:
+        return Response.redirect(CLAIM_PATH)
+    return _page(host, request, token=token, notice=NOTICES.get(str(shown.get("notice"))))
+
+
 def handle(host: Host, request: Request) -> Response:
     attach = attacher(host)
     user = request.user
     if attach is None:
-        return message_page(
-            host, request, N_("Page introuvable"), N_("Cette page n'existe pas."), 404
-        )
+        return _not_found(host, request)
     if user is None:
         return Response.redirect(host.login_url(CLAIM_PATH))
     if request.method != "POST":
@@ -80,7 +111,7 @@ def handle(host: Host, request: Request) -> Response:
     action = request.form.get("action", "")
     if action == "start":
         return _start(host, request, user)
-    challenge_id = _carried(host, request, user)
+    challenge_id = _carried(host, request.form.get("token", ""), user)
     if challenge_id is None:
         return _page(host, request, 400, errors={"tracking_code": N_("Votre demande a expiré.")})
     if action == "resend":
@@ -90,7 +121,7 @@ def handle(host: Host, request: Request) -> Response:
         if resent.wait:
             token = _token(host, user, challenge_id)
             return _page(host, request, 429, token=token, error=RESEND_WAIT)
-        return _page(host, request, token=_token(host, user, resent.challenge_id), notice=RESENT)
+        return _show_code_page(request, _token(host, user, resent.challenge_id), "resent")
     return _finish(host, request, user, attach, challenge_id)
 
 
@@ -101,7 +132,7 @@ def _start(host: Host, request: Request, user: User) -> Response:
         errors = {k: v for k, v in error.errors.items() if k == "tracking_code"}
         return _page(host, request, 400, errors=errors or {"tracking_code": INVALID_ACCOUNT})
     started = start_lookup(host, typed, request.client_addr, request.locale)
-    return _page(host, request, token=_token(host, user, started.challenge_id), notice=SENT)
+    return _show_code_page(request, _token(host, user, started.challenge_id), "sent")
 
 
 def _finish(
@@ -118,6 +149,7 @@ def _finish(
         status = 429 if outcome.kind in ("wait", "locked") else 400
         return _page(host, request, status, token=token, error=message)
     dossier_id = outcome.dossier_id
+    request.session.pop(PAGE_KEY, None)  # the code is spent: Back leads to the claim form
     attached = attach(dossier_id, user)
     with Session(writer(host.engine)) as session, session.begin():
         kind = ATTACHED if attached else REFUSED
