@@ -226,8 +226,10 @@ def test_every_flow_through_the_example_host(
     assert Client(app).get(entered.location).status_code == 403  # another browser
 
     # -- "code oublié": the list of dossiers and their codes, by mail
-    forgot = Client(app).post("/hors-compte/code-oublie", {"email": STRANGER})
-    assert forgot.status_code == 200, forgot.text
+    stranger = Client(app)
+    forgot = stranger.post("/hors-compte/code-oublie", {"email": STRANGER})
+    assert forgot.status_code == 303 and forgot.location == "/hors-compte/code-oublie"
+    assert "vient de lui être envoyée" in stranger.get(forgot.location).text
     [listing] = [m for m in delivered(example, smtp) if grouped in body_text(m, "plain")][1:]
     assert listing["To"] == STRANGER
 

@@ -67,7 +67,7 @@ def test_the_guide_lists_every_name_the_plugin_pages_use(
     # "code oublié": form, error, sent
     client.get("/hors-compte/code-oublie")
     post(client, "/hors-compte/code-oublie", {"email": "pas une adresse"})
-    post(client, "/hors-compte/code-oublie", {"email": EMAIL})
+    post(client, "/hors-compte/code-oublie", {"email": EMAIL}, follow_redirects=True)
     # identity step: the proposal, then an expired decline link
     start = "/demarches/signalement-voirie/nouveau"
     identity = {"last_name": "Martin", "first_name": "Camille", "email": CITIZEN[0]}

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import jinja2
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import TEST_SECRET_KEYS, browser, post, recorded_statements
+from conftest import TEST_SECRET_KEYS, browser, new_client, post, recorded_statements
 from lookup_helpers import (
     EMAIL,
     FORGOTTEN,
@@ -31,6 +31,7 @@ from lookup_helpers import (
     Deposited,
     change_settings,
     code_in,
+    count,
     counts,
     deposit,
     last_code,
@@ -52,7 +53,7 @@ from opencrm_horscompte.base.models import AuditRecord, Challenge, FailureGuard,
 from opencrm_horscompte.hookspecs.host import MailTemplate, hookimpl
 from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.host import TEMPLATES, HostConfig, ReferenceHost
-from opencrm_horscompte.host_kit.refhost.models import Demarche
+from opencrm_horscompte.host_kit.refhost.models import Demarche, HostSession
 from opencrm_horscompte.host_kit.refhost.outbox import OutboxMail, SmtpTransport, deliver_due
 from opencrm_horscompte.identity import step as identity
 from opencrm_horscompte.lookup.validation import backoff
@@ -844,9 +845,9 @@ def test_forgotten_code_reply_is_neutral_and_the_mailbox_gets_the_list(
     sent_before = len(mails(host))
     client.get(FORGOTTEN)
     with recorded_statements(host) as known_statements:
-        known = post(client, FORGOTTEN, {"email": "Lea.Dupont@EXEMPLE.FR"})
+        known = post(client, FORGOTTEN, {"email": "Lea.Dupont@EXEMPLE.FR"}, follow_redirects=True)
     with recorded_statements(host) as unknown_statements:
-        unknown = post(client, FORGOTTEN, {"email": STRANGER})
+        unknown = post(client, FORGOTTEN, {"email": STRANGER}, follow_redirects=True)
     assert known.status_code == unknown.status_code == 200
     assert without_hidden_values(known.text) == without_hidden_values(unknown.text)
     assert len(known_statements) == len(unknown_statements) >= 4
@@ -863,13 +864,29 @@ def test_forgotten_code_mails_are_capped_per_address(
     client: Any, host: Any, clock: Any, deposited: Deposited
 ) -> None:
     sent_before = len(mails(host))
-    pages = [post(client, FORGOTTEN, {"email": EMAIL}) for _ in range(4)]
+    pages = [post(client, FORGOTTEN, {"email": EMAIL}, follow_redirects=True) for _ in range(4)]
     assert len(mails(host)) - sent_before == limits.FORGOTTEN_EMAIL.limit == 3
     assert {page.status_code for page in pages} == {200}
     assert without_hidden_values(pages[-1].text) == without_hidden_values(pages[0].text)
     clock.advance(days=1)
     post(client, FORGOTTEN, {"email": EMAIL})
     assert len(mails(host)) - sent_before == 4
+
+
+def test_a_reload_of_the_forgotten_code_reply_mails_nothing(
+    client: Any, host: Any, deposited: Deposited
+) -> None:
+    """The POST rendered its reply: a reload posted the address again and mailed the list
+    once more. It now redirects to the page, which shows the reply once."""
+    sent_before, sessions_before = len(mails(host)), count(host, HostSession)
+    visitor = new_client(host)
+    answered = post(visitor, FORGOTTEN, {"email": EMAIL})
+    assert answered.status_code == 303 and answered.headers["Location"] == FORGOTTEN
+    reply, reloaded = visitor.get(FORGOTTEN), visitor.get(FORGOTTEN)
+    assert "vient de lui être envoyée" in reply.text
+    assert "vient de lui être envoyée" not in reloaded.text and 'name="email"' in reloaded.text
+    assert len(mails(host)) - sent_before == 1
+    assert count(host, HostSession) == sessions_before  # the reply needs no session row
 
 
 def test_forgotten_code_refuses_a_bad_address(client: Any, host: Any) -> None:

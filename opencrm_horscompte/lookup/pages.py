@@ -40,6 +40,8 @@ CHALLENGE_PURPOSE = "challenge"
 # The code entry page a lookup (or a resend) led to, kept in the session so that the POST
 # answers with a redirect to it: a reload or Back shows the page again, and sends no code.
 PAGE_KEY = "horscompte.validation"
+# "Code oublié" answered: its POST redirects to the page, which shows the reply once.
+FORGOTTEN_KEY = "horscompte.forgotten"
 FORGOTTEN_MAIL = plugin_mail("forgotten", "Rappel des codes de suivi")
 FORGOTTEN_MISS = "forgotten.miss"
 
@@ -299,9 +301,12 @@ def _forgotten_form(host: Host, request: Request, **context: Any) -> Response:
 
 
 def forgotten(host: Host, request: Request) -> Response:
-    """Email in, neutral reply; the mailbox gets the list of its dossiers and their codes."""
+    """Email in, neutral reply; the mailbox gets the list of its dossiers and their codes.
+    The POST redirects to the page (post/redirect/get): a reload mails nothing more."""
     if request.method != "POST":
-        return _forgotten_form(host, request)
+        return _forgotten_form(
+            host, request, sent=request.session.pop(FORGOTTEN_KEY, None) == "sent"
+        )
     try:
         email = normalize_email(request.form.get("email", ""))
     except InvalidEmail as error:
@@ -341,4 +346,5 @@ def forgotten(host: Host, request: Request) -> Response:
             host.queue_mail(session, mail)
         else:
             PluginHooks(host).audit(session, FORGOTTEN_MISS)
-    return _forgotten_form(host, request, sent=True)
+    request.session[FORGOTTEN_KEY] = "sent"
+    return Response.redirect(FORGOTTEN_PATH)

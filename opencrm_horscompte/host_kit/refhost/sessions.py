@@ -24,13 +24,15 @@ from opencrm_horscompte.base.db import upsert_insert, writer
 from opencrm_horscompte.host_kit.refhost.host import ReferenceHost
 from opencrm_horscompte.host_kit.refhost.models import Account, HostSession
 from opencrm_horscompte.host_kit.refhost.passwords import hash_password
+from opencrm_horscompte.lookup.pages import FORGOTTEN_KEY
 from opencrm_horscompte.lookup.pages import PAGE_KEY as LOOKUP_PAGE_KEY
 
 SID_KEY = "_sid"
 # What an anonymous cookie may hold without a server-side session: nothing worth stealing.
 # The lookup's code entry page (its signed token is in the page itself, and useless without
-# the code mailed to the dossier's address) is one: a lookup writes no session row.
-UNPROTECTED_KEYS = frozenset({"csrf", "locale", SID_KEY, LOOKUP_PAGE_KEY})
+# the code mailed to the dossier's address) is one: a lookup writes no session row. So is
+# "code oublié"'s "sent", which the same reply shows whatever the address.
+UNPROTECTED_KEYS = frozenset({"csrf", "locale", SID_KEY, LOOKUP_PAGE_KEY, FORGOTTEN_KEY})
 LIFETIME = timedelta(days=31)
 
 
