@@ -254,6 +254,12 @@ def _add_worker(commands: Any) -> None:
         "worker", help="deliver the reference host's mail and run its scheduled tasks"
     )
     _add_host_options(worker)
+    worker.add_argument(
+        "--parent-pid",
+        type=_bounded_int(1, 2**22),
+        default=None,
+        help="stop when this process is gone (`serve` passes its own)",
+    )
     worker.set_defaults(handler=_run_worker)
 
 
@@ -307,10 +313,10 @@ def _run_serve(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
 
 
 def _run_worker(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    return _host_command(lambda: _worker(Path(args.data_dir), args.port))
+    return _host_command(lambda: _worker(Path(args.data_dir), args.port, args.parent_pid))
 
 
-def _worker(data_dir: Path, port: int) -> int:
+def _worker(data_dir: Path, port: int, parent_pid: int | None = None) -> int:
     import logging
 
     from opencrm_horscompte.host_kit.refhost.environment import host_config, mail_transport
@@ -322,7 +328,7 @@ def _worker(data_dir: Path, port: int) -> int:
     config, _ = host_config(data_dir, port)
     host = ReferenceHost(config)
     print(f"{PROG} worker: ready (pid {os.getpid()})", flush=True)
-    run_worker(host, transport)
+    run_worker(host, transport, parent_pid=parent_pid)
     host.engine.dispose()
     return 0
 

@@ -267,3 +267,47 @@ def test_the_supervisor_starts_a_dead_worker_again_until_stopped(
     assert supervised.process.poll() is not None
     assert not supervised._watcher.is_alive()  # nothing left to start it again
     assert supervised.restarts == stopped_at
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_serve_killed_leaves_no_process_behind(tmp_path: Path) -> None:
+    """SIGKILL on ``serve`` (the OOM killer, ``kill -9``) left its background worker running
+    forever, adopted by init, still sending mail for a server that was gone. It now stops
+    once its parent is gone, as gunicorn's web processes do."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HORSCOMPTE_")}
+    environment["PYTHONPATH"] = str(ROOT)
+    http_port = load.free_port()
+    command = [sys.executable, "-m", "opencrm_horscompte.cli", "serve", "--workers", "1"]
+    command += ["--port", str(http_port), "--data-dir", str(tmp_path / "data")]
+    server = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    stderr = server.stderr
+    assert stderr is not None
+    reader = threading.Thread(target=lambda: log.extend(stderr), daemon=True)
+    reader.start()
+    children: list[tuple[int, str]] = []
+    try:
+        load._wait_ready(http_port, server)
+        wait_for(lambda: len(_children(server.pid)) == 2)
+        children = _children(server.pid)
+        assert len(_worker_pids(server.pid)) == 1, children
+        server.kill()
+        server.wait()
+        wait_for(lambda: not any(_alive(pid) for pid, _ in children))
+        reader.join(HANG_GUARD_SECONDS)
+        assert any("parent process" in line and "is gone" in line for line in log), log[-20:]
+    finally:
+        for pid, _ in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import zlib
@@ -92,8 +93,10 @@ def run_worker(
     *,
     interval: float = 1.0,
     ready: Callable[[], None] | None = None,
+    parent_pid: int | None = None,
 ) -> None:
-    """Deliver mail and run the scheduled tasks until SIGTERM or SIGINT."""
+    """Deliver mail and run the scheduled tasks until SIGTERM or SIGINT, or until
+    ``parent_pid`` is no longer this process's parent (it died: the process was adopted)."""
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -115,6 +118,9 @@ def run_worker(
         while not stopping.wait(0.5):
             if not worker.is_alive():
                 raise RuntimeError("the outbox worker thread died")
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.warning("worker: its parent process %s is gone, stopping", parent_pid)
+                break
     finally:
         scheduler.stop()
         worker.stop(timeout=outbox.SEND_DEADLINE + 10)

@@ -54,6 +54,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def worker_command(data_dir: Path, port: int) -> list[str]:
+    """``worker`` for this process's data: it stops once this process is gone (``serve``
+    killed with SIGKILL can't stop it; its gunicorn workers stop alike)."""
     return [
         sys.executable,
         "-m",
@@ -63,6 +65,8 @@ def worker_command(data_dir: Path, port: int) -> list[str]:
         str(data_dir),
         "--port",
         str(port),
+        "--parent-pid",
+        str(os.getpid()),
     ]
 
 
