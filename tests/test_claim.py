@@ -23,7 +23,9 @@ from lookup_helpers import (
 )
 from sqlmodel import Session
 
+from opencrm_horscompte.base.limits import CHALLENGE_TOKEN_MAX_AGE
 from opencrm_horscompte.base.models import AuditRecord
+from opencrm_horscompte.claim.page import PAGE_KEY
 from opencrm_horscompte.host_kit.refhost.models import Dossier
 from opencrm_horscompte.tracking.codes import format_tracking_code
 
@@ -202,12 +204,31 @@ def test_a_reload_of_the_code_page_mails_nothing(client: Any, host: Any, clock: 
 
 
 def test_the_code_page_shows_only_the_accounts_own_claim(client: Any, host: Any) -> None:
-    """A session whose claim state carries another account's token (a login as someone
-    else in the same browser) gets the claim form."""
+    """A claim state carrying another account's token (the reference host starts a new
+    session at login, but a host may keep it) gets the claim form, not their code page."""
     mine = citizen_dossier(client, host)
-    shared = new_client(host)
-    login(shared, CITIZEN)
-    assert claim_start(shared, mine.code).status_code == 200
-    login(shared, ADMIN)  # the same browser, another account
-    response = shared.get(CODE_PAGE)
-    assert response.status_code == 303 and response.headers["Location"] == CLAIM
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    assert claim_start(citizen, mine.code).status_code == 200
+    with citizen.session_transaction() as session:
+        theirs = session[PAGE_KEY]
+    admin = new_client(host)
+    login(admin, ADMIN)
+    with admin.session_transaction() as session:
+        session[PAGE_KEY] = theirs
+    response = admin.get(CODE_PAGE)
+    assert response.status_code == 400 and 'name="token"' not in response.text
+    assert "Votre demande a expiré" in response.text
+
+
+def test_the_code_page_of_an_expired_claim_says_so(client: Any, host: Any, clock: Any) -> None:
+    mine = citizen_dossier(client, host)
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    assert claim_start(citizen, mine.code).status_code == 200
+    clock.advance(seconds=CHALLENGE_TOKEN_MAX_AGE.total_seconds() + 1)
+    expired = citizen.get(CODE_PAGE)
+    assert expired.status_code == 400 and "Votre demande a expiré" in expired.text
+    assert 'name="token"' not in expired.text  # the tracking-code form, to start again
+    again = citizen.get(CODE_PAGE)  # told once: then the plain way back to the form
+    assert again.status_code == 303 and again.headers["Location"] == CLAIM

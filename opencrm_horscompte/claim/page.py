@@ -42,6 +42,7 @@ WAIT = N_(
 )
 ALREADY = N_("Ce dossier est déjà rattaché à un compte : il ne peut pas l'être une seconde fois.")
 INVALID_ACCOUNT = N_("L'adresse électronique de votre compte ne peut pas servir à cette recherche.")
+EXPIRED = N_("Votre demande a expiré.")
 RESEND_WAIT = N_("Un code vient d'être envoyé : patientez une minute avant d'en demander un autre.")
 
 
@@ -84,7 +85,8 @@ def _not_found(host: Host, request: Request) -> Response:
 
 def code_page(host: Host, request: Request) -> Response:
     """GET ``/hors-compte/rattacher/code``: the code entry page the session's last claim
-    step led to; without one (or once it is too old, or another account's), the claim form."""
+    step led to; without one, the claim form; once it is too old (or another account's),
+    the claim form saying the request expired."""
     user = request.user
     if attacher(host) is None:
         return _not_found(host, request)
@@ -95,7 +97,8 @@ def code_page(host: Host, request: Request) -> Response:
         return Response.redirect(CLAIM_PATH)
     token = shown.get("token")
     if not isinstance(token, str) or _carried(host, token, user) is None:
-        return Response.redirect(CLAIM_PATH)
+        request.session.pop(PAGE_KEY, None)
+        return _page(host, request, 400, errors={"tracking_code": EXPIRED})
     return _page(host, request, token=token, notice=NOTICES.get(str(shown.get("notice"))))
 
 
@@ -113,7 +116,7 @@ def handle(host: Host, request: Request) -> Response:
         return _start(host, request, user)
     challenge_id = _carried(host, request.form.get("token", ""), user)
     if challenge_id is None:
-        return _page(host, request, 400, errors={"tracking_code": N_("Votre demande a expiré.")})
+        return _page(host, request, 400, errors={"tracking_code": EXPIRED})
     if action == "resend":
         resent = resend(host, challenge_id, request.locale)
         if resent.challenge_id is None:  # replaced by a newer code: start again
