@@ -232,3 +232,47 @@ def test_the_code_page_of_an_expired_claim_says_so(client: Any, host: Any, clock
     assert 'name="token"' not in expired.text  # the tracking-code form, to start again
     again = citizen.get(CODE_PAGE)  # told once: then the plain way back to the form
     assert again.status_code == 303 and again.headers["Location"] == CLAIM
+
+
+def claim_resend(client: Any, token: str) -> Any:
+    return post(client, CLAIM, {"token": token, "code": "", "action": "resend"})
+
+
+def test_a_double_click_on_resend_leads_to_the_new_code_page(
+    client: Any, host: Any, clock: Any
+) -> None:
+    """The second click said "Recommencez la recherche avec votre adresse électronique",
+    a field the claim form doesn't have, though the first click's code was on its way."""
+    mine = citizen_dossier(client, host)
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    token = token_of(claim_start(citizen, mine.code).text)
+    too_soon = claim_resend(citizen, token)  # told the real wait, not always "une minute"
+    assert too_soon.status_code == 429 and re.search(r"patientez \d+ secondes", too_soon.text)
+    clock.advance(seconds=61)
+    first, second = claim_resend(citizen, token), claim_resend(citizen, token)
+    assert first.status_code == second.status_code == 303
+    assert second.headers["Location"] == CODE_PAGE
+    page = citizen.get(CODE_PAGE)
+    assert "Un nouveau code vous a déjà été envoyé" in page.text
+    assert token_of(page.text) != token and len(validation_mails(host)) == 2
+    done = claim_verify(citizen, token_of(page.text), last_code(host))
+    assert done.status_code == 303 and dossier(host, mine.dossier_id).account_id is not None
+
+
+def test_a_spent_claim_code_neither_mails_nor_speaks_of_an_address(
+    client: Any, host: Any, clock: Any
+) -> None:
+    mine = citizen_dossier(client, host)
+    citizen = new_client(host)
+    login(citizen, CITIZEN)
+    token = token_of(claim_start(citizen, mine.code).text)
+    code = last_code(host)
+    assert claim_verify(citizen, token, code).status_code == 303
+    again = claim_verify(citizen, token, code)  # a double click
+    assert again.status_code == 400 and "figure dans votre espace" in again.text
+    assert "adresse électronique et votre code" not in again.text
+    clock.advance(seconds=61)
+    resent = claim_resend(citizen, token)
+    assert resent.status_code == 400 and "figure dans votre espace" in resent.text
+    assert len(validation_mails(host)) == 1

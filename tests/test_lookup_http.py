@@ -64,6 +64,7 @@ STATE = (Challenge, FailureGuard, ThrottleCounter, OutboxMail, AuditRecord)
 CODE_EXPIRED = "Ce code a expiré"
 USED = "Ce code a déjà servi"
 REPLACED = "Un code plus récent"
+ALREADY_RESENT = "Un nouveau code vous a déjà été envoyé"
 EXHAUSTED = "trop d&#39;essais erronés"
 WRONG = "n&#39;est pas le bon"
 EXPIRED_REQUEST = "Votre demande a expiré"
@@ -474,10 +475,71 @@ def test_resend_cooldown_cannot_be_skipped_with_an_older_page(
     assert resend(client, first_page_token).status_code == 200
     clock.advance(seconds=1)
     # The browser's back button, then "resend": that page's code was replaced, so it
-    # can neither wait for nor skip the cooldown; it says so and mails nothing.
+    # can neither wait for nor skip the cooldown; it mails nothing and leads to the newer
+    # code's page, which tells that code was already sent (it said "start again").
+    newest = token_of(client.get(VALIDATE).text)
     again = resend(client, first_page_token)
-    assert again.status_code == 400 and REPLACED in again.text
+    assert again.status_code == 200 and ALREADY_RESENT in again.text
+    assert token_of(again.text) == newest
     assert len(validation_mails(host)) == 2
+
+
+def test_a_double_click_on_resend_mails_once_and_shows_the_new_code_page(
+    client: Any, host: Any, clock: Any, deposited: Deposited
+) -> None:
+    """The second click's page said "Un code plus récent vous a été envoyé : recommencez la
+    recherche" though the first click's code was on its way (outside test finding)."""
+    token = start(client, EMAIL, deposited.code)
+    clock.advance(seconds=61)
+    typed = {"token": token, "code": "", "action": "resend"}
+    first, second = post(client, VALIDATE, typed), post(client, VALIDATE, typed)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["Location"] == second.headers["Location"] == VALIDATE
+    page = client.get(VALIDATE)
+    assert ALREADY_RESENT in page.text and token_of(page.text) != token
+    assert len(validation_mails(host)) == 2
+    assert submit(client, token_of(page.text), last_code(host)).status_code == 303
+
+
+def test_a_double_click_on_the_right_code_leads_to_the_dossier_both_times(
+    client: Any, host: Any, deposited: Deposited
+) -> None:
+    token = start(client, EMAIL, deposited.code)
+    code = last_code(host)
+    first, second = submit(client, token, code), submit(client, token, code)
+    assert first.status_code == second.status_code == 303
+    assert second.headers["Location"] == first.headers["Location"]
+    stranger = new_client(host)  # the grant is this browser's: another one is told "used"
+    used = submit(stranger, token, code)
+    assert used.status_code == 400 and USED in used.text
+
+
+def test_a_spent_code_page_can_not_mail_a_new_code(
+    client: Any, host: Any, clock: Any, deposited: Deposited
+) -> None:
+    """Its resend mailed a new code (verify refused it as "used")."""
+    token = start(client, EMAIL, deposited.code)
+    assert submit(client, token, last_code(host)).status_code == 303
+    clock.advance(seconds=61)
+    before = counts(host, *STATE)
+    refused = resend(client, token)
+    assert refused.status_code == 400 and USED in refused.text
+    assert counts(host, *STATE) == before and len(validation_mails(host)) == 1
+
+
+def test_an_older_code_typed_after_a_resend_shows_the_newer_code_page(
+    client: Any, host: Any, clock: Any, deposited: Deposited
+) -> None:
+    """The code of the first mail, typed on the first page after a resend from another
+    tab: the newer code's page, told to use the last mail (it said "start again")."""
+    token = start(client, EMAIL, deposited.code)
+    first_code = last_code(host)
+    clock.advance(seconds=61)
+    newer = token_of(resend(client, token).text)
+    page = submit(client, token, first_code)
+    assert page.status_code == 400 and token_of(page.text) == newer
+    assert "Saisissez le code du dernier courriel reçu" in page.text
+    assert submit(client, newer, last_code(host)).status_code == 303
 
 
 # --------------------------------------------------------------------------- tokens

@@ -550,3 +550,16 @@ def _account_id(host: Any, email: str) -> int:
         account = session.exec(select(Account).where(Account.email == email)).one()
         assert account.id is not None
         return account.id
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_a_method_a_page_does_not_take_is_405_not_an_expired_form(
+    client: Any, method: str
+) -> None:
+    """The CSRF check ran before routing, so PUT on a plugin page answered 400 "Ce formulaire
+    a expiré" (outside test finding): the method is refused as such, and nothing is done."""
+    client.get("/hors-compte/suivi")
+    for path in ("/hors-compte/suivi", "/hors-compte/code-oublie", "/admin/hors-compte"):
+        response = client.open(path, method=method, data={"csrf_token": csrf_token(client)})
+        assert response.status_code == 405, (path, response.status_code)
+    assert client.open("/nulle-part", method=method).status_code == 404

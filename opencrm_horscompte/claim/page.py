@@ -25,7 +25,14 @@ from opencrm_horscompte.base.paths import CLAIM_CODE_PATH, CLAIM_PATH
 from opencrm_horscompte.base.rendering import message_page, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response, User
-from opencrm_horscompte.lookup.pages import FAILURES, RESENT, SENT, code_hint, failure_message
+from opencrm_horscompte.lookup.pages import (
+    NEWER_CODE,
+    NOTICES,
+    code_hint,
+    failure_message,
+    resend_wait_message,
+    show_newer_page,
+)
 from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import resend, verify
 
@@ -33,7 +40,6 @@ PURPOSE = "claim-challenge"
 # The code entry page the last "start" or resend led to (post/redirect/get), as the
 # lookup's ``horscompte.validation``.
 PAGE_KEY = "horscompte.claim"
-NOTICES = {"sent": SENT, "resent": RESENT}
 ATTACHED = "claim.attached"
 REFUSED = "claim.refused"
 TEMPLATE = "horscompte/claim.html"
@@ -43,7 +49,17 @@ WAIT = N_(
 ALREADY = N_("Ce dossier est déjà rattaché à un compte : il ne peut pas l'être une seconde fois.")
 INVALID_ACCOUNT = N_("L'adresse électronique de votre compte ne peut pas servir à cette recherche.")
 EXPIRED = N_("Votre demande a expiré.")
-RESEND_WAIT = N_("Un code vient d'être envoyé : patientez une minute avant d'en demander un autre.")
+# The lookup's wording sends the citizen back to a form with an address; the claim's has none.
+CLAIM_FAILURES = {
+    "used": N_(
+        "Ce code a déjà servi. Si vous venez de rattacher ce dossier, il figure dans votre "
+        "espace ; sinon, saisissez à nouveau son code de suivi."
+    ),
+    "replaced": N_(
+        "Un code plus récent vous a été envoyé : celui-ci ne sert plus. Saisissez à nouveau "
+        "le code de suivi pour recevoir un nouveau code."
+    ),
+}
 
 
 def attacher(host: Host) -> Callable[[int, User], bool] | None:
@@ -74,6 +90,16 @@ def _token(host: Host, user: User, challenge_id: int) -> str:
     return sign(host, PURPOSE, {"challenge": challenge_id, "account": user.id})
 
 
+def _shown_challenge(host: Host, request: Request, user: User) -> tuple[str, int] | None:
+    """The token and challenge of the code entry page the session shows ``user`` now."""
+    shown = request.session.get(PAGE_KEY)
+    token = shown.get("token") if isinstance(shown, dict) else None
+    if not isinstance(token, str):
+        return None
+    challenge_id = _carried(host, token, user)
+    return None if challenge_id is None else (token, challenge_id)
+
+
 def _show_code_page(request: Request, token: str, notice: str) -> Response:
     request.session[PAGE_KEY] = {"token": token, "notice": notice}
     return Response.redirect(CLAIM_CODE_PATH)
@@ -95,11 +121,11 @@ def code_page(host: Host, request: Request) -> Response:
     shown = request.session.get(PAGE_KEY)
     if not isinstance(shown, dict):
         return Response.redirect(CLAIM_PATH)
-    token = shown.get("token")
-    if not isinstance(token, str) or _carried(host, token, user) is None:
+    current = _shown_challenge(host, request, user)
+    if current is None:
         request.session.pop(PAGE_KEY, None)
         return _page(host, request, 400, errors={"tracking_code": EXPIRED})
-    return _page(host, request, token=token, notice=NOTICES.get(str(shown.get("notice"))))
+    return _page(host, request, token=current[0], notice=NOTICES.get(str(shown.get("notice"))))
 
 
 def handle(host: Host, request: Request) -> Response:
@@ -119,11 +145,16 @@ def handle(host: Host, request: Request) -> Response:
         return _page(host, request, 400, errors={"tracking_code": EXPIRED})
     if action == "resend":
         resent = resend(host, challenge_id, request.locale)
-        if resent.challenge_id is None:  # replaced by a newer code: start again
-            return _page(host, request, 400, errors={"tracking_code": FAILURES["replaced"]})
+        if resent.challenge_id is None:  # replaced by a newer code, or spent: start again
+            newer = _shown_challenge(host, request, user)
+            if not resent.used and newer is not None and newer[1] != challenge_id:
+                return show_newer_page(request, PAGE_KEY, CLAIM_CODE_PATH)
+            failure = CLAIM_FAILURES["used" if resent.used else "replaced"]
+            return _page(host, request, 400, errors={"tracking_code": failure})
         if resent.wait:
             token = _token(host, user, challenge_id)
-            return _page(host, request, 429, token=token, error=RESEND_WAIT)
+            error = resend_wait_message(resent.wait)
+            return _page(host, request, 429, token=token, error=error)
         return _show_code_page(request, _token(host, user, resent.challenge_id), "resent")
     return _finish(host, request, user, attach, challenge_id)
 
@@ -147,6 +178,13 @@ def _finish(
 ) -> Response:
     outcome = verify(host, challenge_id, request.form.get("code", ""))
     token = _token(host, user, challenge_id)
+    if outcome.kind == "used":
+        return _page(host, request, 400, errors={"tracking_code": CLAIM_FAILURES["used"]})
+    if outcome.kind == "replaced":
+        newer = _shown_challenge(host, request, user)
+        if newer is not None and newer[1] != challenge_id:
+            return _page(host, request, 400, token=newer[0], error=NEWER_CODE)
+        return _page(host, request, 400, errors={"tracking_code": CLAIM_FAILURES["replaced"]})
     if outcome.kind != "granted" or outcome.dossier_id is None:
         message = WAIT if outcome.kind in ("wait", "locked") else failure_message(outcome)
         status = 429 if outcome.kind in ("wait", "locked") else 400

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -26,7 +27,7 @@ from opencrm_horscompte.base.paths import FORGOTTEN_PATH, LOOKUP_PATH, VALIDATE_
 from opencrm_horscompte.base.rendering import plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response
-from opencrm_horscompte.lookup.grants import grant
+from opencrm_horscompte.lookup.grants import grant, has_grant
 from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import Outcome, resend, verify
 from opencrm_horscompte.settings.store import load_settings
@@ -52,6 +53,11 @@ SENT = N_(
 RESENT = N_(
     "Si un dossier correspond, un nouveau code vient d'être envoyé ; l'ancien ne sert plus."
 )
+ALREADY_RESENT = N_(
+    "Un nouveau code vous a déjà été envoyé : saisissez le code du dernier courriel reçu."
+)
+# What the code entry page tells, by the session's ``notice``.
+NOTICES = {"sent": SENT, "resent": RESENT, "already_resent": ALREADY_RESENT}
 EXPIRED = N_(
     "Votre demande a expiré : saisissez à nouveau votre adresse électronique et votre code "
     "de suivi."
@@ -74,6 +80,12 @@ FAILURES: dict[str, Message] = {
         "avec le bouton ci-dessous."
     ),
 }
+
+
+NEWER_CODE = N_(
+    "Un code plus récent vous a été envoyé : celui-ci ne sert plus. Saisissez le code du "
+    "dernier courriel reçu."
+)
 
 
 LAST_TRY_WRONG = N_(
@@ -167,6 +179,13 @@ def _show_code_page(request: Request, token: str, expiry: int | None, notice: st
     return Response.redirect(VALIDATE_PATH)
 
 
+def show_newer_page(request: Request, key: str, path: str) -> Response:
+    """A resend asked from a page whose code was replaced since (a double click, Back):
+    the page of the newer code, told it was already sent; nothing is mailed."""
+    request.session[key] = {**request.session[key], "notice": "already_resent"}
+    return Response.redirect(path)
+
+
 def _code_page(host: Host, request: Request) -> Response:
     """GET of the code entry page: the one the session's last lookup or resend led to."""
     shown = request.session.get(PAGE_KEY)
@@ -176,7 +195,7 @@ def _code_page(host: Host, request: Request) -> Response:
     if carried is None:  # too old: start again
         return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
     expiry = shown.get("expiry")
-    notice = {"sent": SENT, "resent": RESENT}.get(str(shown.get("notice")))
+    notice = NOTICES.get(str(shown.get("notice")))
     return _validation_form(
         host,
         request,
@@ -258,6 +277,36 @@ def _carried(host: Host, token: str) -> _Carried | None:
     )
 
 
+def resend_wait_message(wait: timedelta) -> Message:
+    """A resend asked within the cooldown: how long to wait."""
+    return N_(
+        "Un code vient d'être envoyé : patientez %(duration)s avant d'en demander un autre.",
+        duration=_duration(wait.total_seconds()),
+    )
+
+
+def _newer_page(host: Host, request: Request, challenge_id: int) -> tuple[str, _Carried] | None:
+    """The code entry page the session shows now, if it is another (newer) code's than
+    ``challenge_id``'s: a double click's first request, or a resend in another tab, made it."""
+    shown = request.session.get(PAGE_KEY)
+    token = shown.get("token") if isinstance(shown, dict) else None
+    if not isinstance(token, str):
+        return None
+    carried = _carried(host, token)
+    if carried is None or carried.challenge_id == challenge_id:
+        return None
+    return token, carried
+
+
+def _granted_before(host: Host, request: Request, outcome: Outcome) -> int | None:
+    """The dossier of a code already spent by this session's own request (a double click:
+    the first request won, and this session holds the grant), else None."""
+    dossier_id = outcome.dossier_id
+    if outcome.kind == "used" and dossier_id is not None and has_grant(host, request, dossier_id):
+        return dossier_id
+    return None
+
+
 def validate(host: Host, request: Request) -> Response:
     if request.method != "POST":
         return _code_page(host, request)
@@ -270,14 +319,13 @@ def validate(host: Host, request: Request) -> Response:
     )
     if request.form.get("action") == "resend":
         resent = resend(host, challenge_id, request.locale)
-        if resent.challenge_id is None:  # replaced by a newer code
-            return _lookup_form(host, request, {}, {"email": FAILURES["replaced"]}, 400)
+        if resent.challenge_id is None:  # replaced by a newer code, or spent
+            if not resent.used and _newer_page(host, request, challenge_id):
+                return show_newer_page(request, PAGE_KEY, VALIDATE_PATH)
+            kind = "used" if resent.used else "replaced"
+            return _lookup_form(host, request, {}, {"email": FAILURES[kind]}, 400)
         if resent.wait:
-            error = N_(
-                "Un code vient d'être envoyé : patientez %(duration)s avant d'en demander "
-                "un autre.",
-                duration=_duration(resent.wait.total_seconds()),
-            )
+            error = resend_wait_message(resent.wait)
             return page(challenge_id, status=429, error=error, resend_refused=True)
         code_length = _code_length(host, carried.code_length)
         token = _token(host, resent.challenge_id, carried.sent_to, code_length)
@@ -287,6 +335,20 @@ def validate(host: Host, request: Request) -> Response:
         grant(host, request, outcome.dossier_id)
         request.session.pop(PAGE_KEY, None)  # Back then leads to the lookup, not a spent code
         return Response.redirect(host.dossier_url(outcome.dossier_id))
+    if (granted := _granted_before(host, request, outcome)) is not None:
+        return Response.redirect(host.dossier_url(granted))
+    if outcome.kind == "replaced" and (newer := _newer_page(host, request, challenge_id)):
+        token, shown = newer
+        return _validation_form(
+            host,
+            request,
+            shown.challenge_id,
+            status=400,
+            token=token,
+            sent_to=shown.sent_to,
+            code_length=shown.code_length,
+            error=NEWER_CODE,
+        )
     message = failure_message(outcome)
     status = 429 if outcome.kind in ("wait", "locked") else 400
     return page(challenge_id, status=status, error=message)

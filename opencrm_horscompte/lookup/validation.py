@@ -62,9 +62,11 @@ NO_WAIT_SLACK = timedelta(minutes=1)
 @dataclass(frozen=True)
 class Outcome:
     """``granted`` (``dossier_id`` set), ``wrong``, ``malformed`` (not digits: nothing
-    counted); the code is dead: ``expired``, ``used``, ``replaced`` (a newer code was
-    sent), ``exhausted`` (too many wrong tries on it); the guard refuses: ``wait`` /
-    ``locked`` (``wait`` says how long). Decoys reach them by the same rules."""
+    counted); the code is dead: ``expired``, ``used`` (``dossier_id`` set: the page may
+    find it already granted, after a double click), ``replaced`` (a newer code was sent),
+    ``exhausted`` (too many wrong tries on it); the guard refuses: ``wait`` / ``locked``
+    (``wait`` says how long). Decoys reach them by the same rules (a decoy's code is never
+    used: it can't be right)."""
 
     kind: OutcomeKind
     dossier_id: int | None = None
@@ -162,6 +164,7 @@ _CONSUME = DriverStatement(
 _WHY = DriverStatement(
     select(
         _CHALLENGE.c.consumed_at,
+        _CHALLENGE.c.dossier_id,
         _CHALLENGE.c.attempts,
         _CHALLENGE.c.expires_at,
         _GUARD.c.failures,
@@ -171,9 +174,12 @@ _WHY = DriverStatement(
     .where(_CHALLENGE.c.id == _ID)
 )
 _CHALLENGE_OF = DriverStatement(
-    select(_CHALLENGE.c.created_at, _CHALLENGE.c.guard_key, _CHALLENGE.c.dossier_id).where(
-        _CHALLENGE.c.id == _ID
-    )
+    select(
+        _CHALLENGE.c.created_at,
+        _CHALLENGE.c.guard_key,
+        _CHALLENGE.c.dossier_id,
+        _CHALLENGE.c.consumed_at,
+    ).where(_CHALLENGE.c.id == _ID)
 )
 
 
@@ -214,8 +220,8 @@ def _why_refused(connection: DriverConnection, challenge_id: int, now: datetime)
     row = _WHY.first(connection, {"challenge_id": challenge_id})
     if row is None:
         return Outcome("replaced")
-    if row.consumed_at is not None:
-        return Outcome("used")
+    if row.consumed_at is not None:  # only a real dossier's code is ever consumed
+        return Outcome("used", dossier_id=row.dossier_id)
     waiting = row.not_before is not None and utc(row.not_before) > now
     if waiting and row.failures >= LOCK_AFTER_FAILURES:
         return Outcome("locked", wait=utc(row.not_before) - now)
@@ -258,11 +264,14 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
 
 @dataclass(frozen=True)
 class Resent:
-    """``challenge_id`` of the new code, or the wait before one may be asked."""
+    """``challenge_id`` of the new code, or the wait before one may be asked; None when
+    the code asked about is gone: replaced by a newer one, or ``used`` (spent: a resend
+    would mail a code for a lookup already done)."""
 
     challenge_id: int | None
     wait: timedelta = timedelta(0)
     expiry_minutes: int | None = None
+    used: bool = False
 
 
 def resend(host: Host, challenge_id: int, locale: str = "fr") -> Resent:
@@ -273,6 +282,8 @@ def resend(host: Host, challenge_id: int, locale: str = "fr") -> Resent:
         challenge = _CHALLENGE_OF.first(connection, {"challenge_id": challenge_id})
         if challenge is None:
             return Resent(None)
+        if challenge.consumed_at is not None:
+            return Resent(None, used=True)
         settings = load_settings(connection)
         target = read_target(connection, challenge.dossier_id)
     ready_at = utc(challenge.created_at) + RESEND_COOLDOWN

@@ -216,6 +216,8 @@ def create_app(host: ReferenceHost) -> flask.Flask:
         length = flask.request.content_length
         if length is not None and length > MAX_BODY:
             raise RequestEntityTooLarge()
+        if flask.request.routing_exception is not None:
+            return None  # no such page, or not this method (404, 405): nothing is done
         if foreign_origin():
             return error_page(400, FORM_REFUSED)
         sent = flask.request.form.get("csrf_token", "")
