@@ -14,6 +14,7 @@ from lookup_helpers import (
     change_settings,
     deposit,
     last_code,
+    lookup,
     rows,
     start,
     submit,
@@ -284,3 +285,28 @@ def test_data_commands_need_a_database_and_an_address(
     assert main(["data", "export", "--email", "pas une adresse"]) == 2
     assert main(["data", "export", "--email", CITIZEN[0]]) == 0
     assert json.loads(capsys.readouterr().out)["address"] == CITIZEN[0]
+
+
+def test_the_purge_deletes_the_audit_events_that_stood_in_for_a_mail(
+    client: Any, host: Any, clock: Any
+) -> None:
+    """Every lookup or "code oublié" that matched nothing wrote one, past the limits too,
+    and nothing ever deleted them: anyone could grow the table for good (outside test
+    finding). They now go with the spent state; every other event stays."""
+    set_retention(host, retention_spent_state_days=3)
+    deposited = deposit(client, host)
+    stranger = new_client(host)
+    for attempt in range(3):
+        lookup(stranger, STRANGER, deposited.code)
+        post(stranger, "/hors-compte/code-oublie", {"email": f"personne{attempt}@exemple.fr"})
+    audit(host, "agent.view", {"dossier": deposited.dossier_id}, actor="agent@demoville.fr")
+    kinds = [r.kind for r in rows(host, AuditRecord)]
+    assert kinds.count("lookup.miss") == 3 and kinds.count("forgotten.miss") == 3
+
+    clock.advance(days=2)
+    assert purge(host)["stand_in_events"] == 0  # kept as long as the spent state
+    clock.advance(days=2)
+    assert purge(host)["stand_in_events"] == 6
+    left = [r.kind for r in rows(host, AuditRecord)]
+    assert "lookup.miss" not in left and "forgotten.miss" not in left
+    assert "agent.view" in left and len(left) == len(kinds) - 6
