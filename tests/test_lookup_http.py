@@ -935,6 +935,24 @@ def test_forgotten_code_mails_are_capped_per_address(
     assert len(mails(host)) - sent_before == 4
 
 
+def test_forgotten_code_lists_the_newest_dossiers_and_says_when_older_ones_exist(
+    client: Any, host: Any, clock: Any
+) -> None:
+    from opencrm_horscompte.lookup.pages import FORGOTTEN_LISTED
+
+    codes = []
+    for _ in range(FORGOTTEN_LISTED + 1):
+        codes.append(format_tracking_code(deposit(client, host).code))
+        clock.advance(minutes=1)
+    sent_before = len(mails(host))
+    post(client, FORGOTTEN, {"email": EMAIL})
+    [mail] = mails(host)[sent_before:]
+    assert codes[0] not in mail.text and all(code in mail.text for code in codes[1:])
+    assert mail.text.index(codes[1]) < mail.text.index(codes[-1])  # oldest first
+    for part in (mail.text, mail.html or ""):
+        assert "Seuls les dossiers les plus récents sont listés ici" in part
+
+
 def test_a_reload_of_the_forgotten_code_reply_mails_nothing(
     client: Any, host: Any, deposited: Deposited
 ) -> None:

@@ -468,3 +468,42 @@ def test_forgotten_code_does_the_same_work_with_or_without_dossiers(
 
     observe("echauffement@exemple.fr")
     assert observe(EMAIL) == observe("personne@exemple.fr")
+
+
+def test_forgotten_code_renders_as_many_entries_whatever_the_number_of_dossiers(
+    client: Any, host: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Code oublié" formatted and rendered one entry per dossier of the address, so its
+    time grew with their number: 15 dossiers answered about 1 ms slower than none, limits
+    reached or not (outside timing finding). The list is now padded to FORGOTTEN_LISTED
+    entries, the padding rendered apart and thrown away: the same entries are formatted and
+    rendered for 0, 1, 3 or 21 dossiers. Counted, not timed."""
+    from opencrm_horscompte.lookup import pages
+
+    rendered: list[int] = []
+    formatted: list[str] = []
+    real_render, real_format = pages.render_mail, pages.format_tracking_code
+
+    def counting_render(*args: Any) -> Any:
+        rendered.append(len(args[3]["dossiers"]))
+        return real_render(*args)
+
+    def counting_format(code: str) -> str:
+        formatted.append(code)
+        return real_format(code)
+
+    monkeypatch.setattr(pages, "render_mail", counting_render)
+    monkeypatch.setattr(pages, "format_tracking_code", counting_format)
+    seen: dict[int, tuple[int, int, int]] = {}
+    owners = {0: "aucun@exemple.fr", 1: "un@exemple.fr", 3: "trois@exemple.fr"}
+    owners[pages.FORGOTTEN_LISTED + 1] = "beaucoup@exemple.fr"
+    for count, email in owners.items():
+        for _ in range(count):
+            deposit(browser(client), host, email=email)
+            clock.advance(minutes=1)
+        rendered.clear()
+        formatted.clear()
+        response = post(browser(client), "/hors-compte/code-oublie", {"email": email})
+        assert response.status_code == 303
+        seen[count] = (len(rendered), sum(rendered), len(formatted))
+    assert set(seen.values()) == {(2, pages.FORGOTTEN_LISTED, pages.FORGOTTEN_LISTED)}, seen

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, select
+from sqlmodel import Session
 
 from opencrm_horscompte.base.db import writer
 from opencrm_horscompte.base.emails import InvalidEmail, email_key, mask_email, normalize_email
@@ -45,6 +46,8 @@ PAGE_KEY = "horscompte.validation"
 FORGOTTEN_KEY = "horscompte.forgotten"
 FORGOTTEN_MAIL = plugin_mail("forgotten", "Rappel des codes de suivi")
 FORGOTTEN_MISS = "forgotten.miss"
+FORGOTTEN_LISTED = 20  # the most recent dossiers a "code oublié" mail lists
+PLACEHOLDER_CODE = "X" * 12
 
 SENT = N_(
     "Si ces informations correspondent à un dossier, un code de validation vient d'être "
@@ -362,6 +365,25 @@ def _forgotten_form(host: Host, request: Request, **context: Any) -> Response:
     return Response.html(body, status=status)
 
 
+_CODES = TrackingCode.__table__
+# The newest FORGOTTEN_LISTED + 1 tracking codes of an address (one more tells that older
+# ones exist), only the columns the mail needs.
+_FORGOTTEN_ROWS = (
+    select(_CODES.c.demarche_title, _CODES.c.issued_at, _CODES.c.code, _CODES.c.email)
+    .where(_CODES.c.email_key == bindparam("key"))
+    .order_by(_CODES.c.issued_at.desc(), _CODES.c.dossier_id.desc())
+    .limit(FORGOTTEN_LISTED + 1)
+)
+
+
+def _forgotten_entry(host: Host, title: str, issued_at: datetime, code: str) -> dict[str, Any]:
+    return {
+        "demarche_title": title,
+        "date": moment(host, issued_at, "date"),
+        "tracking_code": format_tracking_code(code),
+    }
+
+
 def forgotten(host: Host, request: Request) -> Response:
     """Email in, neutral reply; the mailbox gets the list of its dossiers and their codes.
     The POST redirects to the page (post/redirect/get): a reload mails nothing more."""
@@ -376,32 +398,27 @@ def forgotten(host: Host, request: Request) -> Response:
         return _forgotten_form(host, request, values=shown, errors={"email": error.message})
     key = email_key(email)
     with Session(host.engine) as session:
-        rows = list(
-            session.exec(
-                select(TrackingCode)
-                .where(TrackingCode.email_key == key)
-                .order_by(col(TrackingCode.issued_at))
-            )
-        )
-    # Rendered before the write transaction, and for an address without dossiers too (a
-    # list of one placeholder, never sent): the same work whether or not it has dossiers.
-    dossiers = [
-        {
-            "demarche_title": row.demarche_title,
-            "date": moment(host, row.issued_at, "date"),
-            "tracking_code": format_tracking_code(row.code),
-        }
-        for row in rows
-    ] or [
-        {
-            "demarche_title": "-",
-            "date": moment(host, host.now(), "date"),
-            "tracking_code": "XXXX-XXXX-XXXX",
-        }
+        newest = session.connection().execute(_FORGOTTEN_ROWS, {"key": key}).all()
+    rows = newest[:FORGOTTEN_LISTED][::-1]  # oldest first
+    # Rendered before the write transaction, with or without dossiers, and for as many as
+    # are listed: the list is padded with placeholders to FORGOTTEN_LISTED entries, the
+    # padding rendered apart and thrown away (an address without dossiers gets a list of
+    # one placeholder, never sent). Same work whether the address has 0 or 20 dossiers.
+    dossiers = [_forgotten_entry(host, row.demarche_title, row.issued_at, row.code) for row in rows]
+    placeholders = [
+        _forgotten_entry(host, "-", host.now(), PLACEHOLDER_CODE)
+        for _ in range(FORGOTTEN_LISTED - len(dossiers))
     ]
-    context = {"dossiers": dossiers, "lookup_url": host.absolute_url(LOOKUP_PATH)}
+    listed = dossiers or placeholders[:1]
+    context = {
+        "dossiers": listed,
+        "older_dossiers": len(newest) > FORGOTTEN_LISTED,
+        "lookup_url": host.absolute_url(LOOKUP_PATH),
+    }
     to = rows[-1].email if rows else email
     mail = render_mail(host, to, FORGOTTEN_MAIL, context, request.locale)
+    padding = {**context, "dossiers": placeholders[len(listed) - len(dossiers) :]}
+    render_mail(host, to, FORGOTTEN_MAIL, padding, request.locale)
     limits = [(FORGOTTEN_CLIENT, request.client_addr), (FORGOTTEN_EMAIL, key)]
     with Session(writer(host.engine)) as session, session.begin():
         if counted_all(host, session, limits) and rows:
