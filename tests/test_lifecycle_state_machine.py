@@ -78,6 +78,8 @@ CLIENT = "127.0.0.1"
 UNKNOWN = "personne.inconnue@exemple.fr"
 WRONG_CODES = ("ABCD-EFGH-JKLM", "ZZZZ-YYYY-XXXX")
 
+ALREADY_RESENT = "Un nouveau code vous a déjà été envoyé"
+NEWER_CODE = "Saisissez le code du dernier courriel reçu"
 SEEN: Counter[str] = Counter()  # outcomes reached, printed at the end (coverage of the rules)
 MARKERS = {
     "wrong": "n&#39;est pas le bon",
@@ -127,6 +129,7 @@ class Model:
     guards: dict[str, Guard] = field(default_factory=dict)
     granted_at: datetime | None = None
     successes: Counter[int] = field(default_factory=Counter)
+    session_page: Page | None = None  # the code entry page the browser's session describes
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -266,6 +269,15 @@ class Lifecycle(RuleBasedStateMachine):
         allowed &= self._hit(limits.LOOKUP_DOSSIER_MAILS.scope, guard, limits.LOOKUP_DOSSIER_MAILS)
         self._issue(guard, real, real and allowed, challenge_id)
         self.pages.append(Page(token, challenge_id, real, self.now()))
+        self.model.session_page = self.pages[-1]
+
+    def _newer_session_page(self, page: Page) -> Page | None:
+        """The session's page, when it is another code's and its carrier is still good:
+        a page whose code was replaced then leads there (a double click, Back)."""
+        shown = self.model.session_page
+        if shown is None or shown.challenge_id == page.challenge_id:
+            return None
+        return shown if self.now() - shown.issued_at <= CARRIER_MAX_AGE else None
 
     @rule(data=st.data())
     def resend_from_a_page(self, data: st.DataObject) -> None:
@@ -280,8 +292,19 @@ class Lifecycle(RuleBasedStateMachine):
             return
         row = self.model.rows.get(page.challenge_id)
         if row is None:
+            newer = self._newer_session_page(page)
+            if newer is not None:  # the newer code's page, told it was sent; nothing mailed
+                assert response.status_code == 200 and ALREADY_RESENT in response.text
+                assert token_of(response.text) == newer.token
+                assert len(validation_mails(self.host)) == self.mails_seen
+                self._same_reply_as_before("resend-replaced-newer", response)
+                return
             assert response.status_code == 400 and MARKERS["replaced"] in response.text
             self._same_reply_as_before("resend-replaced", response)
+            return
+        if row.consumed_at is not None:  # a spent code's page can't mail a new one
+            assert response.status_code == 400 and MARKERS["used"] in response.text
+            assert len(validation_mails(self.host)) == self.mails_seen
             return
         if row.created_at + limits.RESEND_COOLDOWN > now:
             assert response.status_code == 429, response.status_code
@@ -296,6 +319,7 @@ class Lifecycle(RuleBasedStateMachine):
         token, challenge_id = self._challenge_of(response.text)
         self._issue(row.guard, row.real, row.real and allowed, challenge_id)
         self.pages.append(Page(token, challenge_id, row.real, now))
+        self.model.session_page = self.pages[-1]
         self._same_reply_as_before("resent", response)
 
     @rule(data=st.data(), right=st.booleans())
@@ -355,10 +379,19 @@ class Lifecycle(RuleBasedStateMachine):
                 self.model.live.pop(row.guard, None)
                 self.model.successes[row.id] += 1
                 self.model.granted_at = self.now()
+                self.model.session_page = None  # the spent code's page leaves the session
             else:
                 expected = "wrong"
                 self._fail(row)
+        granted = self.model.granted_at
+        if expected == "used" and granted and self.now() - granted <= limits.GRANT_MAX_AGE:
+            expected = "granted"  # a double click: this browser holds the access already
+        newer = self._newer_session_page(page) if expected == "replaced" else None
         SEEN[expected] += 1
+        if newer is not None:  # the newer code's page, asking for the last mail's code
+            assert response.status_code == 400 and NEWER_CODE in response.text
+            assert token_of(response.text) == newer.token
+            return
         if expected == "granted":
             assert response.status_code == 303, (response.status_code, response.text)
             assert response.headers["Location"] == f"/dossiers/{self.dossier_id}"

@@ -478,11 +478,13 @@ def test_forgotten_code_renders_as_many_entries_whatever_the_number_of_dossiers(
     reached or not (outside timing finding). The list is now padded to FORGOTTEN_LISTED
     entries, the padding rendered apart and thrown away: the same entries are formatted and
     rendered for 0, 1, 3 or 21 dossiers. Counted, not timed."""
+    from opencrm_horscompte.base import rendering
     from opencrm_horscompte.lookup import pages
+    from opencrm_horscompte.tracking import codes
 
     rendered: list[int] = []
     formatted: list[str] = []
-    real_render, real_format = pages.render_mail, pages.format_tracking_code
+    real_render, real_format = rendering.render_mail, codes.format_tracking_code
 
     def counting_render(*args: Any) -> Any:
         rendered.append(len(args[3]["dossiers"]))
