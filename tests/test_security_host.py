@@ -553,9 +553,7 @@ def _account_id(host: Any, email: str) -> int:
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
-def test_a_method_a_page_does_not_take_is_405_not_an_expired_form(
-    client: Any, method: str
-) -> None:
+def test_a_method_a_page_does_not_take_is_405_not_an_expired_form(client: Any, method: str) -> None:
     """The CSRF check ran before routing, so PUT on a plugin page answered 400 "Ce formulaire
     a expiré" (outside test finding): the method is refused as such, and nothing is done."""
     client.get("/hors-compte/suivi")
