@@ -11,7 +11,7 @@ from typing import Any
 import benchlib
 from benchlib import Operation, Sample, interleaved
 from figures import RUNS, exact_figure, paired, ratio_figure, repeated
-from lookup_targets import Target, cycle, fresh_client, targets_of
+from lookup_targets import Target, draw_once, fresh_client, targets_of
 from sizes import Sizes
 
 from opencrm_horscompte.base.paths import LOOKUP_PATH
@@ -80,9 +80,9 @@ def bench_lookup(sizes: Sizes, small_path: Path) -> dict[str, Any]:
     host = benchlib.build_host(benchlib.sqlite_url(small_path))
     raw = benchlib.raw_sqlite(str(small_path))
     rng = random.Random(5)
-    needed = 3 * RUNS * sizes.lookup_iterations + 20
+    needed = 5 * RUNS * sizes.lookup_iterations + 10  # five operations draw one each
     targets = targets_of(small_path, needed, rng)
-    next_target = cycle(targets)
+    next_target = draw_once(targets)
     try:
         for _ in range(5):
             target = next_target()
@@ -115,8 +115,8 @@ def bench_lookup(sizes: Sizes, small_path: Path) -> dict[str, Any]:
             def after_lookup(sample: Sample, challenge_id: int) -> None:
                 probe.take(sample, challenge_id)
                 challenges.append(challenge_id)
-                # Checked now: a later lookup of the same target (the targets cycle)
-                # replaces its guard's live challenge.
+                # Checked now, as it was when each target could come back and replace
+                # its guard's live challenge.
                 row = raw.execute(
                     "SELECT dossier_id FROM horscompte_challenge WHERE id = ?", (challenge_id,)
                 ).fetchone()

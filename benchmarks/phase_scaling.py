@@ -14,7 +14,7 @@ from typing import Any
 import benchlib
 from benchlib import Operation, interleaved, progress
 from figures import RUNS, paired, ratio_figure, repeated
-from lookup_targets import cycle, fresh_client, random_code, targets_of
+from lookup_targets import draw_once, fresh_client, random_code, targets_of
 from sizes import DEFAULT_POLICY, Sizes
 
 from opencrm_horscompte.host_kit.refhost.dossiers import create_draft, deposit
@@ -40,8 +40,8 @@ def bench_scaling(sizes: Sizes, small_path: Path, big_path: Path) -> dict[str, A
     rng = random.Random(7)
     count = RUNS * sizes.scaling_iterations + 10
     next_target = {
-        "small": cycle(targets_of(small_path, count, rng)),
-        "big": cycle(targets_of(big_path, count, rng)),
+        "small": draw_once(targets_of(small_path, count, rng)),
+        "big": draw_once(targets_of(big_path, count, rng)),
     }
     hosts = {"small": small, "big": big}
     demarches = {name: benchlib.the_demarche(host) for name, host in hosts.items()}

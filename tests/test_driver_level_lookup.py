@@ -39,6 +39,7 @@ from opencrm_horscompte.base.hooks import PluginHooks
 from opencrm_horscompte.base.limits import (
     LOOKUP_DOSSIER_MAILS,
     LOOKUP_EMAIL,
+    REPEAT_WINDOW,
     THROTTLE_REFUSED,
 )
 from opencrm_horscompte.base.models import AuditRecord, Challenge, DailyStat, ThrottleCounter
@@ -256,6 +257,7 @@ def test_a_host_without_queue_mail_on_connection_takes_the_session_path(
     deposited: Deposited,
     host_factory: Any,
     monkeypatch: pytest.MonkeyPatch,
+    clock: Any,
 ) -> None:
     """``queue_mail`` gets an ORM session, the mail is queued, the miss audited; the
     statements of a match and a miss are the driver path's, shape for shape."""
@@ -285,11 +287,11 @@ def test_a_host_without_queue_mail_on_connection_takes_the_session_path(
     browsers = {path: create_app(host).test_client() for path, host in hosts.items()}
     for browser in browsers.values():
         lookup(browser, "echauffement@exemple.fr", "AAAA-BBBB-CCCC")  # warm-up
-    observed = {
-        (path, kind): _observe_lookup(hosts[path], browser, EMAIL, code, monkeypatch)
-        for path, browser in browsers.items()
-        for kind, code in [("match", deposited.code), ("miss", "WWWW-VVVV-UUUU")]
-    }
+    observed = {}
+    for path, browser in browsers.items():
+        for kind, code in [("match", deposited.code), ("miss", "WWWW-VVVV-UUUU")]:
+            clock.advance(seconds=REPEAT_WINDOW.total_seconds() + 1)  # each a new lookup
+            observed[path, kind] = _observe_lookup(hosts[path], browser, EMAIL, code, monkeypatch)
     reference = observed["driver", "match"]
     assert all(seen == reference for seen in observed.values()), observed
     statements = reference[0]
@@ -320,7 +322,7 @@ def test_an_unmarked_audit_sink_switches_to_the_session_path(
 
 
 def test_a_sink_enabled_during_a_driver_level_lookup_waits_for_the_next_one(
-    ref_host: Any, deposited: Deposited, monkeypatch: pytest.MonkeyPatch
+    ref_host: Any, deposited: Deposited, monkeypatch: pytest.MonkeyPatch, clock: Any
 ) -> None:
     """The lookup reads the enabled plugins once: an unmarked sink that an admin enables
     between the choice of the driver path and the audit gets no driver connection."""
@@ -333,6 +335,7 @@ def test_a_sink_enabled_during_a_driver_level_lookup_waits_for_the_next_one(
             look_up(host, EMAIL, WRONG_CODE)  # disabled when it chose; enabled right after
         assert seen.begins == 0 and seen.sessions == []
         assert sink.received == []
+        clock.advance(seconds=REPEAT_WINDOW.total_seconds() + 1)  # a new lookup, not a repeated one
         look_up(host, EMAIL, WRONG_CODE)  # the next lookup sees it: the session path
     [(kind, session)] = sink.received
     assert kind == LOOKUP_MISS and isinstance(session, OrmSession)
@@ -364,7 +367,7 @@ def test_a_marked_audit_sink_keeps_the_driver_path_and_commits_with_the_lookup(
 
 @pytest.mark.parametrize("which", ["miss", "match"])
 def test_the_first_refusal_is_audited_and_counted_at_driver_level(
-    ref_host: Any, deposited: Deposited, which: str
+    ref_host: Any, deposited: Deposited, which: str, clock: Any
 ) -> None:
     """Misses past ``LOOKUP_EMAIL`` (each with its own typed code: only the email's limit is
     reached), or matches past the dossier's mail cap: the first refused lookup records
@@ -379,6 +382,9 @@ def test_the_first_refusal_is_audited_and_counted_at_driver_level(
     validation_before = len(validation_mails(host))
     for code in allowed:
         look_up(host, EMAIL, code)
+        clock.advance(
+            seconds=REPEAT_WINDOW.total_seconds() + 1
+        )  # each a new lookup, not a repeated one
     assert audit_records(host, THROTTLE_REFUSED) == []
     assert daily_stat(host).throttle_refusals == 0
 
@@ -390,6 +396,7 @@ def test_the_first_refusal_is_audited_and_counted_at_driver_level(
     stat = daily_stat(host)
     assert (stat.throttle_refusals, stat.lookups) == (1, limit.limit + 1)
 
+    clock.advance(seconds=REPEAT_WINDOW.total_seconds() + 1)
     look_up(host, EMAIL, again)
     assert len(audit_records(host, THROTTLE_REFUSED)) == 1
     stat = daily_stat(host)
@@ -492,7 +499,9 @@ def test_a_failure_in_the_driver_write_transaction_keeps_nothing(
     host = ref_host
     code = deposited.code if failure == "mail" else WRONG_CODE
     look_up(host, EMAIL, code)  # the rows the failed lookup would change exist
-    clock.advance(seconds=1)
+    clock.advance(
+        seconds=REPEAT_WINDOW.total_seconds() + 1
+    )  # not a repeated lookup: one that replaces the code
     before = snapshot(host)
     assert before["throttle"] and before["challenges"] and before["stats"]
 

@@ -267,7 +267,14 @@ class Lifecycle(RuleBasedStateMachine):
         else:
             allowed &= self._hit(limits.LOOKUP_EMAIL.scope, key, limits.LOOKUP_EMAIL)
         allowed &= self._hit(limits.LOOKUP_DOSSIER_MAILS.scope, guard, limits.LOOKUP_DOSSIER_MAILS)
-        self._issue(guard, real, real and allowed, challenge_id)
+        live = self.model.rows.get(self.model.live.get(guard, -1))
+        young = live is not None and live.created_at > self.now() - limits.REPEAT_WINDOW
+        if young and live is not None and live.attempts == 0:  # a double click: kept
+            SEEN["lookup:repeated"] += 1
+            assert challenge_id == live.id
+            assert len(validation_mails(self.host)) == self.mails_seen, "no mail expected"
+        else:
+            self._issue(guard, real, real and allowed, challenge_id)
         self.pages.append(Page(token, challenge_id, real, self.now()))
         self.model.session_page = self.pages[-1]
 

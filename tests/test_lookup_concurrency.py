@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from opencrm_horscompte.base.limits import (
     ATTEMPTS_PER_CODE,
     CHALLENGE_TOKEN_MAX_AGE,
     LOOKUP_DOSSIER_MAILS,
+    REPEAT_WINDOW,
     RESEND_COOLDOWN,
 )
 from opencrm_horscompte.base.models import Challenge, FailureGuard, utc
@@ -262,9 +264,11 @@ def test_resending_the_same_form_twice_sends_one_code(
     assert first.status_code == 303, first.text  # to the code entry page (post/redirect/get)
     clock.advance(seconds=1)
     second = post(client, "/hors-compte/validation", form)  # the same form, a second later
-    # Its code was replaced by the first resend: it says so and mails nothing.
-    assert second.status_code == 400, f"second resend answered {second.status_code}"
-    assert "Un code plus récent" in second.text
+    # Its code was replaced by the first resend: it mails nothing and leads to the page of
+    # the first resend's code.
+    assert second.status_code == 303, f"second resend answered {second.status_code}"
+    page = client.get(second.headers["Location"])
+    assert "Un nouveau code vous a déjà été envoyé" in page.text
     assert len(validation_mails(host)) == 2
 
 
@@ -316,3 +320,62 @@ def test_verify_statement_counts_are_recorded(
         record_property(f"verify statements ({name})", statements)
     print(f"\nverify() statements: {counts}")
     assert all(count > 0 for count in counts.values())
+
+
+# --------------------------------------------------------------------------- 5. double submit
+
+DOUBLE_SUBMITS = 5
+
+
+@pytest.mark.parametrize("real", [True, False], ids=["dossier", "decoy"])
+def test_the_lookup_form_sent_several_times_at_once_keeps_one_code(
+    host: Any, client: Any, real: bool
+) -> None:
+    """A double click on "Recevoir un code de validation": each request replaced the code
+    of the one before, whose mail the outbox then dropped, while the browser could keep
+    the first page, whose code was gone (outside experience finding, 1 run in 6). Sent at
+    once, the lookups now all lead to one code: one mail, and that code opens the dossier
+    from any of their pages. A decoy's pages step alike."""
+    deposited = deposit(client, host)
+    typed = deposited.code if real else "ABCD-EFGH-JKLM"
+    sessions = [client.application.test_client() for _ in range(DOUBLE_SUBMITS)]
+    for session in sessions:
+        session.get("/hors-compte/suivi")  # its CSRF token
+    pages = iter(sessions)
+    lock = threading.Lock()
+
+    def send() -> Any:
+        with lock:
+            session = next(pages)
+        return session, lookup_through_http(session, EMAIL, typed)
+
+    answers = all_at_once(DOUBLE_SUBMITS, send)
+    assert len({challenge_of(host, page) for _, page in answers}) == 1
+    live = [row for row in rows(host, Challenge) if row.consumed_at is None]
+    assert len(live) == 1
+    mails = validation_mails(host)
+    assert len(mails) == (1 if real else 0)
+    if real:
+        [match] = CODE_LINE.findall(mails[0].text)
+        session, page = answers[-1]
+        done = post(
+            session, "/hors-compte/validation", {"token": token_of(page.text), "code": match}
+        )
+        assert done.status_code == 303
+
+
+def test_a_lookup_after_a_wrong_try_or_the_repeat_window_mails_a_new_code(
+    host: Any, client: Any, clock: Any
+) -> None:
+    """The repeat window keeps a code only while it is untried and young: the same lookup
+    after a wrong try, or after the window, replaces it and mails the new one."""
+    deposited = deposit(client, host)
+    first = challenge_of(host, lookup_through_http(client, EMAIL, deposited.code))
+    assert challenge_of(host, lookup_through_http(client, EMAIL, deposited.code)) == first
+    assert len(validation_mails(host)) == 1
+    assert verify(host, first, "000000").kind == "wrong"
+    second = challenge_of(host, lookup_through_http(client, EMAIL, deposited.code))
+    assert second != first and len(validation_mails(host)) == 2
+    clock.advance(seconds=REPEAT_WINDOW.total_seconds())
+    assert challenge_of(host, lookup_through_http(client, EMAIL, deposited.code)) != second
+    assert len(validation_mails(host)) == 3

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from conftest import post
+from conftest import browser, post
 from lookup_helpers import CODE_LINE, deposit, token_of
 from smtp_server import Collector, body_text, free_port, start_smtp
 from sqlmodel import Session, col, select
@@ -150,7 +150,12 @@ def test_validation_mail_read_back_from_smtp_opens_the_dossier(
     assert code not in page.text  # the code is only in the mail
 
     opens_the_dossier(client, enter_code(client, page, code), tracking.dossier_id)
-    assert enter_code(client, page, code).status_code == 400  # single use
+    again = enter_code(client, page, code)  # a double click: this browser has the access
+    assert again.status_code == 303 and again.headers["Location"].endswith(
+        f"/dossiers/{tracking.dossier_id}"
+    )
+    elsewhere = browser(client)  # single use: another browser is refused
+    assert enter_code(elsewhere, page, code).status_code == 400
 
 
 def test_smtp_down_same_page_mail_kept_then_delivered_once(

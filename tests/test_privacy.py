@@ -23,6 +23,7 @@ from lookup_helpers import (
 from sqlmodel import Session, select
 
 from opencrm_horscompte.base.hooks import PluginHooks
+from opencrm_horscompte.base.limits import REPEAT_WINDOW
 from opencrm_horscompte.base.models import (
     AuditRecord,
     Challenge,
@@ -299,6 +300,7 @@ def test_the_purge_deletes_the_audit_events_that_stood_in_for_a_mail(
     for attempt in range(3):
         lookup(stranger, STRANGER, deposited.code)
         post(stranger, "/hors-compte/code-oublie", {"email": f"personne{attempt}@exemple.fr"})
+        clock.advance(seconds=REPEAT_WINDOW.total_seconds() + 1)  # not a repeated lookup
     audit(host, "agent.view", {"dossier": deposited.dossier_id}, actor="agent@demoville.fr")
     kinds = [r.kind for r in rows(host, AuditRecord)]
     assert kinds.count("lookup.miss") == 3 and kinds.count("forgotten.miss") == 3

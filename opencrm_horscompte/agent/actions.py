@@ -11,15 +11,13 @@ from sqlmodel import Session
 
 from opencrm_horscompte.agent.state import guards_of
 from opencrm_horscompte.base.hooks import PluginHooks
-from opencrm_horscompte.base.hostinfo import moment
 from opencrm_horscompte.base.limits import AGENT_DOSSIER_MAILS, counted
 from opencrm_horscompte.base.models import FailureGuard, TrackingCode
 from opencrm_horscompte.base.paths import LOOKUP_PATH
 from opencrm_horscompte.base.rendering import render_mail
 from opencrm_horscompte.hookspecs.host import Host, User
 from opencrm_horscompte.lookup.grant_state import end_grants
-from opencrm_horscompte.lookup.pages import FORGOTTEN_MAIL
-from opencrm_horscompte.tracking.codes import format_tracking_code
+from opencrm_horscompte.lookup.pages import FORGOTTEN_MAIL, forgotten_entry
 
 ActionName = Literal["unlock", "resend", "end_grants"]
 ACTIONS: tuple[ActionName, ...] = ("unlock", "resend", "end_grants")
@@ -54,13 +52,8 @@ def resend_tracking_code(host: Host, session: Session, agent: User, dossier_id: 
     sent = counted(host, session, AGENT_DOSSIER_MAILS, str(dossier_id))
     if sent:
         context = {
-            "dossiers": [
-                {
-                    "demarche_title": code.demarche_title,
-                    "date": moment(host, code.issued_at, "date"),  # as "code oublié" says it
-                    "tracking_code": format_tracking_code(code.code),
-                }
-            ],
+            "dossiers": [forgotten_entry(host, code.demarche_title, code.issued_at, code.code)],
+            "older_dossiers": False,
             "lookup_url": host.absolute_url(LOOKUP_PATH),
         }
         host.queue_mail(

@@ -47,6 +47,9 @@ AGENT_DOSSIER_MAILS = Limit("agent.dossier", 3, DAY)
 # resends: exponential backoff from BACKOFF_AFTER_FAILURES, lock at LOCK_AFTER_FAILURES.
 ATTEMPTS_PER_CODE = 5
 RESEND_COOLDOWN = timedelta(seconds=60)
+# A lookup of the same address and tracking code this soon after the last one (a double
+# click, the form sent twice) gets that code's page again: no new code replaces it.
+REPEAT_WINDOW = timedelta(seconds=10)
 LOOKUP_RESEND = Limit("lookup.resend", 1, RESEND_COOLDOWN)
 BACKOFF_AFTER_FAILURES = 5
 MAX_BACKOFF = timedelta(minutes=15)

@@ -376,7 +376,8 @@ _FORGOTTEN_ROWS = (
 )
 
 
-def _forgotten_entry(host: Host, title: str, issued_at: datetime, code: str) -> dict[str, Any]:
+def forgotten_entry(host: Host, title: str, issued_at: datetime, code: str) -> dict[str, Any]:
+    """One dossier of a "code oublié" mail (also the agent's resend of a tracking code)."""
     return {
         "demarche_title": title,
         "date": moment(host, issued_at, "date"),
@@ -404,9 +405,9 @@ def forgotten(host: Host, request: Request) -> Response:
     # are listed: the list is padded with placeholders to FORGOTTEN_LISTED entries, the
     # padding rendered apart and thrown away (an address without dossiers gets a list of
     # one placeholder, never sent). Same work whether the address has 0 or 20 dossiers.
-    dossiers = [_forgotten_entry(host, row.demarche_title, row.issued_at, row.code) for row in rows]
+    dossiers = [forgotten_entry(host, row.demarche_title, row.issued_at, row.code) for row in rows]
     placeholders = [
-        _forgotten_entry(host, "-", host.now(), PLACEHOLDER_CODE)
+        forgotten_entry(host, "-", host.now(), PLACEHOLDER_CODE)
         for _ in range(FORGOTTEN_LISTED - len(dossiers))
     ]
     listed = dossiers or placeholders[:1]

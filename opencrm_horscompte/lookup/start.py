@@ -53,6 +53,7 @@ from opencrm_horscompte.base.limits import (
     LOOKUP_DOSSIER_MAILS,
     LOOKUP_EMAIL,
     LOOKUP_EMAIL_MATCHED,
+    REPEAT_WINDOW,
     counted_keyed,
     keyed_events,
 )
@@ -211,7 +212,8 @@ _TARGET_OF_DOSSIER = DriverStatement(
 def _issue_statement(dialect: str) -> DriverStatement:
     """Insert the guard's live challenge, or replace it in place under a fresh id (the old
     carrier then finds no row: "replaced"); returns the id. One statement, one index probe
-    on the live rows, whatever piled up before."""
+    on the live rows, whatever piled up before. A live code younger than ``REPEAT_WINDOW``
+    with no attempt taken is kept: then no row is returned (a repeated request)."""
     insert = upsert_insert(dialect, _CHALLENGES).values(
         dossier_id=bindparam("dossier_id", type_=_CHALLENGES.c.dossier_id.type),
         guard_key=bindparam("guard", type_=_CHALLENGES.c.guard_key.type),
@@ -231,8 +233,27 @@ def _issue_statement(dialect: str) -> DriverStatement:
             "expires_at": insert.excluded.expires_at,
             "attempts": 0,
         },
+        where=(_CHALLENGES.c.created_at <= bindparam("repeat_before", type_=_STAMP))
+        | (_CHALLENGES.c.attempts > 0),
     )
     return DriverStatement(upsert.returning(_CHALLENGES.c.id))
+
+
+_LIVE_CHALLENGE = DriverStatement(
+    select(_CHALLENGES.c.id).where(
+        _CHALLENGES.c.guard_key == bindparam("guard", type_=_CHALLENGES.c.guard_key.type),
+        _CHALLENGES.c.consumed_at.is_(None),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """The challenge a lookup or a resend leads to; ``repeated``: the guard's live code,
+    kept (a request repeated within ``REPEAT_WINDOW``), nothing mailed."""
+
+    challenge_id: int
+    repeated: bool = False
 
 
 def _fresh_id(dialect: str, insert: Any) -> Any:
@@ -322,10 +343,12 @@ def issue_code(
     *,
     mail: bool,
     hooks: PluginHooks | None = None,
-) -> int:
+) -> Issued:
     """Store ``prepared`` as its guard's live challenge (replacing the older one), then
     queue its mail when ``mail`` (a real target within its limits), else write the audit
-    record that stands where the mail would. Two statements either way; the challenge id.
+    record that stands where the mail would. Two statements either way. A live code of the
+    guard younger than ``REPEAT_WINDOW``, not yet tried, is kept instead: its id is read,
+    and nothing is mailed or written (the same for a dossier and a decoy).
     ``session``: an ORM session, or a driver connection where
     ``PluginHooks.driver_level_writes`` allows it (the mail then goes through the host's
     ``queue_mail_on_connection``; ``hooks``: the ones that allowed it)."""
@@ -338,7 +361,12 @@ def issue_code(
         "now": now,
         "expires_at": expires_at,
     }
-    challenge_id = int(_issue_statement(connection.dialect.name).first(connection, params)[0])
+    params["repeat_before"] = now - REPEAT_WINDOW
+    issued = _issue_statement(connection.dialect.name).first(connection, params)
+    if issued is None:  # a double click, the form sent twice: the code on its way stays
+        kept = _LIVE_CHALLENGE.first(connection, {"guard": prepared.guard})
+        return Issued(int(kept[0]), repeated=True)
+    challenge_id = int(issued[0])
     if mail and prepared.dossier_id is not None:
         # useless once the code expires, and replaced by the next code of the same guard
         rendered = prepared.mail
@@ -356,7 +384,7 @@ def issue_code(
             host.queue_mail(session, message)
     else:
         (hooks or PluginHooks(host)).audit(session, LOOKUP_MISS, {"challenge": challenge_id})
-    return challenge_id
+    return Issued(challenge_id)
 
 
 def read_target(connection: Connection, dossier_id: int | None) -> Any:
@@ -477,6 +505,7 @@ def _write(
     and audit records through ``session``. The challenge id."""
     now = host.now()  # read under the write lock (SQLite), not before it
     allowed = counted_keyed(host, session, plan.keyed, now, connection=connection, hooks=hooks)
-    sent = plan.matched and allowed
+    issued = issue_code(host, session, plan.prepared, now, mail=allowed, hooks=hooks)
+    sent = plan.matched and allowed and not issued.repeated
     count(connection, now, lookups=1, codes_sent=int(sent))  # one statement either way
-    return issue_code(host, session, plan.prepared, now, mail=allowed, hooks=hooks)
+    return issued.challenge_id

@@ -306,7 +306,7 @@ def resend(host: Host, challenge_id: int, locale: str = "fr") -> Resent:
         if not cooldown.allowed:
             return Resent(challenge_id, wait=cooldown.retry_after)
         allowed = counted(host, session, LOOKUP_DOSSIER_MAILS, guard, now)
-        sent = int(prepared.dossier_id is not None and allowed)
+        issued = issue_code(host, session, prepared, now, mail=allowed)
+        sent = int(prepared.dossier_id is not None and allowed and not issued.repeated)
         count(session, now, codes_sent=sent, codes_resent=sent)
-        fresh = issue_code(host, session, prepared, now, mail=allowed)
-        return Resent(fresh, expiry_minutes=settings.validation_code_expiry_minutes)
+        return Resent(issued.challenge_id, expiry_minutes=settings.validation_code_expiry_minutes)
