@@ -275,3 +275,26 @@ def test_tracking_code_list_punctuated_in_its_language(
     day = translate(moment(host, tracking.issued_at, "date"), locale)
     line = f"{opening}{day}{closing} {format_tracking_code(deposited.code)}"
     assert line in mail.text
+
+
+def test_the_language_switch_and_the_login_come_back_with_the_query(client: Any) -> None:
+    """Both came back to the path alone: the statistics by week switched back to days, and
+    the agent page's dossier number was lost (outside experience finding)."""
+    login(client, ADMIN)
+    weeks = "/admin/hors-compte/statistiques?periode=semaines"
+    page = client.get(weeks).text
+    switches = set(re.findall(r'href="(/langue/en\?suivant=[^"]+)"', page))  # every menu
+    [switch] = switches
+    back = client.get(switch.replace("&amp;", "&"))
+    assert back.status_code == 303 and back.headers["Location"] == weeks
+    on_a_form = post(client, "/admin/hors-compte", {"action": "preview"}).text
+    assert 'href="/langue/fr?suivant=/admin/hors-compte"' in on_a_form  # a POST: its path
+
+    anonymous = client.application.test_client()
+    asked = "/admin/hors-compte/assistance?dossier=3"
+    response = anonymous.get(asked)
+    assert response.status_code == 302
+    assert (
+        response.headers["Location"]
+        == "/connexion?suivant=%2Fadmin%2Fhors-compte%2Fassistance%3Fdossier%3D3"
+    )

@@ -874,6 +874,8 @@ def test_lookalike_email_never_matches_the_real_address(
         pytest.param("' OR 1=1 --", id="sql"),
         pytest.param("<script>alert(1)</script>", id="html"),
         pytest.param("", id="empty"),
+        pytest.param("123", id="too-short"),
+        pytest.param("1234567", id="too-long"),
     ],
 )
 def test_bad_validation_code_is_refused_without_counting(
@@ -883,7 +885,7 @@ def test_bad_validation_code_is_refused_without_counting(
     before = counts(host, *STATE)
     response = submit(client, token, typed)
     assert response.status_code == 400
-    assert "Saisissez le code à chiffres" in field_error(response.text, "code")
+    assert "Le code reçu par courriel compte 6 chiffres" in field_error(response.text, "code")
     assert "<script>alert" not in response.text
     assert counts(host, *STATE) == before
     assert rows(host, Challenge)[0].attempts == 0

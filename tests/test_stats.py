@@ -136,7 +136,7 @@ def test_known_sequence_gives_exact_figures(client: Any, host: Any, clock: Any) 
     # 21 lookups, 9 codes sent of which 1 resent: 13 lookups mailed no code (the resend
     # made it 12 when the page subtracted every code sent)
     assert 'data-testid="stats-unmatched">13</dd>' in page.text
-    assert "1 blocage(s)" in page.text  # the hint tells an agent can unlock it
+    assert "1 blocage de dossier" in page.text  # the hint tells an agent can unlock it
     for personal in (EMAIL, STRANGER, CITIZEN[0], "quelqu.un@exemple.fr"):
         assert personal not in page.text
     exported = admin.get(f"{CSV}?periode=jours")
@@ -234,3 +234,18 @@ def test_resends_do_not_hide_lookups_that_mailed_no_code(
     assert lookups_without_code(totals) == unmatched
     shares = [str(hint) for hint in hints(totals, Settings.defaults())]
     assert any("75 %" in share for share in shares) == (unmatched == 30)
+
+
+def test_too_few_figures_say_so_rather_than_nothing_unusual(client: Any, host: Any) -> None:
+    """11 wrong validations of 16 read "Rien d'inhabituel", being under the 20 needed to
+    judge (outside experience finding): the page now says there is not enough yet."""
+    with Session(host.engine) as session, session.begin():
+        count(session, host.now(), lookups=16, codes_sent=16, validations_failed=11)
+    admin = new_client(host)
+    login(admin, ADMIN)
+    page = admin.get(PAGE).text
+    assert "Pas encore assez de recherches ni de validations" in page and "moins de 20" in page
+    assert "Rien d'inhabituel" not in page
+    with Session(host.engine) as session, session.begin():
+        count(session, host.now(), lookups=4, codes_sent=4, validations_ok=40)
+    assert "Rien d'inhabituel" in admin.get(PAGE).text

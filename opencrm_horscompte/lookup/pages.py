@@ -67,7 +67,7 @@ EXPIRED = N_(
 )
 FAILURES: dict[str, Message] = {
     "wrong": N_("Ce code n'est pas le bon. Vérifiez le dernier courriel reçu et recommencez."),
-    "malformed": N_("Saisissez le code à chiffres reçu par courriel."),
+    "malformed": N_("Saisissez le code reçu par courriel : des chiffres seulement."),
     "expired": N_("Ce code a expiré. Demandez un nouveau code avec le bouton ci-dessous."),
     "used": N_(
         "Ce code a déjà servi. Pour revoir votre dossier, recommencez la recherche avec "
@@ -301,6 +301,23 @@ def _newer_page(host: Host, request: Request, challenge_id: int) -> tuple[str, _
     return token, carried
 
 
+def length_error(typed: str, code_length: int | None) -> Message | None:
+    """Why ``typed`` can't be the code of ``code_length`` digits (spaces aside), or None:
+    told before anything is counted, as a typo, not a wrong code that spends a try."""
+    digits = "".join(typed.split())
+    if code_length is None or (
+        digits.isascii() and digits.isdigit() and len(digits) == code_length
+    ):
+        return None
+    return NP_(
+        "Le code reçu par courriel compte %(count)s chiffre : saisissez-le en entier, sans "
+        "lettre ni autre signe.",
+        "Le code reçu par courriel compte %(count)s chiffres : saisissez-le en entier, sans "
+        "lettre ni autre signe.",
+        code_length,
+    )
+
+
 def _granted_before(host: Host, request: Request, outcome: Outcome) -> int | None:
     """The dossier of a code already spent by this session's own request (a double click:
     the first request won, and this session holds the grant), else None."""
@@ -333,7 +350,10 @@ def validate(host: Host, request: Request) -> Response:
         code_length = _code_length(host, carried.code_length)
         token = _token(host, resent.challenge_id, carried.sent_to, code_length)
         return _show_code_page(request, token, resent.expiry_minutes, "resent")
-    outcome = verify(host, challenge_id, request.form.get("code", ""))
+    typed = request.form.get("code", "")
+    if (typo := length_error(typed, carried.code_length)) is not None:
+        return page(challenge_id, status=400, error=typo)
+    outcome = verify(host, challenge_id, typed)
     if outcome.kind == "granted" and outcome.dossier_id is not None:
         grant(host, request, outcome.dossier_id)
         request.session.pop(PAGE_KEY, None)  # Back then leads to the lookup, not a spent code

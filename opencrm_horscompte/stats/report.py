@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Literal
+from typing import ClassVar, Literal
 
 from sqlalchemy import select
 from sqlmodel import Session
 
-from opencrm_horscompte.base.i18n import N_, Message
+from opencrm_horscompte.base.i18n import N_, NP_, Message
 from opencrm_horscompte.base.models import DailyStat
 from opencrm_horscompte.settings.schema import Settings
 from opencrm_horscompte.stats.counters import METRICS
@@ -54,6 +54,14 @@ class Report:
     @property
     def lookups_without_code(self) -> int:
         return lookups_without_code(self.totals)
+
+    judge_threshold: ClassVar[int] = ENOUGH_TO_JUDGE
+
+    @property
+    def enough_to_judge(self) -> bool:
+        """Enough lookups or validations for the hints to mean something."""
+        tried = self.totals["validations_ok"] + self.totals["validations_failed"]
+        return max(self.totals["lookups"], tried) >= ENOUGH_TO_JUDGE
 
 
 def lookups_without_code(totals: dict[str, int]) -> int:
@@ -102,7 +110,7 @@ def hints(totals: dict[str, int], settings: Settings) -> list[Message]:
             found.append(
                 N_(
                     "%(share)s %% des recherches n'ont pas abouti à l'envoi d'un code : "
-                    "beaucoup de codes de suivi sont mal recopiés ou de limites atteintes. "
+                    "beaucoup de codes de suivi sont mal recopiés, ou des limites sont atteintes. "
                     "Un code plus court ou sans caractères spéciaux serait plus facile à "
                     "recopier.",
                     share=share,
@@ -130,10 +138,12 @@ def hints(totals: dict[str, int], settings: Settings) -> list[Message]:
         )
     if totals["locks"]:
         found.append(
-            N_(
-                "%(count)s blocage(s) de dossier sur la période : un agent peut débloquer un "
+            NP_(
+                "%(count)s blocage de dossier sur la période : un agent peut débloquer un "
                 "dossier depuis la page « Assistance usagers ».",
-                count=totals["locks"],
+                "%(count)s blocages de dossier sur la période : un agent peut débloquer un "
+                "dossier depuis la page « Assistance usagers ».",
+                totals["locks"],
             )
         )
     return found

@@ -670,7 +670,7 @@ def _mount(
             flask.abort(404)
         user = current_user()
         if route.permission and user is None:
-            return redirect(host.login_url(flask.request.path))
+            return redirect(host.login_url(_path_and_query()))
         if not has_permission(user, route.permission):
             return error_page(403, STAFF_ONLY if route.permission == "agent" else ADMINS_ONLY)
         return to_flask(route.handler(host, contract_request()))
@@ -681,6 +681,12 @@ def _mount(
         view_func=dispatch,
         methods=list(route.methods),
     )
+
+
+def _path_and_query() -> str:
+    """This request's path with its query, if any: where to come back after a login."""
+    query = flask.request.query_string.decode("latin-1")
+    return f"{flask.request.path}?{query}" if query else flask.request.path
 
 
 def redirect(location: str, code: int = 302) -> flask.Response:
