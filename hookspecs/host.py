@@ -225,8 +225,9 @@ class MailTemplate:
 class IdentityDecision:
     """What the identity step decided for a new dossier's first screen.
 
-    ``action`` is ``"continue"`` (go on to the form) or ``"propose_login"`` (show
-    ``response``, a page that offers to log in or to go on without an account).
+    ``action`` is ``"continue"`` (go on to the form) or ``"propose_login"`` (send
+    ``response`` as it is: since 0.3 a redirect to the plugin's page that offers to log in
+    or to go on without an account, ``GET /hors-compte/identite``).
     """
 
     action: Literal["continue", "propose_login"] = "continue"

@@ -26,6 +26,7 @@ from opencrm_horscompte.base.paths import (
     DECLINE_PATH,
     FORGOTTEN_PATH,
     LOOKUP_PATH,
+    PROPOSAL_PATH,
     STATS_CSV_PATH,
     STATS_PATH,
     VALIDATE_PATH,
@@ -53,7 +54,7 @@ from opencrm_horscompte.hookspecs.host import (
     hookimpl,
 )
 from opencrm_horscompte.identity import accept as identity_accept
-from opencrm_horscompte.identity.step import decline, identity_step
+from opencrm_horscompte.identity.step import decline, identity_step, proposal_page
 from opencrm_horscompte.lookup import pages as lookup_pages
 from opencrm_horscompte.lookup.grants import has_grant
 from opencrm_horscompte.lookup.purge import PURGE_EVERY_SECONDS, purge_expired_state
@@ -107,6 +108,7 @@ def opencrm_routes(host: Host) -> list[Route]:
     return [
         *(claim if claim_page.attacher(host) else []),
         Route(("GET", "POST"), ADMIN_PATH, admin_page.handle, permission="admin"),
+        Route(("GET",), PROPOSAL_PATH, proposal_page),
         Route(("POST",), DECLINE_PATH, decline),
         Route(("GET",), ACCEPT_PATH, identity_accept.accept),
         Route(("GET", "POST"), LOOKUP_PATH, lookup_pages.lookup),

@@ -165,6 +165,17 @@ def post(client: Any, url: str, data: dict[str, str], **kwargs: Any) -> Any:
     return client.post(url, data={"csrf_token": csrf_token(client), **data}, **kwargs)
 
 
+PROPOSAL = "/hors-compte/identite"
+
+
+def through_proposal(client: Any, response: Any) -> Any:
+    """The identity step's answer to a first screen: the login proposal's page when it
+    redirects there (post/redirect/get), else the answer itself (on to the form)."""
+    if response.status_code == 303 and response.headers.get("Location") == PROPOSAL:
+        return client.get(PROPOSAL)
+    return response
+
+
 def login(client: Any, who: tuple[str, str]) -> None:
     response = post(client, "/connexion", {"email": who[0], "password": who[1]})
     assert response.status_code == 303, response.text

@@ -8,19 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import ADMIN, CITIZEN, post
+from conftest import ADMIN, CITIZEN, post, through_proposal
 from lookup_helpers import accept_login_url, found, rows, token_of
-from sqlmodel import Session
+from sqlmodel import Session, select
 from werkzeug.test import TestResponse
 
 from opencrm_horscompte.base import limits
 from opencrm_horscompte.base.models import (
     AuditRecord,
+    DailyStat,
     IdentityChoice,
     ThrottleCounter,
     TrackingCode,
 )
-from opencrm_horscompte.base.paths import DECLINE_PATH
+from opencrm_horscompte.base.paths import DECLINE_PATH, PROPOSAL_PATH
 from opencrm_horscompte.hookspecs.host import hookimpl
 from opencrm_horscompte.host_kit.refhost.app import create_app
 from opencrm_horscompte.host_kit.refhost.models import Dossier
@@ -39,8 +40,9 @@ def identity_of(email: str) -> dict[str, str]:
 
 
 def submit_identity(client: Any, email: str) -> Any:
+    """The first screen: the proposal's page (200), or the redirect to the form (303)."""
     client.get(START)
-    return post(client, START, identity_of(email))
+    return through_proposal(client, post(client, START, identity_of(email)))
 
 
 def change_settings(host: Any, **changes: Any) -> None:
@@ -260,3 +262,30 @@ def test_admin_page_explains_the_discreet_mode(client: Any) -> None:
     login(client, ADMIN)
     page = client.get("/admin/hors-compte")
     assert "Mode discret" in page.text and "personne d&#39;autre" in page.text.replace("'", "&#39;")
+
+
+def test_a_reload_or_back_on_the_proposal_checks_and_counts_nothing_more(
+    client: Any, host: Any
+) -> None:
+    """The proposal answered the first screen's POST: a reload posted it again (one more
+    account check against the hourly limit, one more proposal counted), and Back after
+    "Continuer sans compte" gave the browser's resubmission page (outside experience
+    finding). The POST now redirects to the proposal's page, which the session describes;
+    once the draft's choice is made, that page leads on to the form."""
+    assert client.get(PROPOSAL_PATH).headers["Location"] == "/"  # nothing proposed yet
+    client.get(START)
+    asked = post(client, START, identity_of(CITIZEN[0]))
+    assert asked.status_code == 303 and asked.headers["Location"] == PROPOSAL_PATH
+    pages = [client.get(PROPOSAL_PATH) for _ in range(3)]  # the redirect, then reloads
+    assert {page.status_code for page in pages} == {200}
+    assert CITIZEN[0] in pages[-1].text
+    with Session(host.engine) as session:
+        [stat] = session.exec(select(DailyStat)).all()
+        checks = [row.count for row in session.exec(select(ThrottleCounter))]
+    assert stat.proposals_shown == 1 and set(checks) == {1}  # one check, counted once
+
+    declined = post(client, DECLINE_PATH, {"token": token_of(pages[-1].text)})
+    form_url = continue_location(declined)
+    back = client.get(PROPOSAL_PATH)  # Back after the choice: on to the form
+    assert back.status_code == 303 and back.headers["Location"] == form_url
+    assert client.get(PROPOSAL_PATH).headers["Location"] == "/"  # done with

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN, CITIZEN, login, post
+from conftest import ADMIN, CITIZEN, login, post, through_proposal
 from lookup_helpers import EMAIL, deposit, token_of
 
 from opencrm_horscompte.base import i18n, rendering
@@ -71,7 +71,7 @@ def test_the_guide_lists_every_name_the_plugin_pages_use(
     # identity step: the proposal, then an expired decline link
     start = "/demarches/signalement-voirie/nouveau"
     identity = {"last_name": "Martin", "first_name": "Camille", "email": CITIZEN[0]}
-    assert post(client, start, identity).status_code == 200
+    assert through_proposal(client, post(client, start, identity)).status_code == 200
     post(client, "/hors-compte/identite/continuer", {"token": "expiré"})
     # the admin page: view, preview, refused values
     login(client, ADMIN)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ADMIN, CITIZEN, new_client, post
+from conftest import ADMIN, CITIZEN, new_client, post, through_proposal
 from lookup_helpers import (
     EMAIL,
     STRANGER,
@@ -44,7 +44,8 @@ def decline_proposal(host: Any, email: str) -> None:
     """A visitor types ``email`` (which has an account) and continues without it."""
     client = new_client(host)
     client.get(START)
-    page = post(client, START, {"last_name": "Martin", "first_name": "Camille", "email": email})
+    typed = {"last_name": "Martin", "first_name": "Camille", "email": email}
+    page = through_proposal(client, post(client, START, typed))
     token = token_of(page.text)
     response = post(client, "/hors-compte/identite/continuer", {"token": token})
     assert response.status_code == 303

@@ -22,7 +22,17 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
-from conftest import ADMIN, CITIZEN, browser, csrf_token, login, observed_work, post, quiet
+from conftest import (
+    ADMIN,
+    CITIZEN,
+    browser,
+    csrf_token,
+    login,
+    observed_work,
+    post,
+    quiet,
+    through_proposal,
+)
 from lookup_helpers import ANSWERS, EMAIL, deposit, last_code, start, submit, token_of
 from processes import all_at_once
 from sqlalchemy.exc import DataError
@@ -494,7 +504,7 @@ def _start_draft(client: Any, email: str) -> str:
     """A new draft under ``email``, declining the login proposal if one comes."""
     client.get(START)
     identity = {"last_name": "Dupont", "first_name": "Léa", "email": email}
-    response = post(client, START, identity)
+    response = through_proposal(client, post(client, START, identity))
     if response.status_code == 200:  # the address has an account: go on without
         response = post(client, DECLINE_PATH, {"token": token_of(response.text)})
     assert response.status_code == 303, response.text

@@ -10,7 +10,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from conftest import ADMIN, CITIZEN, login, new_client, post, recorded_statements
+from conftest import ADMIN, CITIZEN, login, new_client, post, recorded_statements, through_proposal
 from lookup_helpers import (
     EMAIL,
     STRANGER,
@@ -40,7 +40,8 @@ DAY1, DAY2 = date(2026, 11, 28), date(2026, 11, 29)  # the test clock starts on 
 
 def identity(client: Any, email: str) -> Any:
     client.get(START)
-    return post(client, START, {"last_name": "Martin", "first_name": "Camille", "email": email})
+    typed = {"last_name": "Martin", "first_name": "Camille", "email": email}
+    return through_proposal(client, post(client, START, typed))
 
 
 def report(host: Any, period: Period) -> Any:

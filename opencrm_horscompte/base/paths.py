@@ -8,6 +8,7 @@ import unicodedata
 from urllib.parse import unquote, urlsplit
 
 ADMIN_PATH = "/admin/hors-compte"
+PROPOSAL_PATH = "/hors-compte/identite"
 DECLINE_PATH = "/hors-compte/identite/continuer"
 LOOKUP_PATH = "/hors-compte/suivi"
 VALIDATE_PATH = "/hors-compte/validation"

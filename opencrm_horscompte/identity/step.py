@@ -26,7 +26,7 @@ from opencrm_horscompte.base.limits import (
     counted_all,
 )
 from opencrm_horscompte.base.models import IdentityChoice
-from opencrm_horscompte.base.paths import CLAIM_PATH, DECLINE_PATH, is_local_path
+from opencrm_horscompte.base.paths import CLAIM_PATH, DECLINE_PATH, PROPOSAL_PATH, is_local_path
 from opencrm_horscompte.base.rendering import message_page, plugin_mail, render_mail, render_page
 from opencrm_horscompte.base.throttle import hmac_sha256_hex
 from opencrm_horscompte.base.tokens import sign, unsign
@@ -40,6 +40,10 @@ from opencrm_horscompte.stats.counters import count
 DECLINE_PURPOSE = "identity-decline"
 DECLINE_MAX_AGE_SECONDS = 6 * 3600
 SESSION_ID_KEY = "horscompte.sid"
+# The login proposal the identity step's POST redirects to (post/redirect/get): what the
+# page shows, and the draft it is about. A reload or Back shows it again; once the draft's
+# choice is made, it leads on to the form.
+PROPOSAL_KEY = "horscompte.proposal"
 INVITATION_MAIL = plugin_mail("invitation", "Invitation à se connecter (mode discret)")
 NO_INVITATION = "identity.no_invitation"
 
@@ -96,24 +100,48 @@ def _remember_choice(dialect: str) -> Executable:
     return insert.returning(_CHOICES.c.draft_ref)
 
 
-def _proposal(
-    host: Host,
-    request: Request,
-    demarche: Demarche,
-    identity: Mapping[str, str],
-    email: str,
+def _show_proposal(
+    request: Request, demarche: Demarche, identity: Mapping[str, str], email: str
 ) -> Response:
-    draft, next_url = identity.get("draft", ""), identity.get("continue_url", "")
+    """Answer the first screen's POST with a redirect to the proposal, which the session
+    describes: a reload or Back neither checks the address again nor counts a proposal."""
+    request.session[PROPOSAL_KEY] = {
+        "draft": identity.get("draft", ""),
+        "next": identity.get("continue_url", ""),
+        "email": email,
+        "title": demarche.title,
+        "step": str(identity.get("step", "")),
+        "steps": str(identity.get("steps", "")),
+    }
+    return Response.redirect(PROPOSAL_PATH)
+
+
+def proposal_page(host: Host, request: Request) -> Response:
+    """GET ``/hors-compte/identite``: the login proposal the session's last identity step
+    made; once its draft's choice is made (declined, or the login link followed), the
+    form it was about; without one, the home page."""
+    shown = request.session.get(PROPOSAL_KEY)
+    fields = ("draft", "next", "email", "title", "step", "steps")
+    if not isinstance(shown, dict) or not all(isinstance(shown.get(f), str) for f in fields):
+        return Response.redirect("/")
+    draft, next_url, email = shown["draft"], shown["next"], shown["email"]
+    if not is_local_path(next_url):
+        return Response.redirect("/")
+    with Session(host.engine) as session:
+        chosen = session.get(IdentityChoice, _draft_ref(host, draft)) is not None
+    if chosen:  # Back after the choice: on to the form, and the proposal is done with
+        request.session.pop(PROPOSAL_KEY, None)
+        return Response.redirect(next_url)
     who = subject_hash(email)  # links the choice to the address for access and erasure
     token = sign(host, DECLINE_PURPOSE, {"draft": draft, "next": next_url, "who": who})
     body = render_page(
         host,
         request,
         "horscompte/identity_proposal.html",
-        demarche=demarche,
+        demarche={"title": shown["title"]},
         email=email,
-        step=identity.get("step", ""),
-        steps=identity.get("steps", ""),
+        step=shown["step"],
+        steps=shown["steps"],
         login_url=accept_url(host, _draft_ref(host, draft), next_url, who),  # counted
         decline_url=DECLINE_PATH,
         decline_token=token,
@@ -153,7 +181,7 @@ def identity_step(
         count(session, host.now(), proposals_shown=int(account))
     if not account:
         return None
-    return IdentityDecision("propose_login", _proposal(host, request, demarche, identity, email))
+    return IdentityDecision("propose_login", _show_proposal(request, demarche, identity, email))
 
 
 def decline(host: Host, request: Request) -> Response:
