@@ -59,6 +59,21 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _start_serve(
+    workers: int, port: int, data_dir: Path, environment: dict[str, str]
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """``serve`` in a process of its own, its log read into a list by a thread."""
+    command = [sys.executable, "-m", "opencrm_horscompte.cli", "serve", "--workers", str(workers)]
+    command += ["--port", str(port), "--data-dir", str(data_dir)]
+    server = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    stderr = server.stderr
+    assert stderr is not None
+    reader = threading.Thread(target=lambda: log.extend(stderr), daemon=True)
+    reader.start()
+    return server, log, reader
+
+
 def _worker_pids(pid: int) -> list[int]:
     return [child for child, line in _children(pid) if " worker " in line]
 
@@ -86,14 +101,7 @@ def test_serve_runs_n_web_processes_and_one_worker(fresh_pg: str, tmp_path: Path
         "HORSCOMPTE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
         "HORSCOMPTE_TRUSTED_PROXIES": "1",
     }
-    command = [sys.executable, "-m", "opencrm_horscompte.cli", "serve", "--workers", "2"]
-    command += ["--port", str(http_port), "--data-dir", str(tmp_path / "data")]
-    server = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
-    stderr = server.stderr
-    assert stderr is not None
-    reader = threading.Thread(target=lambda: log.extend(stderr), daemon=True)
-    reader.start()
+    server, log, reader = _start_serve(2, http_port, tmp_path / "data", environment)
     try:
         load._wait_ready(http_port, server)
         wait_for(lambda: len(_children(server.pid)) == 3)
@@ -285,14 +293,7 @@ def test_serve_killed_leaves_no_process_behind(tmp_path: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("HORSCOMPTE_")}
     environment["PYTHONPATH"] = str(ROOT)
     http_port = load.free_port()
-    command = [sys.executable, "-m", "opencrm_horscompte.cli", "serve", "--workers", "1"]
-    command += ["--port", str(http_port), "--data-dir", str(tmp_path / "data")]
-    server = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
-    stderr = server.stderr
-    assert stderr is not None
-    reader = threading.Thread(target=lambda: log.extend(stderr), daemon=True)
-    reader.start()
+    server, log, reader = _start_serve(1, http_port, tmp_path / "data", environment)
     children: list[tuple[int, str]] = []
     try:
         load._wait_ready(http_port, server)
