@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from opencrm_horscompte.base import rendering
 from opencrm_horscompte.base.db import make_engine
+from opencrm_horscompte.base.paths import PROPOSAL_PATH as PROPOSAL
 from opencrm_horscompte.host_kit.refhost import host as host_module
 
 PG_ADMIN_URL = os.environ.get(
@@ -163,9 +164,6 @@ def csrf_token(client: Any) -> str:
 
 def post(client: Any, url: str, data: dict[str, str], **kwargs: Any) -> Any:
     return client.post(url, data={"csrf_token": csrf_token(client), **data}, **kwargs)
-
-
-PROPOSAL = "/hors-compte/identite"
 
 
 def through_proposal(client: Any, response: Any) -> Any:

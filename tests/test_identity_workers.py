@@ -6,10 +6,11 @@ import multiprocessing
 from typing import Any
 
 import pytest
-from conftest import CITIZEN, PROPOSAL, TEST_SECRET_KEYS, post
+from conftest import CITIZEN, TEST_SECRET_KEYS, post
 from processes import HANG_GUARD_SECONDS
 
 from opencrm_horscompte.base import limits
+from opencrm_horscompte.base.paths import PROPOSAL_PATH
 
 START = "/demarches/signalement-voirie/nouveau"
 CLIENT_ADDRESS = "203.0.113.7"
@@ -31,7 +32,7 @@ def proposals_seen(database_url: str, checks: int) -> int:
         client.get(START)
         identity_form = {"last_name": "Martin", "first_name": "Camille", "email": CITIZEN[0]}
         response = post(client, START, identity_form)
-        proposals += response.headers.get("Location") == PROPOSAL  # not on to the form
+        proposals += response.headers.get("Location") == PROPOSAL_PATH  # not on to the form
     host.engine.dispose()
     return proposals
 

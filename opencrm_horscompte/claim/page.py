@@ -32,6 +32,7 @@ from opencrm_horscompte.lookup.pages import (
     failure_message,
     resend_wait_message,
     show_newer_page,
+    shown_page,
 )
 from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
 from opencrm_horscompte.lookup.validation import resend, verify
@@ -92,12 +93,9 @@ def _token(host: Host, user: User, challenge_id: int) -> str:
 
 def _shown_challenge(host: Host, request: Request, user: User) -> tuple[str, int] | None:
     """The token and challenge of the code entry page the session shows ``user`` now."""
-    shown = request.session.get(PAGE_KEY)
-    token = shown.get("token") if isinstance(shown, dict) else None
-    if not isinstance(token, str):
-        return None
-    challenge_id = _carried(host, token, user)
-    return None if challenge_id is None else (token, challenge_id)
+    page = shown_page(request, PAGE_KEY)
+    challenge_id = None if page is None else _carried(host, page[1], user)
+    return None if page is None or challenge_id is None else (page[1], challenge_id)
 
 
 def _show_code_page(request: Request, token: str, notice: str) -> Response:
@@ -118,14 +116,14 @@ def code_page(host: Host, request: Request) -> Response:
         return _not_found(host, request)
     if user is None:
         return Response.redirect(host.login_url(CLAIM_PATH))
-    shown = request.session.get(PAGE_KEY)
-    if not isinstance(shown, dict):
+    page = shown_page(request, PAGE_KEY)
+    if page is None:
         return Response.redirect(CLAIM_PATH)
-    current = _shown_challenge(host, request, user)
-    if current is None:
+    shown, token = page
+    if _carried(host, token, user) is None:
         request.session.pop(PAGE_KEY, None)
         return _page(host, request, 400, errors={"tracking_code": EXPIRED})
-    return _page(host, request, token=current[0], notice=NOTICES.get(str(shown.get("notice"))))
+    return _page(host, request, token=token, notice=NOTICES.get(str(shown.get("notice"))))
 
 
 def handle(host: Host, request: Request) -> Response:

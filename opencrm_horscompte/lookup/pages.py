@@ -30,7 +30,7 @@ from opencrm_horscompte.base.tokens import sign, unsign
 from opencrm_horscompte.hookspecs.host import Host, Request, Response
 from opencrm_horscompte.lookup.grants import grant, has_grant
 from opencrm_horscompte.lookup.start import LookupInputError, read_input, start_lookup
-from opencrm_horscompte.lookup.validation import Outcome, resend, verify
+from opencrm_horscompte.lookup.validation import Outcome, clean_code, resend, verify
 from opencrm_horscompte.settings.store import load_settings
 from opencrm_horscompte.tracking.codes import (
     CodePolicy,
@@ -189,12 +189,22 @@ def show_newer_page(request: Request, key: str, path: str) -> Response:
     return Response.redirect(path)
 
 
+def shown_page(request: Request, key: str) -> tuple[dict[str, Any], str] | None:
+    """The code entry page the session keeps under ``key`` (the lookup's or the claim's),
+    with its token, or None."""
+    shown = request.session.get(key)
+    if not isinstance(shown, dict) or not isinstance(shown.get("token"), str):
+        return None
+    return shown, shown["token"]
+
+
 def _code_page(host: Host, request: Request) -> Response:
     """GET of the code entry page: the one the session's last lookup or resend led to."""
-    shown = request.session.get(PAGE_KEY)
-    if not isinstance(shown, dict) or not isinstance(shown.get("token"), str):
+    page = shown_page(request, PAGE_KEY)
+    if page is None:
         return Response.redirect(LOOKUP_PATH)
-    carried = _carried(host, shown["token"])
+    shown, token = page
+    carried = _carried(host, token)
     if carried is None:  # too old: start again
         return _lookup_form(host, request, {}, {"email": EXPIRED}, 400)
     expiry = shown.get("expiry")
@@ -203,7 +213,7 @@ def _code_page(host: Host, request: Request) -> Response:
         host,
         request,
         carried.challenge_id,
-        token=shown["token"],
+        token=token,
         expiry=expiry if isinstance(expiry, int) else None,
         sent_to=carried.sent_to,
         code_length=carried.code_length,
@@ -291,23 +301,18 @@ def resend_wait_message(wait: timedelta) -> Message:
 def _newer_page(host: Host, request: Request, challenge_id: int) -> tuple[str, _Carried] | None:
     """The code entry page the session shows now, if it is another (newer) code's than
     ``challenge_id``'s: a double click's first request, or a resend in another tab, made it."""
-    shown = request.session.get(PAGE_KEY)
-    token = shown.get("token") if isinstance(shown, dict) else None
-    if not isinstance(token, str):
+    page = shown_page(request, PAGE_KEY)
+    carried = None if page is None else _carried(host, page[1])
+    if page is None or carried is None or carried.challenge_id == challenge_id:
         return None
-    carried = _carried(host, token)
-    if carried is None or carried.challenge_id == challenge_id:
-        return None
-    return token, carried
+    return page[1], carried
 
 
 def length_error(typed: str, code_length: int | None) -> Message | None:
     """Why ``typed`` can't be the code of ``code_length`` digits (spaces aside), or None:
     told before anything is counted, as a typo, not a wrong code that spends a try."""
-    digits = "".join(typed.split())
-    if code_length is None or (
-        digits.isascii() and digits.isdigit() and len(digits) == code_length
-    ):
+    code = clean_code(typed)
+    if code_length is None or (code is not None and len(code) == code_length):
         return None
     return NP_(
         "Le code reçu par courriel compte %(count)s chiffre : saisissez-le en entier, sans "

@@ -83,7 +83,9 @@ def backoff(failures: int) -> timedelta:
     return min(timedelta(seconds=2 ** (failures - BACKOFF_AFTER_FAILURES)), MAX_BACKOFF)
 
 
-def _clean(typed: str) -> str | None:
+def clean_code(typed: str) -> str | None:
+    """The typed validation code without its spaces, or None if it isn't ASCII digits (at
+    most ``MAX_TYPED_LENGTH``)."""
     code = "".join(typed.split())
     if not code or len(code) > MAX_TYPED_LENGTH or not (code.isascii() and code.isdigit()):
         return None
@@ -238,7 +240,7 @@ def verify(host: Host, challenge_id: int, typed: str) -> Outcome:
     """Check ``typed`` against the challenge; on success the code is spent. Take an attempt,
     then consume it (which forgets the guard) or count a failure; then the daily
     statistics: three statements either way."""
-    code = _clean(typed)
+    code = clean_code(typed)
     if code is None:
         return Outcome("malformed")
     with driver_transaction(host.engine) as connection:

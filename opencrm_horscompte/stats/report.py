@@ -60,8 +60,11 @@ class Report:
     @property
     def enough_to_judge(self) -> bool:
         """Enough lookups or validations for the hints to mean something."""
-        tried = self.totals["validations_ok"] + self.totals["validations_failed"]
-        return max(self.totals["lookups"], tried) >= ENOUGH_TO_JUDGE
+        return max(self.totals["lookups"], validations_tried(self.totals)) >= ENOUGH_TO_JUDGE
+
+
+def validations_tried(totals: dict[str, int]) -> int:
+    return totals["validations_ok"] + totals["validations_failed"]
 
 
 def lookups_without_code(totals: dict[str, int]) -> int:
@@ -126,7 +129,7 @@ def hints(totals: dict[str, int], settings: Settings) -> list[Message]:
                     share=share,
                 )
             )
-    tried = totals["validations_ok"] + totals["validations_failed"]
+    tried = validations_tried(totals)
     if tried >= ENOUGH_TO_JUDGE and totals["validations_failed"] / tried > STRUGGLE_RATIO:
         found.append(
             N_(
